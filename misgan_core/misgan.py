@@ -220,9 +220,11 @@ class MisGAN:
         self.device = pick_device(config.device)
         self.data = data if data is not None else load_training_data(config)
         self.shape = self.data.shape
-        self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
-                                             temperature=config.temperature,
-                                             mask_activation=config.mask_activation, latent=config.latent)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
+            torch.manual_seed(config.seed)
+            self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
+                                                 temperature=config.temperature,
+                                                 mask_activation=config.mask_activation, latent=config.latent)
         for module in self.nets.modules().values():
             module.to(self.device)
         if config.imputer and config.imputer_mode != "joint":

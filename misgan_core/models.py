@@ -41,11 +41,25 @@ class TemperatureSigmoid(nn.Module):
         if self.kind == "hard-sigmoid":
             # Piecewise linear with sigma_lambda's slope at 0, saturating exactly at 0 and 1.
             return (0.5 + x / (4 * self.temperature)).clamp(0, 1)
-        soft = torch.sigmoid(x / self.temperature)
         if self.kind == "straight-through":
-            # Binary masks forward, sigma_lambda's gradient backward.
-            return (x > 0).to(x.dtype) + soft - soft.detach()
-        return soft
+            return _StraightThrough.apply(x, self.temperature)
+        return torch.sigmoid(x / self.temperature)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Exactly binary masks forward, sigma_lambda's gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, temperature: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.temperature = temperature
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x / ctx.temperature)
+        return grad * s * (1 - s) / ctx.temperature, None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,380 @@
+"""The MisGAN engine through its public API: operators, losses, missingness, imputer, runs, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from misgan_core import (
+    CheckpointError,
+    DatasetError,
+    IndependentDropout,
+    MisGAN,
+    MisGANConfig,
+    QuadrantObservation,
+    RectangleObservation,
+    SquareObservation,
+    f_tau,
+    gradient_penalty,
+    load_complete,
+    load_user_data,
+    make_incomplete,
+    make_mask_process,
+)
+from misgan_core.misgan import critic_loss, gradient_penalty_autograd, scale_grad
+from misgan_core.models import Critic, TemperatureSigmoid, build_networks
+
+
+def tiny_config(**kw) -> MisGANConfig:
+    base = dict(dataset="mnist-5k", limit=256, batch_size=32, steps=4, sample_every=1000, checkpoint_every=1000,
+                log_every=2, fid_every=0)
+    base.update(kw)
+    return MisGANConfig(**base)
+
+
+# -- operators and losses -------------------------------------------------------------------------
+
+
+def test_f_tau_fills_missing_with_tau_and_keeps_observed():
+    x = torch.tensor([[0.2, 0.9, 0.4]])
+    m = torch.tensor([[1.0, 0.0, 1.0]])
+    assert torch.equal(f_tau(x, m), torch.tensor([[0.2, 0.0, 0.4]]))
+    assert torch.allclose(f_tau(x, m, tau=-1.0), torch.tensor([[0.2, -1.0, 0.4]]))
+
+
+def test_temperature_sigmoid_matches_formula_and_hard_variants_saturate():
+    x = torch.tensor([-2.0, -0.1, 0.0, 0.3, 2.0])
+    lam = 0.66
+    assert torch.allclose(TemperatureSigmoid(lam)(x), 1 / (1 + torch.exp(-x / lam)))
+    hard = TemperatureSigmoid(lam, "hard-sigmoid")(x)
+    assert hard[0] == 0 and hard[-1] == 1 and hard[2] == 0.5
+    st_in = x.clone().requires_grad_(True)
+    st = TemperatureSigmoid(lam, "straight-through")(st_in)
+    assert torch.equal(st.detach(), (x > 0).float())
+    st.sum().backward()
+    assert torch.allclose(st_in.grad, torch.sigmoid(x / lam) * (1 - torch.sigmoid(x / lam)) / lam)
+    with pytest.raises(ValueError, match="unknown mask activation"):
+        TemperatureSigmoid(lam, "tanh")
+
+
+def test_critic_loss_is_fake_minus_real_plus_penalty_on_a_linear_critic():
+    # D(x) = w.x + b has gradient w everywhere, so the penalty is 10 * (||w|| - 1)^2 exactly.
+    critic = Critic((1, 1, 2), [torch.nn.Linear(2, 1)])
+    with torch.no_grad():
+        critic.layers[0].weight.copy_(torch.tensor([[3.0, 4.0]]))
+        critic.layers[0].bias.fill_(0.5)
+    real = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]])
+    fake = torch.zeros(2, 1, 1, 2)
+    eps = torch.full((2, 1, 1, 1), 0.5)
+    loss, w = critic_loss(critic, real, fake, eps)
+    d_real = (3.0 + 0.5 + 4.0 + 0.5) / 2
+    d_fake = 0.5
+    assert w.item() == pytest.approx(d_real - d_fake)
+    assert loss.item() == pytest.approx(d_fake - d_real + 10 * (5.0 - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("arch,shape", [("fc", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32)),
+                                        ("conv", (1, 64, 64))])
+def test_explicit_gradient_penalty_equals_autograd_double_backward(arch, shape):
+    torch.manual_seed(0)
+    critic = build_networks(arch, shape).dx.double()
+    real, fake = torch.rand(3, *shape, dtype=torch.float64), torch.rand(3, *shape, dtype=torch.float64)
+    eps = torch.rand(3, 1, 1, 1, dtype=torch.float64)
+    params = list(critic.parameters())
+    ours = gradient_penalty(critic, real, fake, eps)
+    ref = gradient_penalty_autograd(critic, real, fake, eps)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    g_ours = torch.autograd.grad(ours, params, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    for a, b, p in zip(g_ours, g_ref, params, strict=True):
+        a = torch.zeros_like(p) if a is None else a  # biases do not enter the input gradient
+        b = torch.zeros_like(p) if b is None else b
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_scale_grad_scales_only_the_gradient():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = scale_grad(x, 0.2)
+    assert torch.equal(y, x.detach())
+    (y * torch.tensor([3.0, 5.0])).sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([0.6, 1.0]))
+
+
+def test_one_generator_backward_gives_gm_alpha_times_lx_plus_lm():
+    """The fused generator step must equal separate gradients of eq. 6 (Gx) and eq. 7 (Gm)."""
+    torch.manual_seed(0)
+    gan = MisGAN(tiny_config(steps=1))
+    nets = gan.nets
+    z, e = torch.randn(8, 128), torch.randn(8, 128)
+    x, m = nets.gx(z), nets.gm(e)
+    lx = -nets.dx(x * m).mean()
+    lm = -nets.dm(m).mean()
+    gx_ref = torch.autograd.grad(lx, list(nets.gx.parameters()), retain_graph=True)
+    gm_ref = torch.autograd.grad(0.2 * lx + lm, list(nets.gm.parameters()))
+    x, m = nets.gx(z), nets.gm(e)
+    total = -nets.dx(x * scale_grad(m, 0.2)).mean() - nets.dm(m).mean()
+    total.backward()
+    for p, g in zip(nets.gx.parameters(), gx_ref, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-7)
+    for p, g in zip(nets.gm.parameters(), gm_ref, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-7)
+
+
+# -- missingness ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("process", [SquareObservation(14), SquareObservation(7), IndependentDropout(0.8),
+                                     IndependentDropout(rate_range=(0.2, 0.6)), RectangleObservation(),
+                                     QuadrantObservation()])
+def test_missing_rate_matches_the_stated_rate(process):
+    gen = torch.Generator().manual_seed(3)
+    m = process.sample(20000, 28, 28, gen)
+    assert m.shape == (20000, 1, 28, 28)
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    assert 1 - m.mean().item() == pytest.approx(process.expected_missing_rate(28, 28), abs=0.005)
+
+
+def test_paper_rates_for_rectangles_and_squares():
+    assert RectangleObservation().expected_missing_rate(28, 28) == pytest.approx(0.75)
+    assert SquareObservation(14).expected_missing_rate(28, 28) == pytest.approx(0.75)
+
+
+def test_square_observation_is_one_square_of_the_given_side():
+    m = SquareObservation(9).sample(200, 28, 28, torch.Generator().manual_seed(0))[:, 0]
+    assert (m.sum((1, 2)) == 81).all()
+    rows, cols = m.any(2), m.any(1)
+    assert (rows.sum(1) == 9).all() and (cols.sum(1) == 9).all()
+    tops = rows.float().argmax(1)
+    assert tops.min() == 0 and tops.max() == 28 - 9  # every placement reachable
+
+
+def test_rectangle_sides_stay_in_25_to_75_percent():
+    m = RectangleObservation().sample(2000, 28, 28, torch.Generator().manual_seed(1))[:, 0]
+    heights, widths = m.any(2).sum(1), m.any(1).sum(1)
+    assert heights.min() >= 7 and heights.max() <= 21 and widths.min() >= 7 and widths.max() <= 21
+    assert (m.sum((1, 2)) == heights * widths).all()
+
+
+def test_quadrants_observe_exactly_one_quadrant():
+    m = QuadrantObservation().sample(400, 28, 28, torch.Generator().manual_seed(2))[:, 0]
+    quads = torch.stack([m[:, :14, :14].sum((1, 2)), m[:, :14, 14:].sum((1, 2)), m[:, 14:, :14].sum((1, 2)),
+                         m[:, 14:, 14:].sum((1, 2))], 1)
+    assert ((quads == 196).sum(1) == 1).all() and (m.sum((1, 2)) == 196).all()
+    assert set(quads.argmax(1).tolist()) == {0, 1, 2, 3}
+
+
+def test_masks_are_seeded_and_fixed_per_example(mnist5k):
+    process = make_mask_process("dropout", missing_rate=0.5)
+    a = make_incomplete(mnist5k, process, seed=7)
+    b = make_incomplete(mnist5k, process, seed=7)
+    c = make_incomplete(mnist5k, process, seed=8)
+    assert torch.equal(a.m, b.m) and not torch.equal(a.m, c.m)
+
+
+def test_unknown_mask_and_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="unknown missingness 'blocks'; choose one of"):
+        make_mask_process("blocks")
+    with pytest.raises(ValueError, match="rate of 1"):
+        IndependentDropout(1.0)
+    with pytest.raises(ValueError, match="square size 40"):
+        SquareObservation(40).sample(2, 28, 28)
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+def test_mnist_5k_is_real_digits_in_unit_range(mnist5k):
+    assert mnist5k.x.shape == (5000, 1, 28, 28) and mnist5k.x.dtype == torch.float32
+    assert mnist5k.x.min() == 0 and mnist5k.x.max() == 1
+    assert sorted(mnist5k.labels.unique().tolist()) == list(range(10))
+    assert 0.1 < mnist5k.x.mean() < 0.15  # MNIST's mean intensity is about 0.13
+
+
+def test_unknown_or_absent_dataset_says_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="unknown dataset 'mnist5k'; choose one of mnist-5k"):
+        load_complete("mnist5k")
+    with pytest.raises(DatasetError, match="not on disk.*--download"):
+        load_complete("mnist", data_dir=tmp_path)
+
+
+def test_npz_user_data_with_nan_and_mask(tmp_path):
+    x = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    m = np.ones((5, 8, 8), np.uint8)
+    m[1, 2:4, 2:4] = 0
+    np.savez(tmp_path / "mine.npz", x=x, m=m)
+    data = load_user_data(tmp_path / "mine.npz")
+    assert data.x.shape == (5, 1, 8, 8) and not data.ground_truth
+    assert data.m[0, 0, 0, 0] == 0 and data.m[1, 0, 2, 2] == 0 and data.m[1, 0, 5, 5] == 1
+    assert torch.isfinite(data.x).all()
+
+
+@pytest.mark.parametrize("arrays,message", [
+    (dict(x=np.zeros((4, 2, 8, 8))), "1 or 3 channels"),
+    (dict(x=np.zeros((4, 8, 8)), m=np.ones((4, 7, 7))), "m has shape"),
+    (dict(x=np.full((4, 8, 8), 2.0)), "rescale x to"),
+    (dict(x=np.zeros((4, 8, 8)), m=np.zeros((4, 8, 8))), "observes nothing"),
+    (dict(y=np.zeros((4, 8, 8))), "no 'x'"),
+])
+def test_bad_user_arrays_get_clear_messages(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DatasetError, match=message):
+        load_user_data(tmp_path / "bad.npz")
+
+
+def test_png_folder_alpha_marks_missing(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        rgba = np.zeros((8, 8, 4), np.uint8)
+        rgba[..., :3] = 200
+        rgba[..., 3] = 255
+        rgba[:4, :, 3] = 0  # top half missing
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"{i}.png")
+    data = load_user_data(tmp_path)
+    assert data.x.shape == (3, 3, 8, 8)
+    assert data.m[:, 0, :4].sum() == 0 and data.m[:, 0, 4:].sum() == 3 * 32
+    assert torch.allclose(data.x[:, :, 4:], torch.full((3, 3, 4, 8), 200 / 255))
+
+
+def test_wrong_file_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DatasetError, match="not an .npz"):
+        load_user_data(tmp_path / "notes.txt")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_user_data(tmp_path / "broken.npz")
+
+
+# -- imputer ----------------------------------------------------------------------------------------
+
+
+def test_imputer_keeps_observed_pixels_exactly_and_varies_with_noise():
+    gan = MisGAN(tiny_config(imputer=True, steps=2))
+    gan.train()
+    data = gan.data.subset(slice(0, 6))
+    x = data.x.clone()
+    x[data.m.expand_as(x) == 0] = float("nan")  # missing entries must never leak into the result
+    out = gan.impute(x, data.m, draws=5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (5, 6, 1, 28, 28)
+    obs = data.m.bool().expand_as(data.x)
+    for k in range(5):
+        assert torch.equal(out[k][obs], data.x[obs])
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out[0][~obs], out[1][~obs])
+    again = gan.impute(x, data.m, draws=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_impute_refuses_wrong_shapes_and_runs_without_imputer():
+    gan = MisGAN(tiny_config(imputer=True, steps=1))
+    with pytest.raises(ValueError, match="this model imputes"):
+        gan.impute(torch.zeros(2, 1, 32, 32), torch.ones(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        gan.impute(torch.zeros(2, 1, 28, 28), torch.ones(2, 28, 28))
+    with pytest.raises(RuntimeError, match="no imputer"):
+        MisGAN(tiny_config()).impute(torch.zeros(2, 1, 28, 28), torch.ones(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("mode", ["standalone", "target"])
+def test_imputer_from_a_pretrained_gx(tmp_path, mode):
+    MisGAN(tiny_config(steps=2), run_dir=tmp_path / "gx").train()
+    gan = MisGAN(tiny_config(imputer=True, imputer_mode=mode, pretrained=str(tmp_path / "gx"), steps=2,
+                             mask="dropout", missing_rate=0.5))
+    gx_before = [p.clone() for p in gan.nets.gx.parameters()]
+    gi_before = [p.clone() for p in gan.nets.gi.parameters()]
+    gan.train()
+    assert all(torch.equal(a, b) for a, b in zip(gx_before, gan.nets.gx.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(gi_before, gan.nets.gi.parameters(), strict=True))
+    assert np.isfinite(gan.history[-1]["loss_di"])
+
+
+def test_ambient_gan_ablation_trains_without_mask_critic():
+    gan = MisGAN(tiny_config(mask_critic=False, steps=2))
+    assert "dm" not in gan.optimizers
+    gan.train()
+    assert "loss_dm" not in gan.history[-1] and np.isfinite(gan.history[-1]["loss_dx"])
+    real = MisGAN(tiny_config(mask_critic=False, ambient_masks="real", steps=2))
+    assert "gm" not in real.optimizers
+    real.train()
+
+
+# -- runs, checkpoints, resume --------------------------------------------------------------------
+
+
+def _weights(gan):
+    return {f"{n}.{k}": v.clone() for n, mod in gan.nets.modules().items() for k, v in mod.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["fc", "conv"])
+def test_resume_gives_the_same_weights_as_training_straight(tmp_path, arch):
+    # 3 batches an epoch: 3 steps (15 batches) cross epoch boundaries
+    size = dict(limit=96, batch_size=32) if arch == "fc" else dict(limit=24, batch_size=8)
+    straight = MisGAN(tiny_config(arch=arch, imputer=arch == "fc", seed=5, **size), run_dir=tmp_path / "a")
+    straight.train(5)
+    split = MisGAN(tiny_config(arch=arch, imputer=arch == "fc", seed=5, **size), run_dir=tmp_path / "b")
+    split.train(3)
+    resumed = MisGAN.load(tmp_path / "b")
+    assert resumed.step == 3
+    resumed.train(2)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [r["step"] for r in resumed.history if "loss_dx" in r]
+    assert steps == sorted(steps) and steps[-1] == 5
+
+
+def test_run_folder_layout_and_safe_loading(tmp_path):
+    gan = MisGAN(tiny_config(imputer=True), run_dir=tmp_path / "run")
+    gan.train()
+    folder = tmp_path / "run"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["kind"] == "misgan" and config["imputer"] is True
+    assert (folder / "model.safetensors").exists() and (folder / "state.pt").exists()
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 4 and all(np.isfinite(r["loss_dx"]) for r in lines)
+    for name in ("gx", "gm", "imputed", "data"):
+        assert (folder / "samples" / f"{name}_latest.png").exists()
+    # state.pt loads under weights_only: no pickled code
+    state = torch.load(folder / "state.pt", weights_only=True)
+    assert state["step"] == 4
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    MisGAN(tiny_config(), run_dir=tmp_path / "run").train(1)
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        MisGAN(tiny_config(), run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+def test_corrupt_and_mismatched_checkpoints_are_reported(tmp_path):
+    MisGAN(tiny_config(), run_dir=tmp_path / "run").train(1)
+    weights = tmp_path / "run" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt"):
+        MisGAN.load(tmp_path / "run")
+    weights.write_bytes(good)
+    (tmp_path / "run" / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        MisGAN.load(tmp_path / "run")
+    MisGAN(tiny_config(), run_dir=tmp_path / "run2").train(1)
+    config = json.loads((tmp_path / "run2" / "config.json").read_text())
+    config["arch"] = "conv"
+    (tmp_path / "run2" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="different model config"):
+        MisGAN.load(tmp_path / "run2")
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        MisGAN.load(tmp_path / "nowhere")
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError, match="arch must be"):
+        MisGANConfig(arch="mlp").validate()
+    with pytest.raises(ValueError, match="needs --pretrained"):
+        MisGANConfig(imputer=True, imputer_mode="standalone").validate()
+    with pytest.raises(ValueError, match="supports 28x28, 32x32 and 64x64"):
+        build_networks("conv", (1, 20, 20))
