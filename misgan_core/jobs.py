@@ -158,9 +158,9 @@ class Job:
                 self._rate_window = [(time.perf_counter(), self._step)]
                 if self._status == "starting":
                     self._status = "running"
-            if self._stop_event.is_set():
-                raise StopTraining
-            trainer.train(self._steps, callback=self._after_step)
+            # Stopped while starting: train(0) still writes the first checkpoint, so the folder can resume.
+            steps = 0 if self._stop_event.is_set() else self._steps
+            trainer.train(steps, callback=self._after_step)
             final = "stopped" if self._stop_event.is_set() else "finished"
             with self._lock:
                 self._step = trainer.step
