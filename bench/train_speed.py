@@ -1,0 +1,69 @@
+"""Training speed of MisGAN on mnist-5k, batch 64: critic and generator steps per second.
+
+    python bench/train_speed.py [--steps 40] [--archs fc conv] [--threads 1 2] [--imputer]
+
+Each (arch, threads) runs in its own process (torch's thread count is process-wide). A critic step is one
+batch (Dx and Dm updates); a generator step follows every n_critic = 5 critic steps. The reference figures
+are the paper's released implementation measured on this 2-core machine with 2 threads (issue 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_CRITIC_STEPS_PER_S = {"fc": 25.0, "conv": 1.35}
+TARGET_RATIO = {"fc": 3.0, "conv": 1.4}
+
+
+def measure(arch: str, threads: int, steps: int, imputer: bool) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from misgan_core import MisGAN, MisGANConfig
+
+    torch.set_num_threads(threads)
+    config = MisGANConfig(arch=arch, batch_size=64, steps=steps, imputer=imputer, fid_every=0,
+                          sample_every=10**9, log_every=10**9)
+    gan = MisGAN(config)
+    gan.train(max(2, steps // 10))  # warm-up: allocator, first-call dispatch
+    start = time.perf_counter()
+    gan.train(steps)
+    seconds = time.perf_counter() - start
+    return {"arch": arch, "threads": threads, "imputer": imputer, "generator_steps_per_s": steps / seconds,
+            "critic_steps_per_s": steps * config.n_critic / seconds, "seconds": seconds}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=40, help="generator steps timed per configuration")
+    p.add_argument("--archs", nargs="+", default=["fc", "conv"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--imputer", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        arch, threads = args.one.split(":")
+        print(json.dumps(measure(arch, int(threads), args.steps, args.imputer)))
+        return
+    print(f"{'arch':5s} {'threads':>7s} {'critic/s':>9s} {'gen/s':>7s} {'vs released code':>17s} {'target':>7s}")
+    for arch in args.archs:
+        for threads in args.threads:
+            steps = args.steps if arch == "fc" else max(4, args.steps // 8)
+            cmd = [sys.executable, __file__, "--one", f"{arch}:{threads}", "--steps", str(steps)]
+            if args.imputer:
+                cmd.append("--imputer")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            ratio = r["critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
+            print(f"{arch:5s} {threads:7d} {r['critic_steps_per_s']:9.2f} {r['generator_steps_per_s']:7.2f} "
+                  f"{ratio:16.2f}x {TARGET_RATIO[arch]:6.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
