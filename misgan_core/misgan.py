@@ -227,6 +227,8 @@ class MisGAN:
                                                  mask_activation=config.mask_activation, latent=config.latent)
         for module in self.nets.modules().values():
             module.to(self.device)
+            if config.arch == "conv":
+                module.to(memory_format=torch.channels_last)  # oneDNN / cuDNN's faster convolution layout
         if config.imputer and config.imputer_mode != "joint":
             self._load_pretrained_gx(config.pretrained)
         self.optimizers = self._make_optimizers()
@@ -478,8 +480,9 @@ class MisGAN:
         from .metrics import LiveFID
 
         if self._live_fid is None:
+            # The live FID's noise seed is fixed (not the run's seed) so curves compare across runs.
             self._live_fid = LiveFID(self.config.dataset, self.data.x if self.data.ground_truth else None,
-                                     n_samples=self.config.fid_samples, seed=self.config.seed)
+                                     n_samples=self.config.fid_samples)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
         record = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3), "fid": value}
         self.history.append(record)
