@@ -45,24 +45,43 @@ def main() -> None:
     p.add_argument("--archs", nargs="+", default=["fc", "conv"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--imputer", action="store_true")
+    p.add_argument("--reference", action="store_true",
+                   help="also time bench/reference_loop.py (the released code's structure) in the same conditions")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        arch, threads = args.one.split(":")
-        print(json.dumps(measure(arch, int(threads), args.steps, args.imputer)))
+        arch, threads, kind = args.one.split(":")
+        if kind == "reference":
+            import torch
+
+            sys.path.insert(0, str(ROOT))
+            from bench.reference_loop import reference_critic_steps_per_s
+
+            torch.set_num_threads(int(threads))
+            rate = reference_critic_steps_per_s(arch, args.steps * 5)
+            print(json.dumps({"critic_steps_per_s": rate, "generator_steps_per_s": rate / 5}))
+        else:
+            print(json.dumps(measure(arch, int(threads), args.steps, args.imputer)))
         return
-    print(f"{'arch':5s} {'threads':>7s} {'critic/s':>9s} {'gen/s':>7s} {'vs released code':>17s} {'target':>7s}")
+    print(f"{'arch':5s} {'threads':>7s} {'critic/s':>9s} {'gen/s':>7s} {'vs issue figure':>16s} "
+          f"{'vs reference here':>18s} {'target':>7s}")
     for arch in args.archs:
         for threads in args.threads:
             steps = args.steps if arch == "fc" else max(4, args.steps // 8)
-            cmd = [sys.executable, __file__, "--one", f"{arch}:{threads}", "--steps", str(steps)]
-            if args.imputer:
-                cmd.append("--imputer")
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+
+            def run(kind: str, arch: str = arch, threads: int = threads, steps: int = steps) -> dict:
+                cmd = [sys.executable, __file__, "--one", f"{arch}:{threads}:{kind}", "--steps", str(steps)]
+                if args.imputer and kind == "ours":
+                    cmd.append("--imputer")
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                return json.loads(out.stdout.strip().splitlines()[-1])
+
+            r = run("ours")
+            ref = run("reference")["critic_steps_per_s"] if args.reference else None
             ratio = r["critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
+            here = f"{r['critic_steps_per_s'] / ref:17.2f}x" if ref else f"{'-':>18s}"
             print(f"{arch:5s} {threads:7d} {r['critic_steps_per_s']:9.2f} {r['generator_steps_per_s']:7.2f} "
-                  f"{ratio:16.2f}x {TARGET_RATIO[arch]:6.1f}x", flush=True)
+                  f"{ratio:15.2f}x {here} {TARGET_RATIO[arch]:6.1f}x", flush=True)
 
 
 if __name__ == "__main__":

