@@ -3,13 +3,26 @@
 The public API, used by the CLI, the pages and Python users alike.
 """
 
-from .data import (CompleteData, DatasetError, IncompleteDataset, dataset_status, list_datasets, load_complete,
-                   load_user_data)
+from .data import (
+    CompleteData,
+    DatasetError,
+    IncompleteDataset,
+    dataset_status,
+    list_datasets,
+    load_complete,
+    load_user_data,
+)
 from .imputers import Imputer, paste_observed
-from .masks import (IndependentDropout, MaskProcess, QuadrantObservation, RectangleObservation, SquareObservation,
-                    make_incomplete, make_mask_process)
-from .misgan import (MisGAN, MisGANConfig, StopTraining, f_tau, gradient_penalty, load_training_data,
-                     pick_device)
+from .masks import (
+    IndependentDropout,
+    MaskProcess,
+    QuadrantObservation,
+    RectangleObservation,
+    SquareObservation,
+    make_incomplete,
+    make_mask_process,
+)
+from .misgan import MisGAN, MisGANConfig, StopTraining, f_tau, gradient_penalty, load_training_data, pick_device
 from .runs import CheckpointError, RunDir, list_runs
 
 __all__ = [
