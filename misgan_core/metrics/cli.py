@@ -67,6 +67,10 @@ def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, 
     path = Path(path)
     kind = _run_kind(path)
     if kind not in RUN_LOADERS:
+        from ..baselines.runs import register_evaluate_loaders
+
+        register_evaluate_loaders()
+    if kind not in RUN_LOADERS:
         known = ", ".join(sorted(RUN_LOADERS))
         raise ValueError(f"cannot evaluate a {kind!r} run yet; evaluation knows {known}")
     run = RUN_LOADERS[kind](path, device)

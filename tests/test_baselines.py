@@ -1,0 +1,432 @@
+"""Baseline imputers: ConvAC's density and exact conditional sampling, GAIN's hint and training step, MF's
+recovery of a planted low-rank matrix, the fit loop, and the interface every imputer shares."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from misgan_core.baselines import (
+    BASELINES,
+    GAIN,
+    BaselineTrainer,
+    ConvAC,
+    ConvACConfig,
+    GAINConfig,
+    MatrixFactorization,
+    MeanImputer,
+    MFConfig,
+    ZeroImputer,
+    build_baseline,
+    fit_baseline,
+    hint_matrix,
+)
+from misgan_core.imputers import Imputer
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _set_leaves(model: ConvAC, mean: torch.Tensor, std: torch.Tensor) -> None:
+    with torch.no_grad():
+        model.leaf_mean.copy_(mean)
+        model.leaf_std_raw.copy_(_inverse_softplus(std - model.config.min_std))
+
+
+def _random_convac(shape: tuple[int, int, int], seed: int, shared: bool = False, components: int = 3,
+                   channels: int = 3) -> ConvAC:
+    """A small float64 ConvAC with well-separated leaves and peaked sum weights, so that the evidence
+    moves the posterior a lot (a sampler that ignored it would be caught)."""
+    torch.manual_seed(seed)
+    cfg = ConvACConfig(components=components, channels=channels, shared_weights=shared, clamp_samples=False)
+    model = ConvAC(shape, cfg).double()
+    d = model.patch_dim
+    _set_leaves(model, torch.rand(components, d, dtype=torch.float64),
+                0.1 + 0.2 * torch.rand(components, d, dtype=torch.float64))
+    with torch.no_grad():
+        for logits in model.sum_logits:
+            logits.normal_(0.0, 2.0)
+    return model
+
+
+def _trapezoid_grid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.linspace(lo, hi, n, dtype=torch.float64)
+    w = torch.full_like(t, (hi - lo) / (n - 1))
+    w[0] = w[-1] = w[0] / 2
+    return t, w
+
+
+# -- ConvAC: the density ------------------------------------------------------------------------------
+
+
+def test_convac_2x2_density_integrates_to_one() -> None:
+    # One leaf location: the whole circuit is a 3-component diagonal GMM over 4 pixels; integrate on a grid
+    # that covers every component to > 7 standard deviations.
+    model = _random_convac((1, 2, 2), seed=0)
+    std = 0.25 + 0.15 * torch.rand(3, 4, dtype=torch.float64)
+    _set_leaves(model, torch.rand(3, 4, dtype=torch.float64), std)
+    t, w = _trapezoid_grid(-3.0, 4.0, 36)
+    g = torch.stack(torch.meshgrid(t, t, t, t, indexing="ij"), -1).reshape(-1, 1, 2, 2)
+    wg = torch.stack(torch.meshgrid(w, w, w, w, indexing="ij"), -1).reshape(-1, 4).prod(1)
+    with torch.no_grad():
+        chunks = zip(g.split(200_000), wg.split(200_000), strict=True)
+        total = sum(float((model.log_prob(c).exp() * wc).sum()) for c, wc in chunks)
+    assert total == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_convac_marginal_equals_numerical_integration(shared: bool) -> None:
+    # 4x4 image: 2x2 leaf locations, one sum-product level, then the root. Pixel a=(0,0) and c=(0,1) share
+    # a patch; b=(3,3) sits in the opposite patch, so they meet only at the root.
+    model = _random_convac((1, 4, 4), seed=1, shared=shared)
+    t, w = _trapezoid_grid(-2.5, 3.5, 201)  # spacing 0.03 against standard deviations >= 0.1: exact to ~1e-12
+    xa = torch.tensor([-0.2, 0.1, 0.5, 0.9, 1.3], dtype=torch.float64)
+
+    def log_p(values: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+        n = next(iter(values.values())).numel()
+        x = torch.full((n, 1, 4, 4), float("nan"), dtype=torch.float64)  # unobserved entries are never read
+        m = torch.zeros(n, 1, 4, 4, dtype=torch.float64)
+        for (i, j), v in values.items():
+            x[:, 0, i, j] = v
+            m[:, 0, i, j] = 1
+        with torch.no_grad():
+            return model.log_prob(x, m)
+
+    marginal = log_p({(0, 0): xa}).exp()
+    for other in [(3, 3), (0, 1)]:
+        a, b = torch.meshgrid(xa, t, indexing="ij")
+        joint = log_p({(0, 0): a.reshape(-1), other: b.reshape(-1)}).exp().reshape(len(xa), len(t))
+        integrated = (joint * w).sum(1)
+        torch.testing.assert_close(integrated, marginal, rtol=1e-7, atol=0)
+    # and the two-pixel marginal is itself normalised
+    a, b = torch.meshgrid(t, t, indexing="ij")
+    joint = log_p({(0, 0): a.reshape(-1), (3, 3): b.reshape(-1)}).exp().reshape(len(t), len(t))
+    assert float((joint * w[:, None] * w[None, :]).sum()) == pytest.approx(1.0, abs=1e-7)
+
+
+def test_convac_rgb_pixel_marginal_integrates_to_one() -> None:
+    # A missing pixel takes all of its channels with it; the three channels of one observed pixel of a
+    # 3x4x4 model must integrate to one.
+    model = _random_convac((3, 4, 4), seed=2)
+    t, w = _trapezoid_grid(-2.0, 3.0, 51)
+    g = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    wg = torch.stack(torch.meshgrid(w, w, w, indexing="ij"), -1).reshape(-1, 3).prod(1)
+    x = torch.zeros(len(g), 3, 4, 4, dtype=torch.float64)
+    x[:, :, 2, 1] = g
+    m = torch.zeros(len(g), 1, 4, 4, dtype=torch.float64)
+    m[:, 0, 2, 1] = 1
+    with torch.no_grad():
+        total = float((model.log_prob(x, m).exp() * wg).sum())
+    assert total == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
+def test_convac_sizes_and_padding(shape: tuple[int, int, int]) -> None:
+    model = ConvAC(shape, ConvACConfig(components=4, channels=4))
+    assert model.side == (32 if shape[1] <= 32 else 64)
+    x = torch.rand(2, *shape)
+    m = torch.zeros(2, 1, *shape[1:])
+    with torch.no_grad():
+        torch.testing.assert_close(model.log_prob(x, m), torch.zeros(2))  # nothing observed: log 1
+        full = model.log_prob(x)
+    assert torch.isfinite(full).all()
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, *shape)
+    m[:, :, : shape[1] // 2] = 1
+    out = model.impute(x, m, draws=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 2, *shape)
+    assert ((out >= 0) & (out <= 1)).all()
+
+
+# -- ConvAC: sampling ---------------------------------------------------------------------------------
+
+
+def _two_mixture_model(prior_bright: float) -> ConvAC:
+    """4x4 model: exactly 'all pixels ~ N(0.2, 0.1)' w.p. 1 - prior_bright, else 'all ~ N(0.8, 0.1)'."""
+    model = ConvAC((1, 4, 4), ConvACConfig(components=2, channels=2, clamp_samples=False)).double()
+    _set_leaves(model, torch.tensor([[0.2] * 4, [0.8] * 4], dtype=torch.float64),
+                torch.full((2, 4), 0.1, dtype=torch.float64))
+    with torch.no_grad():
+        # level 0: channel k takes leaf k everywhere (off-diagonal weights e^-80); root: the prior.
+        model.sum_logits[0].copy_(torch.tensor([[40.0, -40.0], [-40.0, 40.0]]).expand(2, 2, 2, 2))
+        model.sum_logits[1].copy_(torch.log(torch.tensor([[[[1 - prior_bright, prior_bright]]]])))
+    return model
+
+
+def test_convac_conditional_component_follows_analytic_posterior() -> None:
+    prior = 0.7
+    model = _two_mixture_model(prior)
+    n = 4000
+    x = torch.full((n, 1, 4, 4), float("nan"), dtype=torch.float64)
+    m = torch.zeros(n, 1, 4, 4, dtype=torch.float64)
+    evidence = 0.45
+    x[:, 0, 1, 2] = evidence
+    m[:, 0, 1, 2] = 1
+    out = model.impute(x, m, draws=1, generator=torch.Generator().manual_seed(0))[0]
+    assert (out[:, 0, 1, 2] == evidence).all()
+    missing = ~m.bool().expand_as(out)
+    bright = out[missing].reshape(n, 15).mean(1) > 0.5  # 15 draws from N(0.2 or 0.8, 0.1): unambiguous
+    like = [math.exp(-((evidence - mu) ** 2) / (2 * 0.1 ** 2)) for mu in (0.2, 0.8)]
+    posterior = prior * like[1] / ((1 - prior) * like[0] + prior * like[1])
+    assert 0.05 < posterior < 0.2  # far from the prior: ignoring the evidence would fail
+    se = math.sqrt(posterior * (1 - posterior) / n)
+    assert abs(float(bright.double().mean()) - posterior) < 5 * se
+    # without evidence, samples follow the prior
+    prior_draws = model.sample(n, generator=torch.Generator().manual_seed(1))
+    assert abs(float((prior_draws.reshape(n, 16).mean(1) > 0.5).double().mean()) - prior) < 5 * math.sqrt(
+        prior * (1 - prior) / n)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_convac_conditional_samples_match_numerical_posterior(shared: bool) -> None:
+    # On a random model, compare draws of a missing pixel with p(x_b | evidence) computed from the
+    # model's own marginals by quadrature. Evidence in several patches; targets in other patches and in an
+    # evidence patch, so that the posterior over choices at the sum layers and at the leaves both matter.
+    # 8x8: three levels of sum nodes, so that the product nodes' hand-down of choices is checked too.
+    model = _random_convac((1, 8, 8), seed=3, shared=shared)
+    evidence = {(0, 0): 0.9, (1, 3): 0.1, (2, 5): 0.8, (6, 1): 0.2, (5, 6): 0.6}
+    n = 4000
+    x = torch.full((n, 1, 8, 8), float("nan"), dtype=torch.float64)
+    m = torch.zeros(n, 1, 8, 8, dtype=torch.float64)
+    for (i, j), v in evidence.items():
+        x[:, 0, i, j] = v
+        m[:, 0, i, j] = 1
+    out = model.impute(x, m, draws=1, generator=torch.Generator().manual_seed(2))[0]
+    for (i, j), v in evidence.items():
+        assert (out[:, 0, i, j] == v).all()
+    t, w = _trapezoid_grid(-2.5, 3.5, 801)
+    for target in [(3, 0), (0, 1), (2, 7), (7, 4)]:
+        xq = x[:1].repeat(len(t), 1, 1, 1)
+        mq = m[:1].repeat(len(t), 1, 1, 1)
+        xq[:, 0, target[0], target[1]] = t
+        mq[:, 0, target[0], target[1]] = 1
+        with torch.no_grad():
+            dens = model.log_prob(xq, mq).exp()
+        dens = dens / (dens * w).sum()
+        mean = float((dens * w * t).sum())
+        sd = math.sqrt(float((dens * w * (t - mean) ** 2).sum()))
+        drawn = out[:, 0, target[0], target[1]]
+        assert abs(float(drawn.mean()) - mean) < 5 * sd / math.sqrt(n)
+        for q in (mean - sd, mean, mean + sd):  # CDF at three points: the whole shape, not just the mean
+            cdf = float((dens * w * (t <= q)).sum())
+            assert abs(float((drawn <= q).double().mean()) - cdf) < 5 * math.sqrt(0.25 / n) + 2e-3
+
+
+# -- GAIN ---------------------------------------------------------------------------------------------
+
+
+def test_gain_hint_reveals_exactly_mask_where_b_is_one() -> None:
+    # Released-code convention: h = m * b, b ~ Bernoulli(hint_rate). Revealed entries (b = 1) carry m;
+    # unrevealed ones carry 0 whatever m is.
+    m = (torch.rand(200, 100, generator=torch.Generator().manual_seed(5)) < 0.5).float()
+    h = hint_matrix(m, 0.9, torch.Generator().manual_seed(7))
+    b = torch.rand(200, 100, generator=torch.Generator().manual_seed(7)) < 0.9
+    assert torch.equal(h, torch.where(b, m, torch.zeros(())))
+    assert torch.equal(h[~b], torch.zeros(int((~b).sum())))
+    assert torch.equal(h[b], m[b])
+    revealed = float(h[m.bool()].mean())  # share of observed entries the hint reveals
+    assert revealed == pytest.approx(0.9, abs=0.02)
+    # the paper's form marks the unrevealed entries 0.5 instead
+    h_paper = hint_matrix(m, 0.9, torch.Generator().manual_seed(7), form="paper")
+    assert torch.equal(h_paper, torch.where(b, m, torch.full((), 0.5)))
+
+
+def _toy_images(n: int, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=g)
+    m = (torch.rand(n, 1, *shape[1:], generator=g) < 0.6).float()
+    return x, m
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def test_gain_train_step_losses_and_adversarial_switch() -> None:
+    x, m = _toy_images(32, (3, 4, 4), seed=0)
+    model = GAIN((3, 4, 4), GAINConfig())
+    assert model.generator_net[0].in_features == 2 * 48 and model.generator_net[0].out_features == 48
+    opts = model.make_optimizers()
+    d_before = [p.detach().clone() for p in model.discriminator_net.parameters()]
+    losses = model.train_step(x, m, opts, torch.Generator().manual_seed(0))
+    assert set(losses) == {"d_loss", "g_adv", "mse", "g_loss"}
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses["g_loss"] == pytest.approx(losses["g_adv"] + 10 * losses["mse"], rel=1e-5)
+    assert _changed(d_before, model.discriminator_net)
+
+    plain = GAIN((3, 4, 4), GAINConfig(adversarial=False))
+    opts = plain.make_optimizers()
+    assert set(opts) == {"generator"}
+    d_before = [p.detach().clone() for p in plain.discriminator_net.parameters()]
+    g_before = [p.detach().clone() for p in plain.generator_net.parameters()]
+    losses = plain.train_step(x, m, opts, torch.Generator().manual_seed(0))
+    assert set(losses) == {"mse", "g_loss"} and losses["g_loss"] == pytest.approx(10 * losses["mse"])
+    assert not _changed(d_before, plain.discriminator_net)
+    assert _changed(g_before, plain.generator_net)
+
+
+def test_gain_losses_are_the_released_code_formulas() -> None:
+    # Recompute the step's losses by hand: same noise and hint (drawn in that order from the generator),
+    # D loss with the nets before the step, G terms with G before and D after the D step.
+    x, m = _toy_images(16, (1, 3, 3), seed=2)
+    model = GAIN((1, 3, 3))
+    before = GAIN((1, 3, 3))
+    before.load_state_dict(model.state_dict())
+    losses = model.train_step(x, m, model.make_optimizers(), torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    xf, mf = x.reshape(16, 9), m.reshape(16, 9)
+    z = 0.01 * torch.rand(16, 9, generator=g)
+    b = torch.rand(16, 9, generator=g) < 0.9
+    hint = mf * b
+    with torch.no_grad():
+        gen = torch.sigmoid(before.generator_net(torch.cat([mf * xf + (1 - mf) * z, mf], 1)))
+        x_hat = mf * xf + (1 - mf) * gen
+        d_prob = torch.sigmoid(before.discriminator_net(torch.cat([x_hat, hint], 1)))
+        d_loss = -(mf * torch.log(d_prob) + (1 - mf) * torch.log(1 - d_prob)).mean()
+        d_prob = torch.sigmoid(model.discriminator_net(torch.cat([x_hat, hint], 1)))
+        g_adv = -((1 - mf) * torch.log(d_prob)).mean()
+        mse = ((mf * xf - mf * gen) ** 2).mean() / mf.mean()
+    assert losses["d_loss"] == pytest.approx(float(d_loss), rel=1e-4)
+    assert losses["g_adv"] == pytest.approx(float(g_adv), rel=1e-4)
+    assert losses["mse"] == pytest.approx(float(mse), rel=1e-4)
+
+
+def test_gain_draws_differ_with_noise_and_keep_observed() -> None:
+    x, m = _toy_images(8, (1, 6, 6), seed=1)
+    model = GAIN((1, 6, 6))
+    out = model.impute(x, m, draws=3, generator=torch.Generator().manual_seed(0))
+    missing = ~m.bool().expand_as(x)
+    assert not torch.equal(out[0][missing], out[1][missing])
+    assert torch.equal(out[:, ~missing], x[~missing].expand(3, -1))
+
+
+# -- matrix factorisation, mean, zero -----------------------------------------------------------------
+
+
+def test_mf_recovers_planted_low_rank_matrix_from_half_its_entries() -> None:
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(200, 3, generator=g), torch.randn(50, 3, generator=g)
+    full = (u @ v.T).reshape(200, 1, 5, 10)
+    m = (torch.rand(200, 1, 5, 10, generator=g) < 0.5).float()
+    model = MatrixFactorization((1, 5, 10), MFConfig(rank=3, l2=1e-3, iters=50, center=False, clamp=False))
+    model.fit(torch.where(m.bool(), full, torch.nan), m)
+    out = model.impute(torch.where(m.bool(), full, torch.nan), m, draws=2)
+    missing = ~m.bool()
+    rel = float((out[0] - full)[missing].norm() / full[missing].norm())
+    assert rel < 1e-2
+    assert torch.equal(out[0], out[1])
+    # fold-in: new rows from the same row space, never seen in fitting
+    new = (torch.randn(20, 3, generator=g) @ v.T).reshape(20, 1, 5, 10)
+    m_new = (torch.rand(20, 1, 5, 10, generator=g) < 0.5).float()
+    out_new = model.impute(torch.where(m_new.bool(), new, torch.nan), m_new)[0]
+    assert float((out_new - new).norm() / new.norm()) < 1e-2
+
+
+def test_mean_and_zero_imputation_values() -> None:
+    x = torch.tensor([[0.2, 0.4], [0.6, 0.9]]).reshape(2, 1, 1, 2)
+    m = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).reshape(2, 1, 1, 2)  # pixel 1 never observed
+    mean = MeanImputer((1, 1, 2))
+    mean.fit(x, m)
+    torch.testing.assert_close(mean.mean, torch.tensor([[[0.4, 0.4]]]))  # fallback: mean of all observed
+    out = mean.impute(x, m)[0]
+    torch.testing.assert_close(out.reshape(2, 2), torch.tensor([[0.2, 0.4], [0.6, 0.4]]))
+    x2 = torch.tensor([[0.2, 0.4], [0.6, 0.9]]).reshape(2, 1, 1, 2)
+    m2 = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).reshape(2, 1, 1, 2)
+    mean.fit(x2, m2)
+    torch.testing.assert_close(mean.mean.reshape(2), torch.tensor([0.2, 0.65]))
+    zero = ZeroImputer((1, 1, 2))
+    torch.testing.assert_close(zero.impute(x, m)[0].reshape(2, 2), torch.tensor([[0.2, 0.0], [0.6, 0.0]]))
+
+
+# -- the shared interface -----------------------------------------------------------------------------
+
+
+def test_registry() -> None:
+    assert set(BASELINES) == {"gain", "convac", "mf", "mean", "zero"}
+    with pytest.raises(TypeError, match="no option"):
+        build_baseline("gain", (1, 4, 4), hint=0.5)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        build_baseline("knn", (1, 4, 4))
+
+
+_SMALL = {"gain": {}, "convac": {"components": 4, "channels": 4}, "mf": {"rank": 3, "iters": 5},
+          "mean": {}, "zero": {}}
+
+
+@pytest.mark.parametrize("kind", sorted(BASELINES))
+def test_every_imputer_keeps_observed_bit_exact_even_with_nan(kind: str) -> None:
+    shape = (3, 6, 6)  # RGB, and 6 is not a power of two (ConvAC pads to 8)
+    x, m = _toy_images(40, shape, seed=3)
+    model = build_baseline(kind, shape, **_SMALL[kind])
+    assert isinstance(model, Imputer) and model.name
+    fit_baseline(model, x, m, steps=2, batch_size=16, seed=0)
+    x_nan = torch.where(m.bool().expand_as(x), x, torch.nan)
+    out = model.impute(x_nan, m, draws=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, *x.shape)
+    observed = m.bool().expand_as(x)
+    assert torch.equal(out[:, observed], x[observed].expand(3, -1))
+    assert torch.isfinite(out).all()
+    assert ((out >= 0) & (out <= 1)).all()
+
+
+@pytest.mark.parametrize("kind", ["gain", "convac"])
+def test_fit_baseline_runs_and_resumes_exactly(kind: str) -> None:
+    shape = (1, 8, 8)
+    x, m = _toy_images(50, shape, seed=4)
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_baseline(kind, shape, **_SMALL[kind])
+
+    seen = []
+    model = fresh()
+    records = fit_baseline(model, x, m, steps=5, batch_size=16, seed=1, on_step=lambda s, r: seen.append(s))
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5] == seen
+    assert all(math.isfinite(v) for r in records for v in r.values())
+
+    # 3 steps, checkpoint through bytes (as a run folder would), a new process's objects, 2 more steps
+    half = fresh()
+    trainer = BaselineTrainer(half, x, m, batch_size=16, seed=1)
+    trainer.run(3)
+    buf = io.BytesIO()
+    torch.save({"weights": half.state_dict(), "state": trainer.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed = fresh()
+    resumed.load_state_dict(saved["weights"])
+    trainer2 = BaselineTrainer(resumed, x, m, batch_size=16, seed=1)
+    trainer2.load_state_dict(saved["state"])
+    tail = trainer2.run(5)
+    assert [r["step"] for r in tail] == [4, 5]
+    assert model.state_dict().keys() == resumed.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("kind", sorted(BASELINES))
+def test_run_folder_round_trip(kind: str, tmp_path) -> None:
+    from misgan_core.baselines.runs import BaselineRun
+    from misgan_core.data import IncompleteDataset
+
+    x, m = _toy_images(24, (1, 4, 4), seed=6)
+    data = IncompleteDataset("toy", x, m)
+    spec = {"dataset": "toy", "mask": "square", "mask_size": 2}
+    run = BaselineRun.create(tmp_path / kind, kind, spec, _SMALL[kind], seed=0, batch_size=8, data=data)
+    run.train(3, checkpoint_every=2, sample_every=0)
+    again = BaselineRun.load(tmp_path / kind, data=data)
+    assert again.step == run.step == (3 if run.trainer is not None else 1)
+    gen = [torch.Generator().manual_seed(0) for _ in range(2)]
+    assert torch.equal(run.model.impute(x, m, 2, gen[0]), again.model.impute(x, m, 2, gen[1]))
+    if again.trainer is not None:
+        again.train(1, sample_every=0)
+        assert again.step == 4 and [r["step"] for r in again.history][-1] == 4
+
+
+def test_fit_baseline_stops_when_on_step_says_so() -> None:
+    x, m = _toy_images(20, (1, 4, 4), seed=5)
+    model = ConvAC((1, 4, 4), ConvACConfig(components=2, channels=2))
+    records = fit_baseline(model, x, m, steps=10, batch_size=4, seed=0, on_step=lambda s, r: s < 3)
+    assert len(records) == 3
