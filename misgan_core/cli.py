@@ -16,6 +16,7 @@ import torch
 
 from .data import DatasetError, list_datasets
 from .masks import MASK_PROCESSES
+from .metrics.fid import default_fid_every
 from .misgan import IMPUTER_MODES, MisGAN, MisGANConfig
 from .runs import CheckpointError
 
@@ -104,18 +105,6 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("baseline", help="train a baseline imputer (gain, convac, mf, mean, zero)", add_help=False)
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
-
-
-def default_fid_every(dataset: str) -> int:
-    """Live FID is on by default where a FID feature extractor for the dataset is at hand."""
-    try:
-        from .metrics.features import feature_extractor
-        from .metrics.fid import LIVE_FID_EVERY
-
-        feature_extractor(dataset)
-        return LIVE_FID_EVERY
-    except Exception:  # no classifier for this data (user data, RGB without Inception): no live FID
-        return 0
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -236,8 +236,14 @@ class BaselineRun:
 
     @torch.no_grad()
     def make_grids(self, n: int = 32, save: bool = True) -> dict[str, torch.Tensor]:
-        """Observed inputs (missing grey) and one imputation each; ConvAC also unconditional samples."""
+        """Observed inputs (missing grey) and one imputation each; ConvAC also unconditional samples.
+
+        Closed-form models (mean, MF) cannot impute before their fit, so they have no grids at step 0.
+        """
         from ..grids import show_missing
+
+        if self.trainer is None and self.step == 0:
+            return {}
 
         x, m, visible = self.data.x[:n], self.data.m[:n], self.visible[:n]
         gen = torch.Generator().manual_seed(0)

@@ -167,6 +167,15 @@ def evaluate(dataset_name: str, complete_x: torch.Tensor | None = None, sample_f
     return out
 
 
+def default_fid_every(dataset: str) -> int:
+    """Live FID cadence for a dataset: LIVE_FID_EVERY where a feature extractor for it is at hand, else 0."""
+    try:
+        feature_extractor(dataset)
+    except Exception:  # no classifier for this data (user data, RGB without Inception): no live FID
+        return 0
+    return LIVE_FID_EVERY
+
+
 class LiveFID:
     """Cheap FID for training curves: a fixed sample count and a fixed noise seed, so points along a run
     and across runs are comparable. Reference statistics are computed (or loaded) once, here.

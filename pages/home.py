@@ -1,0 +1,106 @@
+"""Home: what MisGAN does, the device, the datasets, running jobs, and a one-click first run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from workbench import state, widgets
+
+st.title("MisGAN Workbench")
+st.markdown(
+    "**MisGAN learns a generative model of complete images from incomplete ones.** It trains two "
+    "generators side by side: a *mask generator* Gm that learns where pixels go missing, and a *data "
+    "generator* Gx whose complete samples are masked with Gm's masks and judged against the real incomplete "
+    "data by a critic, so Gx must produce complete images whose every masked view looks real. An optional "
+    "*imputer* Gi then fills in the missing pixels of a real example, drawing a different plausible "
+    "completion each time (Li, Jiang and Marlin, ICLR 2019)."
+)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("How it fits together (the paper's figure 1)")
+    st.graphviz_chart(
+        """
+        digraph misgan {
+          rankdir=TB; nodesep=0.25; ranksep=0.3;
+          node [shape=box, style="rounded,filled", fillcolor="#f4f6fb", fontname="Helvetica", fontsize=16];
+          edge [fontsize=13, fontname="Helvetica"];
+          z [label="noise z", shape=ellipse, fillcolor="#ffffff"];
+          e [label="noise ε", shape=ellipse, fillcolor="#ffffff"];
+          real [label="real incomplete data (x, m)", shape=folder, fillcolor="#e6f5e6"];
+          Gx [label="Gx: data generator", fillcolor="#dbe8ff"];
+          Gm [label="Gm: mask generator", fillcolor="#ffe5cc"];
+          f [label="f_τ(Gx(z), Gm(ε))", fillcolor="#ffffff"];
+          fr [label="f_τ(x, m)", fillcolor="#ffffff"];
+          Dx [label="Dx: data critic", fillcolor="#f7d6d6"];
+          Dm [label="Dm: mask critic", fillcolor="#f7d6d6"];
+          {rank=same; z; e; real}
+          z -> Gx; e -> Gm; Gx -> f; Gm -> f; f -> Dx [label=" fake"];
+          real -> fr; fr -> Dx [label=" real"];
+          Gm -> Dm [label=" fake masks"]; real -> Dm [label=" real masks"];
+        }
+        """,
+        width="stretch",
+    )
+with right:
+    st.subheader("This machine")
+    info = state.device_info()
+    st.metric("Training device", "GPU" if info.kind == "cuda" else "CPU")
+    st.caption(info.line())
+    st.subheader("Datasets")
+    statuses = state.datasets()
+    st.table(
+        [{"dataset": s.name, "status": s.status, "shape": "x".join(map(str, s.shape))} for s in statuses]
+    )
+    absent = [s for s in statuses if s.status != "present"]
+    if absent:
+        with st.expander("How to get the others"):
+            for s in absent:
+                st.markdown(f"- **{s.name}**: {s.how_to_get}")
+
+st.subheader("Start here")
+quick = state.quickstart_config()
+running = state.running_job_for(quick)
+st.markdown(
+    f"One click trains MisGAN with its imputer on **mnist-5k** (5,000 real MNIST digits that ship with the "
+    f"app) where each pixel is missing with probability 50%. It uses the {quick.arch.upper()} networks "
+    f"for {quick.steps} generator steps; on this machine's "
+    f"{'GPU' if state.on_gpu() else 'CPU'} the samples look like digits within a few minutes. Watch it on "
+    f"the Train page; when it is done (or stopped), paint on a digit in Inpaint."
+)
+c1, c2 = st.columns([1, 3])
+if c1.button(
+    "Start a first run",
+    type="primary",
+    disabled=running is not None,
+    key="home-quickstart",
+    help="Already running: see it below or on the Train page." if running else None,
+):
+    with widgets.guard("Could not start the first run"):
+        job, started = state.start_training(quick)
+        st.session_state["train_job"] = job.id
+        st.switch_page("../pages/train.py")
+c2.page_link("../pages/train.py", label="Or choose every setting on the Train page", icon=":material/tune:")
+
+st.subheader("Jobs")
+
+
+@st.fragment(run_every=3)
+def jobs_panel() -> None:
+    snaps = state.snapshots()
+    if not snaps:
+        st.caption("No training jobs in this server process yet.")
+        return
+    for snap in reversed(snaps):
+        st.markdown(widgets.job_summary(snap))
+        st.progress(
+            snap.progress,
+            text=f"{snap.steps_per_s:.2f} steps/s, ETA {widgets.fmt_seconds(snap.eta_s)}"
+            if not snap.done
+            else snap.status,
+        )
+        if snap.error:
+            st.error(f"{snap.label} failed: {snap.error}")
+
+
+jobs_panel()

@@ -1,0 +1,176 @@
+"""Inpaint: paint a mask on an image and see K imputer draws, their mean and per-pixel spread."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+import torch
+
+from misgan_core import export
+from misgan_core.grids import show_missing, to_pil
+from workbench import methods, state, widgets
+
+st.title("Inpaint")
+st.caption(
+    "Choose a trained MisGAN run with an imputer, pick or upload an image, paint the region that is "
+    "missing (or the region you keep), and see several completions at once."
+)
+
+try:
+    from streamlit_drawable_canvas import st_canvas
+except Exception as err:  # the canvas package is a runtime dependency of this page only
+    st.error(
+        f"The drawing canvas is not available ({widgets.error_text(err)}). Install it with "
+        f"`pip install streamlit-drawable-canvas`."
+    )
+    st.stop()
+
+all_methods = methods.trained_methods()
+runs = [m for m in all_methods if m.kind == "misgan"]
+if not runs:
+    st.info(
+        "No trained MisGAN run with an imputer yet. Train one on the Train page with **Also train the "
+        "imputer** ticked (Home's first run does), then come back."
+    )
+    st.page_link("../pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+by_path = {str(m.path): m for m in runs}
+run_path = widgets.pick(
+    st.selectbox,
+    "Trained run",
+    {p: f"{m.path.name} — step {m.step}, {m.spec.label()}" for p, m in by_path.items()},
+    key="inpaint-run",
+)
+chosen = by_path[run_path]
+gan = None
+with widgets.guard(f"Could not load {chosen.path.name}"):
+    gan = widgets.load_method("misgan", chosen.path)
+if gan is None:
+    st.stop()
+c, h, w = gan.shape
+st.caption(f"Model: {gan.config.arch.upper()} MisGAN for {c}x{h}x{w} images, trained {gan.step} steps.")
+
+left, right = st.columns([1, 1], gap="large")
+with left:
+    source = st.radio(
+        "Image",
+        ["An example from the run's data", "Upload a PNG or JPEG"],
+        key="inpaint-source",
+        horizontal=True,
+    )
+    x = None
+    truth = False
+    if source.startswith("An example"):
+        index = st.number_input(
+            f"Example (0-{len(gan.data) - 1})", 0, len(gan.data) - 1, 0, key="inpaint-index"
+        )
+        x = gan.data.x[int(index) : int(index) + 1]
+        truth = gan.data.ground_truth
+        source_id = f"data-{index}"
+    else:
+        upload = st.file_uploader(
+            "PNG or JPEG image",
+            type=["png", "jpg", "jpeg"],
+            key="inpaint-upload",
+            help=f"Converted to {c} channel(s) and {h}x{w} pixels (centre crop, resize).",
+        )
+        invert = st.selectbox(
+            "Invert grey levels",
+            ["auto", "yes", "no"],
+            key="inpaint-invert",
+            help="MNIST digits are light on black: 'auto' inverts a dark drawing on white.",
+        )
+        if upload is None:
+            st.info("Upload an image to paint on.")
+            st.stop()
+        data = upload.getvalue()
+        source_id = "upload-" + hashlib.md5(data).hexdigest()[:10]
+        try:
+            x = export.image_to_tensor(
+                data, gan.shape, invert={"auto": "auto", "yes": True, "no": False}[invert]
+            )
+        except export.ImageInputError as err:
+            st.error(f"Cannot use {upload.name}: {err}")
+            st.stop()
+
+    t1, t2 = st.columns(2)
+    tool = t1.radio("Tool", ["Brush", "Rectangle"], key="inpaint-tool", horizontal=True)
+    meaning = t2.radio(
+        "Paint marks",
+        ["missing", "observed"],
+        key="inpaint-meaning",
+        horizontal=True,
+        help="'missing': painted pixels are hidden from the model. 'observed': only painted pixels are kept.",
+    )
+    brush = st.slider("Brush size (canvas pixels)", 5, 60, 25, key="inpaint-brush", disabled=tool != "Brush")
+    scale = max(2, 280 // max(h, w))
+    st.caption(f"Paint on the {w}x{h} image, shown {scale}x larger. Use the canvas toolbar to undo or clear.")
+    result = st_canvas(
+        fill_color="rgba(255, 64, 64, 1.0)",
+        stroke_width=int(brush),
+        stroke_color="rgba(255, 64, 64, 1.0)",
+        background_image=to_pil(x, nrow=1, scale=scale),
+        update_streamlit=True,
+        height=h * scale,
+        width=w * scale,
+        drawing_mode="freedraw" if tool == "Brush" else "rect",
+        return_image_data=True,
+        key=f"inpaint-canvas-{chosen.path.name}-{source_id}",
+    )
+
+with right:
+    k1, k2 = st.columns(2)
+    draws_k = k1.slider("K imputer draws", 1, 32, 8, key="inpaint-k")
+    seed = k2.number_input("Seed", 0, 1_000_000, 0, key="inpaint-seed")
+    try:
+        m = export.mask_from_canvas(getattr(result, "image_data", None), (h, w), paint_marks=meaning)
+    except (export.ImageInputError, ValueError) as err:
+        st.error(f"Cannot read the painted mask: {err}")
+        st.stop()
+    observed = float(m.mean())
+    st.metric("Missing pixels", f"{1 - observed:.0%}")
+    if observed >= 1.0:
+        st.info("Nothing is missing yet: paint over part of the image (or switch 'Paint marks' to observed).")
+        st.stop()
+    draws = None
+    with widgets.guard("Imputation failed"):
+        draws = gan.impute(x, m, draws=int(draws_k), generator=torch.Generator().manual_seed(int(seed)))
+    if draws is None:
+        st.stop()
+    mean, std = export.summarise_draws(draws)
+    big = widgets.grid_scale(h, 140)
+    i1, i2, i3 = st.columns(3)
+    i1.image(to_pil(show_missing(x, m), nrow=1, scale=big), caption="Input (missing in grey)")
+    i2.image(to_pil(mean, nrow=1, scale=big), caption=f"Mean of {int(draws_k)} draws")
+    i3.image(to_pil(export.std_image(std), nrow=1, scale=big), caption="Per-pixel std (white = uncertain)")
+    st.markdown(f"**{int(draws_k)} imputations** (each a different draw of the imputer's noise)")
+    widgets.show_grid(draws[:, 0], None, nrow=min(int(draws_k), 4), target=84)
+
+st.subheader("Other trained methods on the same input and mask")
+others = [
+    mm
+    for mm in all_methods
+    if str(mm.path) != run_path and (mm.shape or state.dataset_shape(mm.spec.dataset)) == gan.shape
+]
+if not others:
+    st.caption(
+        "No other trained method for images of this size yet. Fit GAIN, ConvAC, MF, mean or zero "
+        "imputation on the Compare page, or train another MisGAN run, to see them here."
+    )
+else:
+    titles = {str(mm.path): mm.title for mm in others}
+    picked = widgets.pick_many("Methods", titles, default=list(titles)[:4], key="inpaint-others")
+    results = {"MisGAN (this run)": draws[0, :]} if picked else {}
+    for p in picked:
+        mm = next(o for o in others if str(o.path) == p)
+        with widgets.guard(f"{mm.title} could not impute"):
+            model = widgets.load_method(mm.kind, mm.path)
+            out = export.impute_dataset_draws(model, x, m, draws=1, seed=int(seed))
+            name = mm.title if mm.kind == "misgan" or mm.short in results else mm.short
+            results[name] = out[0]
+    if picked:
+        grid, cols = export.side_by_side(x, m, results, truth=truth)
+        st.caption("Columns: " + " | ".join(cols))
+        widgets.show_grid(grid, None, nrow=len(cols), target=112)

@@ -1,0 +1,393 @@
+"""AppTest tests of every page: widgets exist, jobs start once, the live area advances, errors are readable.
+
+The drawing canvas cannot be imported outside a running app, so a fake `streamlit_drawable_canvas` module
+stands in for it (it "paints" the top half of the canvas); the real canvas is driven in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from misgan_core import MisGAN, MisGANConfig
+from misgan_core.jobs import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = str(ROOT / "workbench" / "Home.py")
+TIMEOUT = 90
+
+
+class _FakeCanvasResult:
+    def __init__(self, image_data: np.ndarray | None) -> None:
+        self.image_data = image_data
+        self.json_data = {"objects": []}
+
+
+def _fake_canvas_module(painted: str = "top") -> types.ModuleType:
+    module = types.ModuleType("streamlit_drawable_canvas")
+    calls: list[dict] = []
+
+    def st_canvas(**kwargs: object) -> _FakeCanvasResult:
+        calls.append(kwargs)
+        h, w = int(kwargs["height"]), int(kwargs["width"])  # type: ignore[arg-type]
+        rgba = np.zeros((h, w, 4), dtype=np.uint8)
+        if painted == "top":
+            rgba[: h // 2, :, :] = (255, 64, 64, 255)
+        return _FakeCanvasResult(rgba if kwargs.get("return_image_data") else None)
+
+    module.st_canvas = st_canvas  # type: ignore[attr-defined]
+    module.calls = calls  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture()
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import torch
+
+    from workbench import state
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("MISGAN_RUNS_DIR", str(root))
+    # The app sets torch's process-wide thread count once; keep the test process's setting instead.
+    monkeypatch.setattr(state, "_THREADS", torch.get_num_threads())
+    yield root
+    registry().stop_all(timeout=60)
+
+
+@pytest.fixture()
+def fake_canvas(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = _fake_canvas_module()
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MisGAN run with an imputer, made through the engine API (a few seconds)."""
+    path = tmp_path_factory.mktemp("trained") / "tiny-imp"
+    config = MisGANConfig(
+        steps=3,
+        limit=200,
+        imputer=True,
+        fid_every=0,
+        sample_every=3,
+        log_every=1,
+        checkpoint_every=3,
+        mask="dropout",
+        missing_rate=0.5,
+    )
+    MisGAN(config, run_dir=path).train()
+    return path
+
+
+@pytest.fixture()
+def runs_with_model(runs_dir: Path, trained_run: Path) -> Path:
+    import shutil
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(trained_run, runs_dir / trained_run.name)
+    return runs_dir / trained_run.name
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    _no_exceptions(at)
+    if page:
+        at.switch_page(f"../pages/{page}.py").run()
+        _no_exceptions(at)
+    return at
+
+
+def _no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _png(
+    size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (255, 255, 255), fmt: str = "PNG"
+) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _set_small_training(at: AppTest, steps: int = 60) -> None:
+    at.number_input(key="train-steps").set_value(steps)
+    at.number_input(key="train-limit").set_value(200)
+    at.number_input(key="train-fid").set_value(0)
+    at.checkbox(key="train-imputer").set_value(False)
+    at.run()
+    _no_exceptions(at)
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c for image in at.image for c in image.captions]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ---------------------------------------------------------------------------------------------
+# Home
+
+
+def test_home_shows_intro_device_datasets_and_quickstart(runs_dir: Path) -> None:
+    at = _app()
+    assert at.title[0].value == "MisGAN Workbench"
+    assert any("mask generator" in m.value for m in at.markdown)
+    assert any("CPU" in c.value or "GPU" in c.value for c in at.caption)
+    datasets = at.table[0].value
+    assert "mnist-5k" in list(datasets["dataset"])
+    assert at.button(key="home-quickstart").label == "Start a first run"
+    assert not _errors(at)
+
+
+def test_home_quickstart_starts_one_job_and_opens_train(runs_dir: Path) -> None:
+    before = len(registry().jobs())
+    at = _app()
+    at.button(key="home-quickstart").click().run()
+    _no_exceptions(at)
+    assert len(registry().jobs()) == before + 1
+    assert at.title[0].value == "Train MisGAN"
+    at2 = _app()  # a second browser session sees the running job and cannot start a twin
+    assert at2.button(key="home-quickstart").disabled
+    registry().stop_all(timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------
+# Train
+
+
+def test_train_widgets_and_preview(runs_dir: Path) -> None:
+    at = _app("train")
+    assert at.title[0].value == "Train MisGAN"
+    labels = {w.label for w in at.number_input}
+    assert {"Generator steps", "Batch size", "Learning rate", "Critic steps per generator step"} <= labels
+    assert _metric(at, "Expected missing rate") == "75.0%"  # square 14 of 28x28
+    assert at.image, "the preview grid of masked examples is missing"
+    at.selectbox(key="train-mask").set_value(
+        next(o for o in at.selectbox(key="train-mask").options if o.startswith("Independent dropout"))
+    ).run()
+    at.slider(key="train-rate").set_value(0.3).run()
+    _no_exceptions(at)
+    assert _metric(at, "Expected missing rate") == "30.0%"
+
+
+def test_train_start_starts_exactly_one_job_and_live_area_advances(runs_dir: Path) -> None:
+    at = _app("train")
+    _set_small_training(at, steps=400)
+    other = _app("train")  # a second session, rendered before the first one starts
+    _set_small_training(other, steps=400)
+    before = len(registry().jobs())
+    at.button(key="train-start").click().run()
+    _no_exceptions(at)
+    assert len(registry().jobs()) == before + 1
+    assert at.button(key="train-start").disabled  # no twin from a second click
+    other.button(key="train-start").click().run()  # the other session's click finds the same job
+    _no_exceptions(other)
+    assert len(registry().jobs()) == before + 1
+    job = registry().jobs()[-1]
+    assert Path(job.key).parent == runs_dir.resolve()
+
+    seen = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        at.run()
+        _no_exceptions(at)
+        seen.append(int(_metric(at, "Step")))
+        if len(set(seen)) >= 3 and "Gx samples" in _captions(at):
+            break
+        time.sleep(0.5)
+    assert len(set(seen)) >= 3 and seen == sorted(seen), seen
+    assert "Gx samples" in _captions(at) and "Gm masks" in _captions(at)
+
+    at.button(key=f"pause-{job.id}").click().run()
+    assert job.snapshot().status == "paused"
+    at.button(key=f"resume-{job.id}").click().run()
+    assert job.snapshot().status == "running"
+    at.button(key=f"stop-{job.id}").click().run()
+    job.join(60)
+    assert job.snapshot().status == "stopped"
+    at.run()
+    assert not at.button(key="train-start").disabled
+
+
+def test_train_leaving_and_coming_back_shows_the_same_job(runs_dir: Path) -> None:
+    at = _app("train")
+    _set_small_training(at, steps=300)
+    at.button(key="train-start").click().run()
+    job = registry().jobs()[-1]
+    at.switch_page("../pages/home.py").run()
+    assert job.alive
+    assert any(job.label in m.value for m in at.markdown)
+    fresh = _app("train")  # a new session (closed browser, new tab) shows it too
+    assert any(job.key in m.value for m in fresh.markdown)
+    job.stop()
+
+
+def test_train_missing_dataset_and_bad_own_data_show_messages(runs_dir: Path) -> None:
+    at = _app("train")
+    box = at.selectbox(key="train-dataset")
+    missing = [o for o in box.options if "(downloadable" in o or "(missing" in o]
+    if missing:
+        box.set_value(missing[0]).run()
+        _no_exceptions(at)
+        assert any("is not on this machine" in e for e in _errors(at))
+        assert at.button(key="train-start").disabled
+    box = at.selectbox(key="train-dataset")
+    box.set_value(next(o for o in box.options if o.startswith("your own data"))).run()
+    at.text_input(key="train-own-path").set_value(str(runs_dir / "nope.npz")).run()
+    _no_exceptions(at)
+    assert any("does not exist" in e for e in _errors(at))
+    assert at.button(key="train-start").disabled
+
+
+# ---------------------------------------------------------------------------------------------
+# Inpaint
+
+
+def test_inpaint_without_runs_explains_what_to_do(runs_dir: Path, fake_canvas: types.ModuleType) -> None:
+    at = _app("inpaint")
+    assert any("No trained MisGAN run" in i.value for i in at.info)
+
+
+def test_inpaint_paints_and_shows_k_draws(runs_with_model: Path, fake_canvas: types.ModuleType) -> None:
+    at = _app("inpaint")
+    assert not _errors(at)
+    call = fake_canvas.calls[-1]
+    assert call["width"] == 280 and call["height"] == 280  # 28x28 shown 10x larger
+    assert call["return_image_data"] is True and call["drawing_mode"] == "freedraw"
+    assert _metric(at, "Missing pixels") == "50%"  # the fake paints the top half
+    at.slider(key="inpaint-k").set_value(5).run()
+    _no_exceptions(at)
+    assert any("5 imputations" in m.value for m in at.markdown)
+    captions = _captions(at)
+    assert any("Mean of 5 draws" in c for c in captions)
+    assert any("std" in c for c in captions)
+    at.radio(key="inpaint-tool").set_value("Rectangle").run()
+    assert fake_canvas.calls[-1]["drawing_mode"] == "rect"
+    at.radio(key="inpaint-meaning").set_value("observed").run()
+    assert _metric(at, "Missing pixels") == "50%"
+
+
+def test_inpaint_bad_uploads_show_readable_messages(
+    runs_with_model: Path, fake_canvas: types.ModuleType
+) -> None:
+    at = _app("inpaint")
+    at.radio(key="inpaint-source").set_value("Upload a PNG or JPEG").run()
+    cases = [
+        (b"", "empty"),
+        (b"this is not an image", "not a readable image"),
+        (_png(fmt="GIF"), "GIF image"),
+        (_png()[:60], "damaged or truncated"),
+    ]
+    for content, message in cases:
+        at.file_uploader(key="inpaint-upload").set_value(("digit.png", content, "image/png")).run()
+        _no_exceptions(at)
+        assert any(message in e for e in _errors(at)), (message, _errors(at))
+    at.file_uploader(key="inpaint-upload").set_value(
+        ("digit.jpg", _png((64, 48), fmt="JPEG"), "image/jpeg")
+    ).run()
+    _no_exceptions(at)
+    assert not _errors(at)
+    assert any("imputations" in m.value for m in at.markdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compare
+
+
+def test_compare_fits_a_baseline_and_evaluates(runs_with_model: Path, fake_canvas: types.ModuleType) -> None:
+    at = _app("compare")
+    assert at.button(key="compare-fit")
+    for kind in ("mf", "zero"):
+        at.checkbox(key=f"compare-fit-{kind}").uncheck()
+    assert not at.checkbox(key="compare-fit-gain").value  # gradient-trained baselines are opt-in
+    assert at.checkbox(key="compare-fit-mean").value
+    at.number_input(key="compare-n").set_value(100)
+    at.run()
+    before = len(registry().jobs())
+    at.button(key="compare-fit").click().run()
+    _no_exceptions(at)
+    assert len(registry().jobs()) == before + 1
+    registry().jobs()[-1].join(60)
+    at.run()
+    _no_exceptions(at)
+    assert at.checkbox(key="compare-use-mean").value
+    assert not at.checkbox(key="compare-refit-mean").value  # fitted: refitting is opt-in
+    assert any("Mean" in c.value for c in at.caption if c.value.startswith("Columns"))
+    at.button(key="compare-evaluate").click().run()
+    _no_exceptions(at)
+    table = at.dataframe[-1].value
+    assert list(table["method"]) == ["Mean"]
+    assert any("FID (LeNet features)" in c for c in table.columns)
+    assert table["RMSE (missing pixels)"].iloc[0] > 0
+    # The trained tiny MisGAN run was made with dropout 0.5: it matches that missingness only.
+    box = at.selectbox(key="compare-mask")
+    box.set_value(next(o for o in box.options if o.startswith("Independent dropout"))).run()
+    _no_exceptions(at)
+    assert at.checkbox(key="compare-use-misgan").value
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def test_runs_lists_exports_and_deletes_with_confirmation(runs_with_model: Path) -> None:
+    (runs_with_model.parent / "broken").mkdir()
+    (runs_with_model.parent / "broken" / "config.json").write_text("{not json")
+    at = _app("runs")
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"tiny-imp", "broken"}
+    assert any("unreadable" in p for p in table["problem"])
+    at.selectbox(key="runs-selected").set_value("tiny-imp").run()
+    _no_exceptions(at)
+    assert at.button(key="runs-resume")
+    assert at.download_button(key="runs-download")
+    at.number_input(key="runs-export-n").set_value(10)
+    at.number_input(key="runs-export-draws").set_value(2)
+    at.button(key="runs-export").click().run()
+    _no_exceptions(at)
+    assert at.download_button(key="runs-npz") and at.download_button(key="runs-zip")
+    assert at.button(key="runs-delete").disabled
+    at.checkbox(key="runs-confirm-tiny-imp").check().run()
+    at.button(key="runs-delete").click().run()
+    _no_exceptions(at)
+    assert not runs_with_model.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory
+
+
+def test_theory_shows_equal_null_spaces_and_identifiability(runs_dir: Path) -> None:
+    at = _app("theory")
+    assert any("identical" in s.value for s in at.success)
+    assert _metric(at, "Null space dimension") == "1"
+    at.selectbox(key="theory-p").set_value("uniform").run()
+    assert any("No: another distribution" in w.value for w in at.warning)
+    at.selectbox(key="theory-p").set_value("sparse").run()
+    at.number_input(key="theory-support").set_value(1).run()
+    assert any(s.value.startswith("Yes") for s in at.success)
+    box = at.selectbox(key="theory-q")
+    box.set_value("independent dropout").run()
+    _no_exceptions(at)
+    assert _metric(at, "Null space dimension") == "0"
+    assert any("invertible" in i.value for i in at.info)
+    at.number_input(key="theory-n").set_value(4)
+    at.number_input(key="theory-k").set_value(4)
+    at.run()
+    _no_exceptions(at)
+    assert any("too" in e for e in _errors(at))

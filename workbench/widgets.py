@@ -1,0 +1,405 @@
+"""Widgets the pages share: readable errors, image grids, curves, job panels, data and missingness pickers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from misgan_core import DatasetError, MisGANConfig
+from misgan_core.grids import to_pil
+from misgan_core.jobs import Job, JobSnapshot
+from misgan_core.masks import MASK_PROCESSES
+
+from . import state
+
+log = logging.getLogger("workbench")
+
+MASK_LABELS = {
+    "square": "Square observation (one observed k x k square)",
+    "dropout": "Independent dropout (each pixel missing at random)",
+    "rect": "Rectangle observation (sides 25%-75% of the image)",
+    "quadrants": "Quadrant observation (one of four quadrants)",
+}
+GRID_TITLES = {
+    "data": "Training data (missing in grey)",
+    "gx": "Gx samples",
+    "gm": "Gm masks",
+    "imputed": "Imputations",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+@contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Show any error raised inside as a readable st.error (never a traceback); the page keeps running.
+
+    Streamlit's own control flow (st.rerun, st.stop) passes through: it derives from BaseException.
+    """
+    try:
+        yield
+    except Exception as err:  # every user-caused error lands here, with its engine message
+        log.warning("%s failed", what, exc_info=True)
+        st.error(f"{what}: {error_text(err)}")
+
+
+def error_text(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, (KeyError, IndexError, TypeError, AttributeError)):
+        text = f"{type(err).__name__}: {text}"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and curves
+
+
+def grid_scale(height: int, target: int = 56) -> int:
+    """Integer upscale so a small image cell is about `target` pixels tall."""
+    return max(1, round(target / max(1, height)))
+
+
+def show_grid(
+    images: torch.Tensor, caption: str | None = None, nrow: int = 8, target: int = 40, width: Any = "content"
+) -> None:
+    """A grid of (N, C, H, W) images in [0, 1], upscaled with nearest neighbours so pixels stay crisp."""
+    if images is None or len(images) == 0:
+        st.caption(f"{caption}: nothing yet" if caption else "nothing yet")
+        return
+    st.image(
+        to_pil(images, nrow=nrow, scale=grid_scale(images.shape[-2], target)), caption=caption, width=width
+    )
+
+
+def curves_figure(
+    history: Sequence[dict[str, Any]], keys: Sequence[str], x: str, title: str, y_title: str = ""
+) -> go.Figure:
+    """Line chart of history records: one trace per key present, against 'step' or 'time' (seconds)."""
+    fig = go.Figure()
+    for key in keys:
+        pts = [(r[x], r[key]) for r in history if key in r and x in r and _finite(r[key])]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            fig.add_trace(
+                go.Scatter(
+                    x=list(xs), y=list(ys), mode="lines+markers" if len(pts) < 30 else "lines", name=key
+                )
+            )
+    fig.update_layout(
+        title=title,
+        height=300,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis_title="generator steps" if x == "step" else "training time (s)",
+        yaxis_title=y_title,
+        showlegend=len(fig.data) > 1,
+    )
+    return fig
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def loss_keys(history: Sequence[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for r in history:
+        for k in r:
+            if (k.startswith("loss_") or k.startswith("w_")) and k not in keys:
+                keys.append(k)
+    return keys
+
+
+def show_curves(
+    history: Sequence[dict[str, Any]], key_prefix: str, fid_label: str = "FID (LeNet features)"
+) -> None:
+    """Losses and live FID against steps and against time, four charts with distinct keys."""
+    losses = loss_keys(history)
+    if not losses:
+        st.caption("Curves appear after the first logged steps.")
+        return
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(
+            curves_figure(history, losses, "step", "Losses vs steps"), key=f"{key_prefix}-loss-step"
+        )
+    with c2:
+        st.plotly_chart(
+            curves_figure(history, losses, "time", "Losses vs time"), key=f"{key_prefix}-loss-time"
+        )
+    if any("fid" in r for r in history):
+        c3, c4 = st.columns(2)
+        with c3:
+            st.plotly_chart(
+                curves_figure(history, ["fid"], "step", f"Live {fid_label} vs steps"),
+                key=f"{key_prefix}-fid-step",
+            )
+        with c4:
+            st.plotly_chart(
+                curves_figure(history, ["fid"], "time", f"Live {fid_label} vs time"),
+                key=f"{key_prefix}-fid-time",
+            )
+    else:
+        st.caption("No live FID points yet (they come every `fid_every` steps when it is on).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+STATUS_ICON = {
+    "starting": ":material/hourglass_top:",
+    "running": ":material/play_circle:",
+    "paused": ":material/pause_circle:",
+    "finished": ":material/check_circle:",
+    "stopped": ":material/stop_circle:",
+    "failed": ":material/error:",
+}
+
+
+def job_summary(snap: JobSnapshot) -> str:
+    return (
+        f"{STATUS_ICON.get(snap.status, '')} **{snap.label}** — {snap.status}, step {snap.step} / "
+        f"{snap.target}"
+    )
+
+
+def job_progress(snap: JobSnapshot, key: str = "") -> None:
+    """Status line, progress bar, speed and ETA of one job."""
+    st.progress(snap.progress, text=f"{snap.status}: step {snap.step} of {snap.target}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Step", f"{snap.step}")
+    c2.metric("Steps/s", f"{snap.steps_per_s:.2f}" if snap.steps_per_s else "-")
+    c3.metric("ETA", fmt_seconds(snap.eta_s))
+    if snap.error:
+        st.error(f"Training failed: {snap.error}. The run folder keeps the full report in error.log.")
+
+
+def job_controls(job: Job, snap: JobSnapshot, key: str) -> None:
+    """Pause / resume / stop buttons. They act in callbacks, before the page redraws, so the buttons
+    already show the job's new state."""
+    c1, c2, c3 = st.columns(3)
+    c1.button(
+        "Pause", key=f"pause-{key}", disabled=snap.status != "running", width="stretch", on_click=job.pause
+    )
+    c2.button(
+        "Resume", key=f"resume-{key}", disabled=snap.status != "paused", width="stretch", on_click=job.resume
+    )
+    c3.button(
+        "Stop",
+        key=f"stop-{key}",
+        disabled=snap.done,
+        width="stretch",
+        on_click=job.stop,
+        kwargs={"wait": False},
+        help="Stops after the current step and writes a checkpoint; continue it later from Runs.",
+    )
+
+
+def show_job_grids(snap: JobSnapshot, columns: int = 4) -> None:
+    names = [k for k in ("data", "gx", "gm", "imputed") if k in snap.grids]
+    if not names:
+        st.caption("Sample grids appear a few seconds after training starts.")
+        return
+    cols = st.columns(columns)
+    for i, name in enumerate(names):
+        with cols[i % columns]:
+            show_grid(snap.grids[name][:64], GRID_TITLES.get(name, name), target=28)
+
+
+def wait_for_step(job: Job, step: int, timeout: float = 30.0) -> JobSnapshot:
+    """Block until a job reaches `step` or ends (used by tests and the quick start)."""
+    deadline = time.time() + timeout
+    snap = job.snapshot()
+    while time.time() < deadline and snap.step < step and not snap.done:
+        time.sleep(0.1)
+        snap = job.snapshot()
+    return snap
+
+
+# ---------------------------------------------------------------------------------------------
+# Choices shown by label (widgets hold the label itself, which keeps AppTest and URLs simple)
+
+
+def pick(widget: Any, label: str, options: dict[Any, str], **kwargs: Any) -> Any:
+    """st.selectbox / st.radio over the labels of `options` (value -> label); returns the chosen value."""
+    inverse = {v: k for k, v in options.items()}
+    shown = widget(label, list(options.values()), **kwargs)
+    return None if shown is None else inverse[shown]
+
+
+def pick_many(label: str, options: dict[Any, str], default: Sequence[Any] = (), **kwargs: Any) -> list[Any]:
+    inverse = {v: k for k, v in options.items()}
+    shown = st.multiselect(label, list(options.values()), default=[options[d] for d in default], **kwargs)
+    return [inverse[s] for s in shown]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and missingness pickers
+
+
+OWN_DATA = "your own data (.npz or PNG folder)"
+
+
+def dataset_picker(key: str, allow_own: bool = True) -> str | None:
+    """A selectbox of datasets (present ones first) with their status; returns a name or a path."""
+    statuses = state.datasets()
+    statuses.sort(key=lambda s: s.status != "present")
+    labels = {s.name: f"{s.name} ({s.status}, {'x'.join(map(str, s.shape))})" for s in statuses}
+    if allow_own:
+        labels[OWN_DATA] = OWN_DATA
+    choice = pick(
+        st.selectbox,
+        "Dataset",
+        labels,
+        key=f"{key}-dataset",
+        help="mnist-5k ships with the app and works offline.",
+    )
+    if choice == OWN_DATA:
+        path = st.text_input(
+            "Path to an .npz with x and m, or a folder of PNGs with alpha",
+            key=f"{key}-own-path",
+            placeholder="/path/to/data.npz",
+        )
+        return path.strip() or None
+    status = next(s for s in statuses if s.name == choice)
+    if status.status != "present":
+        st.error(f"Dataset {choice} is not on this machine. {status.how_to_get}")
+        return None
+    return choice
+
+
+def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, Any]:
+    """Missingness process and its parameters, as MisGANConfig fields."""
+    h = shape[1]
+    mask = pick(
+        st.selectbox, "Missingness", {k: MASK_LABELS.get(k, k) for k in MASK_PROCESSES}, key=f"{key}-mask"
+    )
+    out: dict[str, Any] = {
+        "mask": mask,
+        "mask_size": max(1, h // 2),
+        "missing_rate": 0.5,
+        "missing_rate_range": None,
+    }
+    if mask == "square":
+        out["mask_size"] = st.slider("Observed square side (pixels)", 1, h, max(1, h // 2), key=f"{key}-size")
+    elif mask == "dropout":
+        varies = st.checkbox("Rate varies per example", key=f"{key}-varies")
+        if varies:
+            lo, hi = st.slider("Missing-rate range", 0.0, 0.95, (0.2, 0.8), 0.05, key=f"{key}-range")
+            out["missing_rate_range"] = [lo, hi]
+            out["missing_rate"] = 0.5 * (lo + hi)
+        else:
+            out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, 0.5, 0.05, key=f"{key}-rate")
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _preview(
+    dataset: str,
+    mask: str,
+    mask_size: int,
+    missing_rate: float,
+    missing_rate_range: tuple[float, float] | None,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, float, str]:
+    data = state.preview_incomplete(dataset, mask, mask_size, missing_rate, missing_rate_range, seed)
+    from misgan_core.grids import show_missing
+
+    return show_missing(data.x, data.m), data.m, data.missing_rate, data.missingness
+
+
+def missingness_preview(dataset: str, params: dict[str, Any], seed: int = 0) -> tuple[int, int, int] | None:
+    """A grid of real masked examples (missing in grey) and the missing rate; returns the data shape."""
+    rng = params.get("missing_rate_range")
+    try:
+        shown, _, rate, described = _preview(
+            dataset,
+            params["mask"],
+            int(params["mask_size"]),
+            float(params["missing_rate"]),
+            tuple(rng) if rng else None,
+            seed,
+        )
+    except (DatasetError, ValueError, OSError) as err:
+        st.error(f"Cannot preview this data: {error_text(err)}")
+        return None
+    shape = tuple(shown.shape[1:])
+    try:
+        expected, _ = state.expected_missing_rate(
+            params["mask"],
+            int(params["mask_size"]),
+            float(params["missing_rate"]),
+            tuple(rng) if rng else None,
+            shape,
+        )  # type: ignore[arg-type]
+    except ValueError:
+        expected = rate
+    show_grid(
+        shown, f"{described or 'given masks'}: real examples, missing pixels in grey", nrow=8, target=36
+    )
+    c1, c2 = st.columns(2)
+    c1.metric("Expected missing rate", f"{expected:.1%}")
+    c2.metric("Missing in these examples", f"{rate:.1%}")
+    return shape  # type: ignore[return-value]
+
+
+def config_summary(config: MisGANConfig | dict[str, Any]) -> str:
+    c = config.to_dict() if isinstance(config, MisGANConfig) else config
+    parts = [f"{c.get('dataset')}", f"{c.get('mask')}", f"{c.get('arch')}", f"{c.get('steps')} steps"]
+    if c.get("imputer"):
+        parts.append("with imputer")
+    return ", ".join(str(p) for p in parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained models, loaded once per checkpoint and shared by every session
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the trained model…")
+def _cached_method(kind: str, path: str, stamp: float) -> Any:
+    from . import methods
+
+    return methods.load_method(kind, path)
+
+
+def load_method(kind: str, path: Any) -> Any:
+    """A trained imputer (MisGAN run or fitted baseline), reloaded when its checkpoint changes."""
+    return _cached_method(kind, str(path), state.checkpoint_stamp(path))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the data…")
+def _incomplete(spec_json: str, n: int) -> Any:
+    import json
+
+    from . import methods
+
+    spec = methods.DataSpec.from_config(json.loads(spec_json))
+    return spec.load().subset(slice(0, n))
+
+
+def cached_incomplete(spec: Any, n: int) -> Any:
+    """The first n examples of a DataSpec's incomplete dataset (masks drawn as training draws them)."""
+    import json
+
+    return _incomplete(json.dumps(spec.to_dict(), sort_keys=True), int(n))
