@@ -155,31 +155,34 @@ class Critic(nn.Module):
         return h.view(-1)
 
     @torch.no_grad()
-    def slopes(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The activation slope pattern of every hidden layer at x (no graph is kept)."""
+    def preactivations(self, x: torch.Tensor, first: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Pre-activations of every hidden layer at x, without a graph. `first`, when given, is the first
+        layer's pre-activation already computed elsewhere (see `loss_with_penalty`)."""
         out = []
         h = x
         for i, layer in enumerate(self.layers[:-1]):
             if i == self._flatten_at:
                 h = h.flatten(1)
-            u = layer(h)
-            if self.negative_slope:
-                out.append((u > 0).to(u.dtype) * (1 - self.negative_slope) + self.negative_slope)
-            else:
-                out.append((u > 0).to(u.dtype))
+            u = first if i == 0 and first is not None else layer(h)
+            out.append(u)
             h = self._act(u)
         return out
 
-    def input_gradient(self, x: torch.Tensor) -> torch.Tensor:
+    def input_gradient(self, x: torch.Tensor, preacts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """d D(x) / d x for every row of x, differentiable with respect to the weights (first order)."""
-        slopes = self.slopes(x)
+        preacts = self.preactivations(x) if preacts is None else preacts
         last = self.layers[-1]
-        g = last.weight.expand(x.shape[0], -1) if isinstance(last, nn.Linear) else None
-        if g is None:
+        if not isinstance(last, nn.Linear):
             raise TypeError("the critic's last layer must be Linear")
+        g = last.weight.expand(x.shape[0], -1)
         for i in range(len(self.layers) - 2, -1, -1):
-            s = slopes[i]
-            g = g.view(s.shape) * s
+            u = preacts[i]
+            # The activation's backward at the stored pre-activation: one fused op, differentiable in g.
+            g = g.reshape(u.shape)
+            if self.negative_slope:
+                g = torch.ops.aten.leaky_relu_backward(g, u, self.negative_slope, False)
+            else:
+                g = torch.ops.aten.threshold_backward(g, u, 0)
             layer = self.layers[i]
             if isinstance(layer, nn.Linear):
                 g = g @ layer.weight
@@ -189,7 +192,38 @@ class Critic(nn.Module):
                 k, st, p = layer.kernel_size, layer.stride, layer.padding
                 op = tuple(in_size[d] - ((out_size[d] - 1) * st[d] - 2 * p[d] + k[d]) for d in range(2))
                 g = F.conv_transpose2d(g, layer.weight, stride=st, padding=p, output_padding=op)
-        return g.view(x.shape)
+        return g.reshape(x.shape)
+
+    def loss_with_penalty(self, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                          gp_weight: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """WGAN-GP critic loss E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)|| - 1)^2] with
+        x_hat = eps * real + (1 - eps) * fake; returns (loss, E[D(real)] - E[D(fake)]).
+
+        Real and fake rows share one forward pass (there is no batch norm). The first layer is affine, so
+        its pre-activation at x_hat is eps * u(real) + (1 - eps) * u(fake): the interpolates skip the
+        first (largest) layer of their forward pass.
+        """
+        n = len(real)
+        h = torch.cat([real, fake])
+        last = len(self.layers) - 1
+        first_u = None
+        for i, layer in enumerate(self.layers):
+            if i == self._flatten_at:
+                h = h.flatten(1)
+            h = layer(h)
+            if i == 0:
+                first_u = h
+            if i < last:
+                h = self._act(h)
+        out = h.view(-1)
+        with torch.no_grad():
+            w = eps.reshape((n,) + (1,) * (first_u.dim() - 1))
+            u_hat = torch.lerp(first_u[n:], first_u[:n], w)  # fake + w * (real - fake)
+        x_hat = eps * real + (1 - eps) * fake
+        g = self.input_gradient(x_hat, self.preactivations(x_hat, first=u_hat)).flatten(1)
+        penalty = gp_weight * ((g.norm(2, dim=1) - 1) ** 2).mean()
+        d_real, d_fake = out[:n].mean(), out[n:].mean()
+        return d_fake - d_real + penalty, d_real - d_fake
 
     def _in_size(self, i: int, x: torch.Tensor) -> tuple[int, int]:
         size = tuple(x.shape[-2:])

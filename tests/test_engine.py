@@ -378,3 +378,19 @@ def test_bad_config_values_are_refused():
         MisGANConfig(imputer=True, imputer_mode="standalone").validate()
     with pytest.raises(ValueError, match="supports 28x28, 32x32 and 64x64"):
         build_networks("conv", (1, 20, 20))
+
+
+@pytest.mark.parametrize("arch,shape", [("fc", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))])
+def test_fused_critic_loss_equals_the_textbook_wgan_gp_loss(arch, shape):
+    """Separate forwards on real and fake plus the autograd gradient penalty: value and weight gradients."""
+    torch.manual_seed(1)
+    critic = build_networks(arch, shape).dx.double()
+    real, fake = torch.rand(4, *shape, dtype=torch.float64), torch.rand(4, *shape, dtype=torch.float64)
+    eps = torch.rand(4, 1, 1, 1, dtype=torch.float64)
+    params = list(critic.parameters())
+    ours, w = critic_loss(critic, real, fake, eps)
+    ref = critic(fake).mean() - critic(real).mean() + gradient_penalty_autograd(critic, real, fake, eps)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-10)
+    assert w.item() == pytest.approx((critic(real).mean() - critic(fake).mean()).item(), rel=1e-10)
+    for a, b in zip(torch.autograd.grad(ours, params), torch.autograd.grad(ref, params), strict=True):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-11)
