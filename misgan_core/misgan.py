@@ -162,7 +162,7 @@ class MisGANConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MisGANConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known - {"kind"})
+        unknown = sorted(set(d) - known - {"kind", "inference_only", "made_from"})
         if unknown:
             raise CheckpointError(f"config has unknown fields {unknown}; it was written by a newer misgan_core")
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -586,6 +586,12 @@ class MisGAN:
         if device is not None:
             config.device = device
         gan = cls(config, data=data, run_dir=run, _resume=True)
+        if raw.get("inference_only"):
+            # A shipped model (misgan_core.demo): generators and imputer only, no training state.
+            gan.step = run.load_weights_only(gan.nets.modules(), raw["inference_only"], map_location=gan.device)
+            gan.history = run.read_metrics()
+            gan.run = None  # nothing may write into a shipped model's folder
+            return gan
         state = run.load_checkpoint(gan.nets.modules(), map_location=gan.device)
         try:
             for k, opt in gan.optimizers.items():

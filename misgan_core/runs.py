@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 CONFIG = "config.json"
@@ -133,6 +133,25 @@ class RunDir:
                                           f"disagree")
             module.load_state_dict(own, strict=True)
         return state
+
+    def load_weights_only(self, modules: dict[str, torch.nn.Module], names: list[str],
+                          map_location: str | torch.device = "cpu") -> int:
+        """Load the weights of the modules `names` (stored in any float dtype) and return the saved step.
+        For shipped inference-only models, which carry no critics and no optimizer state."""
+        try:
+            with safe_open(str(self.path / WEIGHTS), framework="pt", device=str(map_location)) as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                step = int((f.metadata() or {}).get("step", 0))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{self.path / WEIGHTS} is missing or corrupt ({err})") from err
+        for name in names:
+            module = modules[name]
+            own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            expected = module.state_dict()
+            if set(own) != set(expected) or any(own[k].shape != v.shape for k, v in expected.items()):
+                raise CheckpointError(f"{self.path / WEIGHTS} does not hold {name} for this config")
+            module.load_state_dict({k: own[k].to(expected[k].dtype) for k in expected})
+        return step
 
     # -- logs and grids ----------------------------------------------------------------------
 

@@ -258,7 +258,11 @@ def test_train_missing_dataset_and_bad_own_data_show_messages(runs_dir: Path) ->
 # Inpaint
 
 
-def test_inpaint_without_runs_explains_what_to_do(runs_dir: Path, fake_canvas: types.ModuleType) -> None:
+def test_inpaint_without_runs_explains_what_to_do(runs_dir: Path, fake_canvas: types.ModuleType,
+                                                  monkeypatch) -> None:
+    import misgan_core.demo
+
+    monkeypatch.setattr(misgan_core.demo, "DEMO_DIR", runs_dir / "no-demo")  # as if no demo shipped
     at = _app("inpaint")
     assert any("No trained MisGAN run" in i.value for i in at.info)
 

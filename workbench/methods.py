@@ -218,7 +218,20 @@ def trained_methods(root: Path | None = None) -> list[Method]:
                 {"config": info.config},
             )
         )  # type: ignore[arg-type]
+    out.extend(shipped_demo())
     return out
+
+
+def shipped_demo() -> list[Method]:
+    """The demo model that ships with the app (an FC MisGAN imputer on mnist-5k), when present."""
+    from misgan_core import demo
+
+    if not demo.demo_available():
+        return []
+    config = json.loads((demo.DEMO_DIR / "config.json").read_text())
+    step = int(config.get("made_from", {}).get("step", 0))
+    return [Method("misgan", demo.DEMO_DIR, DataSpec.from_config(config), step, None,
+                   {"config": config, "demo": True})]
 
 
 def load_method(kind: str, path: str | Path) -> Any:
