@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        print("interrupted: a checkpoint was written at the last finished step; continue with `resume`",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -420,6 +420,7 @@ class MisGAN:
             self.nets.gx.eval()
         bar = _progress(steps, self.step, target) if progress else None
         started = time.perf_counter()
+        interrupted = False
         pending: list[dict[str, torch.Tensor]] = []
         try:
             while self.step < target:
@@ -450,15 +451,17 @@ class MisGAN:
         except StopTraining:
             pass
         except KeyboardInterrupt:
-            if self.run is not None:
-                self.save()  # Ctrl-C keeps everything up to the last finished step
-            raise
+            interrupted = True
         finally:
             if pending:
                 self._flush_log(pending, started)
             self.train_time += time.perf_counter() - started
             if bar is not None:
                 bar.close()
+        if interrupted:
+            if self.run is not None:
+                self.save()  # Ctrl-C keeps everything up to the last finished step
+            raise KeyboardInterrupt
         self.make_grids()
         if self.run is not None:
             self.save()

@@ -152,3 +152,23 @@ def test_cli_conv_training_runs_a_few_steps(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["step"] == 3
     assert (tmp_path / "conv" / "samples" / "gx_latest.png").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path):
+    import os
+    import signal
+
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "misgan_core", "train", "--steps", "100000", "--limit", "256",
+                             "--batch-size", "32", "--fid-every", "0", "--threads", "1", "--out", str(run)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert wait_for(lambda: (run / "metrics.jsonl").exists(), timeout=120)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "checkpoint was written" in err
+    out = run_cli("resume", str(run), "--steps", "2", "--threads", "1")
+    assert out.returncode == 0, out.stderr
+    step = json.loads(out.stdout.splitlines()[-1])["step"]
+    assert step >= 12  # at least the first logged steps survived the interrupt
