@@ -1,7 +1,8 @@
 """Background training jobs for the UI: start, pause, resume, stop and snapshot.
 
-A job runs a trainer (anything with `train(steps, callback=...)`, `step`, `history`, `make_grids`) in a
-daemon thread. The thread never touches the UI; the UI asks `snapshot()` for copies taken under a lock.
+A job runs a trainer (anything with `train(steps, callback=...)`, `step`, `history`, `grids` and
+`make_grids(save=False)`: MisGAN and BaselineRun) in a daemon thread. The thread never touches the UI;
+the UI asks `snapshot()` for copies taken under a lock.
 One `JobRegistry` per process keeps every job, hands back a running job instead of starting a twin, and
 stops all jobs at interpreter exit (a thread killed inside a torch op aborts the process).
 """
@@ -155,7 +156,7 @@ class Job:
                 self._start_step = self._step = trainer.step
                 self._target = trainer.step + self._steps
                 self._history = list(trainer.history)
-                self._grids = dict(trainer.make_grids(save=False)) if _takes_save(trainer) else {}
+                self._grids = dict(trainer.make_grids(save=False))
                 self._rate_window = [(time.perf_counter(), self._step)]
                 if self._status == "starting":
                     self._status = "running"
@@ -186,7 +187,7 @@ class Job:
     def _after_step(self, trainer: Any) -> None:
         now = time.perf_counter()
         grids = None
-        if now - self._last_grid >= GRID_REFRESH_S and _takes_save(trainer):
+        if now - self._last_grid >= GRID_REFRESH_S:
             grids = trainer.make_grids(save=False)
             self._last_grid = time.perf_counter()
         with self._lock:
@@ -202,13 +203,6 @@ class Job:
             self._resume_event.wait()
         if self._stop_event.is_set():
             raise StopTraining
-
-
-def _takes_save(trainer: Any) -> bool:
-    import inspect
-
-    fn = getattr(trainer, "make_grids", None)
-    return fn is not None and "save" in inspect.signature(fn).parameters
 
 
 class JobRegistry:

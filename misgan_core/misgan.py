@@ -11,7 +11,6 @@ WGAN-GP; every `n_critic` batches the generators are updated once:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -615,7 +614,3 @@ def _progress(total: int, initial: int, target: int):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"steps {initial}->{target}", unit="step", dynamic_ncols=True)
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "config.json").read_text())
