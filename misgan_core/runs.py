@@ -156,20 +156,10 @@ class RunDir:
     # -- logs and grids ----------------------------------------------------------------------
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path / METRICS, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / METRICS
-        if not path.exists():
-            return []
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash: keep the rest
-        return records
+        return read_jsonl(self.path / METRICS)
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop log lines past `after_step` (written after the checkpoint a resume starts from)."""
@@ -192,6 +182,26 @@ class RunDir:
         if not (self.path / CONFIG).exists():
             raise CheckpointError(f"refusing to delete {self.path}: it is not a run folder")
         shutil.rmtree(self.path)
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON object as a line."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file ([] if it does not exist), skipping a line cut short by a crash."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def list_runs(root: str | Path = "runs") -> list[RunDir]:

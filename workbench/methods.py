@@ -262,23 +262,17 @@ def results_path(root: Path | None = None) -> Path:
 
 
 def record_result(row: dict[str, Any], root: Path | None = None) -> None:
+    from misgan_core.runs import append_jsonl
+
     path = results_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(path, row)
 
 
 def read_results(root: Path | None = None) -> list[dict[str, Any]]:
-    path = results_path(root)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    from misgan_core.runs import read_jsonl
+
+    return read_jsonl(results_path(root))
 
 
 def sweep_series(rows: list[dict[str, Any]], dataset: str, mask: str) -> dict[str, list[tuple[float, float]]]:
