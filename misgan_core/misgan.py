@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.adam import adam as adam_update
 
 from .data import IncompleteDataset, is_user_data, load_complete, load_user_data
 from .imputers import check_incomplete_batch, paste_observed
@@ -277,6 +278,32 @@ class MisGAN:
             opts[name] = torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(c.betas), fused=True)
         return opts
 
+    def _adam_step(self, names: list[str]) -> None:
+        """`optimizers[k].step()` for each k, as one fused Adam call per learning rate.
+
+        The result is the same as stepping each optimizer; sharing the call saves Optimizer.step's per-call
+        bookkeeping, which is a few percent of an FC step on a CPU. The optimizers keep their own state, so
+        checkpoints do not change.
+        """
+        calls: dict[tuple, tuple[list[torch.Tensor], ...]] = {}
+        for k in names:
+            opt = self.optimizers[k]
+            groups = [(group, [p for p in group["params"] if p.grad is not None]) for group in opt.param_groups]
+            if any(not opt.state[p] for _, params in groups for p in params):
+                opt.step()  # the first step creates the state the way torch's Adam does
+                continue
+            for group, params in groups:
+                key = (group["lr"], group["betas"], group["eps"], group["weight_decay"], group["fused"])
+                lists = calls.setdefault(key, ([], [], [], [], []))
+                for p in params:
+                    state = opt.state[p]
+                    for dest, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]),
+                                       strict=True):
+                        dest.append(t)
+        for (lr, (beta1, beta2), eps, weight_decay, fused), (params, grads, avgs, sqs, steps) in calls.items():
+            adam_update(params, grads, avgs, sqs, [], steps, fused=fused, amsgrad=False, beta1=beta1,
+                        beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
+
     # -- noise and batches --------------------------------------------------------------------
 
     def _z(self, n: int) -> torch.Tensor:
@@ -346,8 +373,7 @@ class MisGAN:
         for k in critics:
             self.optimizers[k].zero_grad(set_to_none=True)
         sum(losses).backward()  # the critics share no parameters: one backward serves all
-        for k in critics:
-            self.optimizers[k].step()
+        self._adam_step(critics)
         return out
 
     def _generator_update(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -386,8 +412,7 @@ class MisGAN:
         for k in gens:
             self.optimizers[k].zero_grad(set_to_none=True)
         total.backward()
-        for k in gens:
-            self.optimizers[k].step()
+        self._adam_step(gens)
         for critic in critics:
             if critic is not None:
                 critic.requires_grad_(True)

@@ -139,6 +139,8 @@ class Critic(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.negative_slope = negative_slope
         self._flatten_at = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear)), len(layers))
+        # An all-Linear critic (FC-MisGAN) gets its loss and weight gradients from `_MLPCriticLoss`.
+        self._is_mlp = len(layers) >= 2 and all(isinstance(layer, nn.Linear) for layer in layers)
 
     def _act(self, u: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(u, self.negative_slope) if self.negative_slope else F.relu(u)
@@ -203,6 +205,8 @@ class Critic(nn.Module):
         its pre-activation at x_hat is eps * u(real) + (1 - eps) * u(fake): the interpolates skip the
         first (largest) layer of their forward pass.
         """
+        if self._is_mlp and not (torch.is_grad_enabled() and (real.requires_grad or fake.requires_grad)):
+            return _MLPCriticLoss.apply(real, fake, eps, gp_weight, self.negative_slope, *self.parameters())
         n = len(real)
         h = torch.cat([real, fake])
         last = len(self.layers) - 1
@@ -232,6 +236,82 @@ class Critic(nn.Module):
                 k, st, p = layer.kernel_size, layer.stride, layer.padding
                 size = tuple((size[d] + 2 * p[d] - k[d]) // st[d] + 1 for d in range(2))
         return size  # type: ignore[return-value]
+
+
+def _act_backward(g: torch.Tensor, u: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """g times the activation's slope at pre-activation u."""
+    if negative_slope:
+        return torch.ops.aten.leaky_relu_backward(g, u, negative_slope, False)
+    return torch.ops.aten.threshold_backward(g, u, 0)
+
+
+class _MLPCriticLoss(torch.autograd.Function):
+    """WGAN-GP loss of an all-Linear critic with its weight gradients written out (the same value and gradients
+    as `Critic.loss_with_penalty`'s general path; tests compare both with autograd's double backward).
+
+    Rows are stacked [real; fake; interpolates]. With S_k the activation slopes at layer k and c the loss's
+    weight on each row's output (-1/n real, +1/n fake, 1 for the interpolates' input gradient):
+      G_top = S_top * (c w_last),  G_{k-1} = S_{k-1} * (G_k W_k)
+    For real and fake rows G_k is dLoss/dpre-activation; for interpolate rows it is the input gradient's partial
+    product, and the input gradient is G_0 W_0. The penalty's backward runs the chain the other way. Each
+    weight's two gradient terms (from the loss and from the penalty) share one matrix product over all rows,
+    which is where the time goes: three times fewer, twice larger GEMMs than autograd's.
+    """
+
+    @staticmethod
+    def forward(ctx, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, gp_weight: float,  # type: ignore[override]
+                negative_slope: float, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights, biases = params[0::2], params[1::2]
+        n, last = len(real), len(weights) - 1
+        x = torch.cat([real.flatten(1), fake.flatten(1)])
+        u = torch.addmm(biases[0], x, weights[0].t())
+        # The first layer is affine: the interpolates' pre-activation is a lerp of the real and fake ones.
+        u = torch.cat([u, torch.lerp(u[n:], u[:n], eps.reshape(n, 1))])
+        pre, hidden = [u], []
+        for k in range(1, last):
+            h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
+            hidden.append(h)
+            u = torch.addmm(biases[k], h, weights[k].t())
+            pre.append(u)
+        h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
+        hidden.append(h)
+        out = torch.addmm(biases[last], h[:2 * n], weights[last].t()).view(-1)
+        d_real, d_fake = out[:n].mean(), out[n:].mean()
+
+        c = torch.cat([torch.full((n, 1), -1.0 / n, dtype=u.dtype, device=u.device),
+                       torch.full((n, 1), 1.0 / n, dtype=u.dtype, device=u.device),
+                       torch.ones((n, 1), dtype=u.dtype, device=u.device)])
+        g = _act_backward(c * weights[last], pre[last - 1], negative_slope)
+        chain = [g]
+        for k in range(last - 1, 0, -1):
+            g = _act_backward(g @ weights[k], pre[k - 1], negative_slope)
+            chain.append(g)
+        chain.reverse()  # chain[k] pairs with weights[k]
+        grad_x = chain[0][2 * n:] @ weights[0]
+        norm = grad_x.norm(2, dim=1, keepdim=True)
+        penalty = gp_weight * ((norm - 1) ** 2).mean()
+        # d penalty / d grad_x; a zero-norm row has a zero gradient, as autograd's norm backward gives.
+        scale = torch.where(norm > 0, (norm - 1) / norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
+        back = (2.0 * gp_weight / n) * scale * grad_x
+
+        grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
+        inputs = x
+        for k in range(last):
+            grads[2 * k] = chain[k].t() @ torch.cat([inputs, back])
+            grads[2 * k + 1] = chain[k][:2 * n].sum(0)  # biases move only the loss, not the input gradient
+            back = _act_backward(back @ weights[k].t(), pre[k][2 * n:], negative_slope)
+            inputs = hidden[k][:2 * n]
+        grads[2 * last] = (c[:2 * n].t() @ inputs + back.sum(0, keepdim=True))
+        grads[2 * last + 1] = c[:2 * n].sum(0)
+        ctx.grads = grads
+        w = (d_real - d_fake).detach()
+        ctx.mark_non_differentiable(w)
+        return d_fake - d_real + penalty, w
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_w: torch.Tensor):  # type: ignore[override]
+        grads, ctx.grads = ctx.grads, None
+        return (None, None, None, None, None, *(grad_loss * g for g in grads))
 
 
 def fc_critic(shape: tuple[int, int, int]) -> Critic:

@@ -396,6 +396,52 @@ def test_fused_critic_loss_equals_the_textbook_wgan_gp_loss(arch, shape):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-11)
 
 
+@pytest.mark.parametrize("negative_slope", [0.0, 0.2])
+def test_all_linear_critic_loss_and_gradients_equal_the_textbook_ones(negative_slope):
+    """FC critics take a written-out path (weight gradients computed with the loss); a critic whose inputs need
+    gradients takes the general one. Both must equal autograd's double backward, for ReLU and leaky ReLU."""
+    torch.manual_seed(2)
+    layers = [torch.nn.Linear(12, 9), torch.nn.Linear(9, 7), torch.nn.Linear(7, 5), torch.nn.Linear(5, 1)]
+    critic = Critic((1, 3, 4), layers, negative_slope=negative_slope).double()
+    real, fake = torch.rand(5, 1, 3, 4, dtype=torch.float64), torch.rand(5, 1, 3, 4, dtype=torch.float64)
+    fake[0] = real[0]  # a zero-length interpolation segment
+    eps = torch.rand(5, 1, 1, 1, dtype=torch.float64)
+    params = list(critic.parameters())
+    ref = critic(fake).mean() - critic(real).mean() + gradient_penalty_autograd(critic, real, fake, eps)
+    ref_grads = torch.autograd.grad(ref, params)
+    written, w = critic_loss(critic, real, fake, eps)
+    assert written.grad_fn is not None and type(written.grad_fn).__name__.startswith("_MLPCriticLoss")
+    general, w_general = critic_loss(critic, real, fake.clone().requires_grad_(True), eps)
+    assert type(general.grad_fn).__name__ != type(written.grad_fn).__name__
+    for loss in (written, general):
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+        for a, b in zip(torch.autograd.grad(loss, params), ref_grads, strict=True):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)
+    assert w.item() == pytest.approx(w_general.item(), rel=1e-12)
+
+
+def test_shared_adam_step_equals_stepping_each_optimizer(monkeypatch):
+    """The loop steps all critics (and all generators) with one fused Adam call; the weights and optimizer
+    state must be exactly those of torch's Adam stepped per network."""
+    def per_network(self, names):
+        for k in names:
+            self.optimizers[k].step()
+
+    shared = MisGAN(tiny_config(imputer=True, seed=3)).train(3)
+    monkeypatch.setattr(MisGAN, "_adam_step", per_network)
+    separate = MisGAN(tiny_config(imputer=True, seed=3)).train(3)
+    for name, module in shared.nets.modules().items():
+        for (key, a), b in zip(module.state_dict().items(), separate.nets.modules()[name].state_dict().values(),
+                               strict=True):
+            assert torch.equal(a, b), f"{name}.{key}"
+    for k, opt in shared.optimizers.items():
+        ours, theirs = opt.state_dict()["state"], separate.optimizers[k].state_dict()["state"]
+        assert ours.keys() == theirs.keys()
+        for i in ours:
+            for field_name in ("step", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(ours[i][field_name], theirs[i][field_name]), (k, i, field_name)
+
+
 @pytest.mark.parametrize("size", [32, 64])
 def test_rgb_user_data_trains_dcgan_with_unet_imputer(tmp_path, size):
     """The 32x32 / 64x64 path: DCGAN generators and critics, the 5-level U-Net imputer, RGB channels."""
