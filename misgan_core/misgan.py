@@ -242,6 +242,7 @@ class MisGAN:
         self._m = self.data.m.to(self.device)
         self._target_masks = config.mask_process() if config.imputer_mode == "target" else None
         self._live_fid = None
+        self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # see _critic_samples
         if isinstance(run_dir, RunDir):
             self.run = run_dir
         elif run_dir is not None:
@@ -334,6 +335,23 @@ class MisGAN:
         idx = torch.randint(0, len(self._m), (n,), generator=self.noise, device=self.device)
         return self._m[idx]
 
+    def _critic_samples(self, b: int, masks: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gx (and Gm) samples for this critic step, each from fresh noise.
+
+        The generators change only in generator steps, so the samples of all the critic steps up to the next
+        one come from one forward pass over all their noise: the same samples, in fewer and larger products.
+        Not with batch norm (DCGAN), whose statistics are per minibatch.
+        """
+        if not self._samples_ahead:
+            k = self.config.n_critic - self.batches % self.config.n_critic
+            if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.nets.gx.modules()):
+                k = 1
+            with torch.no_grad():
+                xs = self.nets.gx(self._z(k * b)).split(b)
+                ms = self._fake_masks(k * b).split(b) if masks else (None,) * k
+            self._samples_ahead = list(zip(xs, ms, strict=True))
+        return self._samples_ahead.pop(0)
+
     def _fake_masks(self, n: int) -> torch.Tensor:
         c = self.config
         if not c.mask_critic and c.ambient_masks == "real":
@@ -346,9 +364,8 @@ class MisGAN:
         c, nets, b = self.config, self.nets, len(x)
         out: dict[str, torch.Tensor] = {}
         gen_side = self.config.imputer_mode == "joint" or not c.imputer
+        fake_x, fake_m = self._critic_samples(b, gen_side)
         with torch.no_grad():
-            fake_x = nets.gx(self._z(b))
-            fake_m = self._fake_masks(b) if gen_side else None
             if c.imputer:
                 if c.imputer_mode == "target":
                     x, m = self._target_batch(b)
@@ -443,6 +460,7 @@ class MisGAN:
         if c.imputer and c.imputer_mode != "joint":
             self.nets.gx.eval()
         bar = _progress(steps, self.step, target) if progress else None
+        self._samples_ahead = []  # the networks may have been changed or loaded since the last call
         started = time.perf_counter()
         interrupted = False
         pending: list[dict[str, torch.Tensor]] = []
@@ -454,6 +472,7 @@ class MisGAN:
                 if self.batches % c.n_critic:
                     continue
                 record.update(self._generator_update(x, m))
+                self._samples_ahead = []  # they came from the generators before this update
                 self.step += 1
                 pending.append(record)
                 if bar is not None:

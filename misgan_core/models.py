@@ -311,7 +311,9 @@ class _MLPCriticLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_w: torch.Tensor):  # type: ignore[override]
         grads, ctx.grads = ctx.grads, None
-        return (None, None, None, None, None, *(grad_loss * g for g in grads))
+        if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:  # 1 is the usual case; skip that pass
+            grads = [g.mul_(grad_loss) for g in grads]
+        return (None, None, None, None, None, *grads)
 
 
 def fc_critic(shape: tuple[int, int, int]) -> Critic:
