@@ -238,11 +238,14 @@ class Critic(nn.Module):
         return size  # type: ignore[return-value]
 
 
-def _act_backward(g: torch.Tensor, u: torch.Tensor, negative_slope: float) -> torch.Tensor:
-    """g times the activation's slope at pre-activation u."""
+def _act_backward(g: torch.Tensor, u: torch.Tensor, negative_slope: float,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """g times the activation's slope at pre-activation u (written into `out` when given)."""
+    if out is None:
+        out = torch.empty_like(g)
     if negative_slope:
-        return torch.ops.aten.leaky_relu_backward(g, u, negative_slope, False)
-    return torch.ops.aten.threshold_backward(g, u, 0)
+        return torch.ops.aten.leaky_relu_backward.grad_input(g, u, negative_slope, False, grad_input=out)
+    return torch.ops.aten.threshold_backward.grad_input(g, u, 0, grad_input=out)
 
 
 class _MLPCriticLoss(torch.autograd.Function):
@@ -263,10 +266,14 @@ class _MLPCriticLoss(torch.autograd.Function):
                 negative_slope: float, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights, biases = params[0::2], params[1::2]
         n, last = len(real), len(weights) - 1
-        x = torch.cat([real.flatten(1), fake.flatten(1)])
-        u = torch.addmm(biases[0], x, weights[0].t())
+        # Each stacked buffer's interpolate rows are overwritten with the penalty's backward signal once the
+        # forward pass is done with them, so every weight gradient is one product over the whole buffer.
+        x = real.new_empty((3 * n, weights[0].shape[1]))
+        x[:n], x[n:2 * n] = real.flatten(1), fake.flatten(1)
+        u = x.new_empty((3 * n, weights[0].shape[0]))
+        torch.addmm(biases[0], x[:2 * n], weights[0].t(), out=u[:2 * n])
         # The first layer is affine: the interpolates' pre-activation is a lerp of the real and fake ones.
-        u = torch.cat([u, torch.lerp(u[n:], u[:n], eps.reshape(n, 1))])
+        torch.lerp(u[n:2 * n], u[:n], eps.reshape(n, 1), out=u[2 * n:])
         pre, hidden = [u], []
         for k in range(1, last):
             h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
@@ -278,9 +285,8 @@ class _MLPCriticLoss(torch.autograd.Function):
         out = torch.addmm(biases[last], h[:2 * n], weights[last].t()).view(-1)
         d_real, d_fake = out[:n].mean(), out[n:].mean()
 
-        c = torch.cat([torch.full((n, 1), -1.0 / n, dtype=u.dtype, device=u.device),
-                       torch.full((n, 1), 1.0 / n, dtype=u.dtype, device=u.device),
-                       torch.ones((n, 1), dtype=u.dtype, device=u.device)])
+        c = u.new_empty((3 * n, 1))
+        c[:n], c[n:2 * n], c[2 * n:] = -1.0 / n, 1.0 / n, 1.0
         g = _act_backward(c * weights[last], pre[last - 1], negative_slope)
         chain = [g]
         for k in range(last - 1, 0, -1):
@@ -292,16 +298,16 @@ class _MLPCriticLoss(torch.autograd.Function):
         penalty = gp_weight * ((norm - 1) ** 2).mean()
         # d penalty / d grad_x; a zero-norm row has a zero gradient, as autograd's norm backward gives.
         scale = torch.where(norm > 0, (norm - 1) / norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
-        back = (2.0 * gp_weight / n) * scale * grad_x
+        torch.mul(grad_x, (2.0 * gp_weight / n) * scale, out=x[2 * n:])
 
         grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
         inputs = x
         for k in range(last):
-            grads[2 * k] = chain[k].t() @ torch.cat([inputs, back])
+            grads[2 * k] = chain[k].t() @ inputs
             grads[2 * k + 1] = chain[k][:2 * n].sum(0)  # biases move only the loss, not the input gradient
-            back = _act_backward(back @ weights[k].t(), pre[k][2 * n:], negative_slope)
-            inputs = hidden[k][:2 * n]
-        grads[2 * last] = (c[:2 * n].t() @ inputs + back.sum(0, keepdim=True))
+            _act_backward(inputs[2 * n:] @ weights[k].t(), pre[k][2 * n:], negative_slope, out=hidden[k][2 * n:])
+            inputs = hidden[k]
+        grads[2 * last] = c.t() @ inputs
         grads[2 * last + 1] = c[:2 * n].sum(0)
         ctx.grads = grads
         w = (d_real - d_fake).detach()
