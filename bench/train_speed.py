@@ -1,10 +1,12 @@
 """Training speed of MisGAN on mnist-5k, batch 64: critic and generator steps per second.
 
-    python bench/train_speed.py [--steps 40] [--archs fc conv] [--threads 1 2] [--imputer]
+    python bench/train_speed.py [--steps 100] [--archs fc conv] [--threads 1 2] [--imputer] [--reference]
 
 Each (arch, threads) runs in its own process (torch's thread count is process-wide). A critic step is one
 batch (Dx and Dm updates); a generator step follows every n_critic = 5 critic steps. The reference figures
-are the paper's released implementation measured on this 2-core machine with 2 threads (issue 3).
+are the paper's released implementation measured on this 2-core machine with 2 threads (issue 3); Conv runs
+an eighth of --steps. The rates are per window of 10 generator steps: the median window and the best
+(quietest) one. On a shared machine they differ; the released code's figures were taken on a quiet one.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def measure(arch: str, threads: int, steps: int, imputer: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40, help="generator steps timed per configuration")
+    p.add_argument("--steps", type=int, default=100, help="generator steps timed per configuration")
     p.add_argument("--archs", nargs="+", default=["fc", "conv"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--imputer", action="store_true")
