@@ -442,6 +442,22 @@ def test_shared_adam_step_equals_stepping_each_optimizer(monkeypatch):
                 assert torch.equal(ours[i][field_name], theirs[i][field_name]), (k, i, field_name)
 
 
+def test_critic_steps_sample_a_whole_cycle_from_the_current_generators():
+    """Gx and Gm are fixed between generator updates, so the n_critic critic steps draw their samples in one
+    forward pass; it must come after each generator update, never before (stale samples)."""
+    gan = MisGAN(tiny_config(steps=3))
+    calls = []
+    for name in ("gx", "gm"):
+        gan.nets.modules()[name].register_forward_hook(
+            lambda mod, inp, out, name=name: calls.append((name, len(out), gan.batches, torch.is_grad_enabled())))
+    gan.train()
+    n, b = gan.config.n_critic, gan.config.batch_size
+    critic_phase = [call[:3] for call in calls if not call[3]][:2 * gan.step]
+    assert critic_phase == [(name, n * b, n * step) for step in range(3) for name in ("gx", "gm")]
+    assert [call[:3] for call in calls if call[3]] == [(name, b, n * (step + 1)) for step in range(3)
+                                                       for name in ("gx", "gm")]
+
+
 @pytest.mark.parametrize("size", [32, 64])
 def test_rgb_user_data_trains_dcgan_with_unet_imputer(tmp_path, size):
     """The 32x32 / 64x64 path: DCGAN generators and critics, the 5-level U-Net imputer, RGB channels."""
@@ -453,7 +469,10 @@ def test_rgb_user_data_trains_dcgan_with_unet_imputer(tmp_path, size):
                           sample_every=1000, checkpoint_every=1000, fid_every=0)
     gan = MisGAN(config, run_dir=tmp_path / "run")
     assert type(gan.nets.gi).__name__ == "UNetImputerNet" and gan.shape == (3, size, size)
+    rows = []
+    gan.nets.gx.register_forward_hook(lambda mod, inp, out: rows.append(len(out)))
     gan.train()
+    assert rows[:config.n_critic] == [8] * config.n_critic  # batch norm: critic steps sample one batch each
     assert np.isfinite(gan.history[-1]["loss_dx"]) and np.isfinite(gan.history[-1]["loss_di"])
     data = gan.data.subset(slice(0, 2))
     out = gan.impute(data.x, data.m, draws=2)
