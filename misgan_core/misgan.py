@@ -243,6 +243,8 @@ class MisGAN:
         self._target_masks = config.mask_process() if config.imputer_mode == "target" else None
         self._live_fid = None
         self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # see _critic_samples
+        self._batch_norm_generators = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
+                                          for mod in self.nets.gx.modules())
         if isinstance(run_dir, RunDir):
             self.run = run_dir
         elif run_dir is not None:
@@ -343,9 +345,7 @@ class MisGAN:
         Not with batch norm (DCGAN), whose statistics are per minibatch.
         """
         if not self._samples_ahead:
-            k = self.config.n_critic - self.batches % self.config.n_critic
-            if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in self.nets.gx.modules()):
-                k = 1
+            k = 1 if self._batch_norm_generators else self.config.n_critic - self.batches % self.config.n_critic
             with torch.no_grad():
                 xs = self.nets.gx(self._z(k * b)).split(b)
                 ms = self._fake_masks(k * b).split(b) if masks else (None,) * k
