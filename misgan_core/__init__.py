@@ -1,8 +1,26 @@
 """MisGAN Workbench engine: learn generative models and imputers from incomplete data.
 
-The public API, used by the CLI, the pages and Python users alike.
+The public API, used by the CLI, the pages and Python users alike:
+
+    from misgan_core import DataSpec, MisGAN, MisGANConfig, open_run
+    gan = MisGAN(MisGANConfig(data=DataSpec(mask="dropout", missing_rate=0.8), imputer=True), run_dir="runs/a")
+    gan.train(300)
+    run = open_run("runs/a")            # any run folder: MisGAN, GAIN, ConvAC, MF, mean, zero
+    draws = run.imputer.impute(x, m, draws=8)
+
+Layers, lowest first (a module imports only from its own layer or lower ones; tests/test_layers.py checks):
+  storage and helpers  runs, grids, imputers, device, export, theory
+  data                 data, masks, spec
+  metrics              metrics/ (features, Fréchet distance, FID)
+  networks             models, critic_gradients
+  training             training (the one driver), jobs (background threads over training.Trainer)
+  methods              misgan, baselines/, demo
+  catalogue            catalog (methods, run folders, jobs), evaluation
+  interface            cli, __main__, this package's API
 """
 
+from .catalog import METHODS, OpenedRun, RunInfo, list_runs, open_run
+from .critic_gradients import gradient_penalty
 from .data import (
     CompleteData,
     DatasetError,
@@ -12,6 +30,8 @@ from .data import (
     load_complete,
     load_user_data,
 )
+from .device import pick_device
+from .evaluation import evaluate_run
 from .imputers import Imputer, paste_observed
 from .masks import (
     IndependentDropout,
@@ -22,13 +42,15 @@ from .masks import (
     make_incomplete,
     make_mask_process,
 )
-from .misgan import MisGAN, MisGANConfig, StopTraining, f_tau, gradient_penalty, load_training_data, pick_device
-from .runs import CheckpointError, RunDir, list_runs
+from .misgan import MisGAN, MisGANConfig, f_tau
+from .runs import CheckpointError, RunDir
+from .spec import DataSpec
+from .training import StopTraining
 
 __all__ = [
-    "CheckpointError", "CompleteData", "DatasetError", "Imputer", "IncompleteDataset", "IndependentDropout",
-    "MaskProcess", "MisGAN", "MisGANConfig", "QuadrantObservation", "RectangleObservation", "RunDir",
-    "SquareObservation", "StopTraining", "dataset_status", "f_tau", "gradient_penalty", "list_datasets",
-    "list_runs", "load_complete", "load_training_data", "load_user_data", "make_incomplete",
-    "make_mask_process", "paste_observed", "pick_device",
+    "METHODS", "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "Imputer", "IncompleteDataset",
+    "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "OpenedRun", "QuadrantObservation",
+    "RectangleObservation", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
+    "evaluate_run", "f_tau", "gradient_penalty", "list_datasets", "list_runs", "load_complete",
+    "load_user_data", "make_incomplete", "make_mask_process", "open_run", "paste_observed", "pick_device",
 ]

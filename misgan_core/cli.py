@@ -1,4 +1,4 @@
-"""Command line: `python -m misgan_core COMMAND --help`.
+"""Command line: `python -m misgan_core COMMAND --help` (installed as `misgan`).
 
 Errors a user can cause (bad options, missing datasets, broken run folders, wrong shapes) print one
 readable line and exit with status 2; nothing on disk is removed or overwritten by a failed command.
@@ -10,32 +10,35 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .data import DatasetError, list_datasets
-from .masks import MASK_PROCESSES
-from .metrics.fid import default_fid_every
+from .baselines import BASELINES
+from .baselines.runs import BaselineRun
+from .catalog import METHODS, load_trainer, open_run
+from .data import DatasetError, list_datasets, load_user_data
+from .evaluation import evaluate_opened
 from .misgan import IMPUTER_MODES, MisGAN, MisGANConfig
 from .runs import CheckpointError
+from .spec import DataSpec
 
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, OSError, RuntimeError)
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data and missingness")
-    g.add_argument("--dataset", default="mnist-5k",
-                   help="built-in name (see `datasets`), an .npz with x and m, or a folder of PNGs with alpha")
-    g.add_argument("--data-dir", default=None, help="root folder of torchvision-layout datasets")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
-    g.add_argument("--mask", default="square", choices=sorted(MASK_PROCESSES),
-                   help="missingness process (ignored for your own incomplete data)")
-    g.add_argument("--mask-size", type=int, default=14, help="side of the observed square (square)")
-    g.add_argument("--missing-rate", type=float, default=0.5, help="missing probability per pixel (dropout)")
-    g.add_argument("--missing-rate-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="draw each example's dropout rate uniformly from this range")
-    g.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed per-example masks")
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,12 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MisGAN (and optionally its imputer) into a run folder",
                        description="Train MisGAN; --steps counts generator updates (each follows n_critic "
                                    "critic updates).")
-    _add_data_options(p)
+    DataSpec.add_arguments(p)
     g = p.add_argument_group("model and training")
     g.add_argument("--arch", default="fc", choices=["fc", "conv"])
-    g.add_argument("--steps", type=int, default=300, help="generator updates")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--n-critic", type=int, default=5)
+    g.add_argument("--steps", type=int, default=METHODS["misgan"].default_steps, help="generator updates")
+    g.add_argument("--batch-size", type=_positive, default=64)
+    g.add_argument("--n-critic", type=_positive, default=5)
     g.add_argument("--alpha", type=float, default=0.2)
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--tau", type=float, default=0.0, help="fill value of the masking operator f_tau")
@@ -69,85 +72,146 @@ def _parser() -> argparse.ArgumentParser:
                    help="joint (eq. 9-10), standalone (eq. 9 from --pretrained Gx), target (eq. 11)")
     g.add_argument("--pretrained", default=None, help="run folder with a trained Gx (standalone / target)")
     g.add_argument("--beta", type=float, default=0.1)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_non_negative, default=0)
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--sample-every", type=int, default=100)
-    g.add_argument("--checkpoint-every", type=int, default=500)
-    g.add_argument("--fid-every", type=int, default=None,
+    g.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--sample-every", type=_non_negative, default=100, help="grids every N steps (0: at the end)")
+    g.add_argument("--checkpoint-every", type=_non_negative, default=500,
+                   help="checkpoint every N steps (0: only at the end)")
+    g.add_argument("--fid-every", type=_non_negative, default=None,
                    help="live FID cadence in generator steps (default: on for datasets with a FID classifier)")
     g.add_argument("--out", required=True, help="new run folder")
 
-    p = sub.add_parser("resume", help="continue a run for more steps",
-                       description="Continue a run from its last checkpoint.")
-    p.add_argument("run")
-    p.add_argument("--steps", type=int, required=True, help="this many more generator updates")
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p = sub.add_parser("baseline", help="fit a baseline imputer (gain, convac, mf, mean, zero) into a run folder",
+                       description="Fit a baseline into a run folder; the data options are those of `train`, "
+                                   "so both see the same incomplete examples. Continue with `resume RUN`.")
+    p.add_argument("kind", choices=sorted(BASELINES))
+    DataSpec.add_arguments(p)
+    g = p.add_argument_group("model and training")
+    g.add_argument("--steps", type=_positive, default=None,
+                   help="train_step calls for gain / convac (default "
+                        + ", ".join(f"{k} {METHODS[k].default_steps}" for k in ("gain", "convac"))
+                        + "); mf, mean and zero fit once in closed form")
+    g.add_argument("--batch-size", type=_positive, default=None, help="default: the model's (128)")
+    g.add_argument("--set", dest="options", action="append", default=[], metavar="NAME=VALUE",
+                   help="a model option, e.g. adversarial=false (gain), lr=1e-4 (convac), rank=40 (mf)")
+    g.add_argument("--seed", type=_non_negative, default=0)
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--threads", type=_positive, default=None)
+    g.add_argument("--checkpoint-every", type=_non_negative, default=500)
+    g.add_argument("--sample-every", type=_non_negative, default=500)
+    g.add_argument("--out", required=True, help="new run folder")
 
-    p = sub.add_parser("sample", help="write a grid of Gx samples",
-                       description="Sample complete images from a run's Gx into a PNG grid (and .npy).")
+    p = sub.add_parser("resume", help="continue a run (MisGAN, GAIN or ConvAC) for more steps",
+                       description="Continue a run from its last checkpoint, bit-identical to having trained "
+                                   "straight through.")
     p.add_argument("run")
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_positive, required=True, help="this many more steps")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=_positive, default=None)
+
+    p = sub.add_parser("sample", help="write a grid of samples from a run that generates (MisGAN, ConvAC)",
+                       description="Sample complete images from a run into a PNG grid (and .npy).")
+    p.add_argument("run")
+    p.add_argument("-n", type=_positive, default=64)
+    p.add_argument("--seed", type=_non_negative, default=0)
     p.add_argument("--out", required=True, help="output .png (a .npy with the raw samples is written beside it)")
 
-    p = sub.add_parser("impute", help="impute incomplete data with a run's imputer",
+    p = sub.add_parser("impute", help="impute incomplete data with any run (MisGAN, GAIN, ConvAC, MF, mean, zero)",
                        description="Impute an .npz (x, m) or a folder of PNGs with alpha, or the run's own data.")
     p.add_argument("run")
     p.add_argument("--input", default=None, help=".npz with x and m, or a PNG folder; default: the run's data")
-    p.add_argument("-n", type=int, default=16, help="examples to impute when using the run's data")
-    p.add_argument("--draws", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=_positive, default=16, help="examples to impute when using the run's data")
+    p.add_argument("--draws", type=_positive, default=4)
+    p.add_argument("--seed", type=_non_negative, default=0)
     p.add_argument("--out", required=True, help="output .npz (x_imputed of shape (draws, N, C, H, W), m) and .png")
 
-    sub.add_parser("evaluate", help="FID, imputation FID and RMSE of a run", add_help=False)
-    sub.add_parser("baseline", help="train a baseline imputer (gain, convac, mf, mean, zero)", add_help=False)
+    p = sub.add_parser("evaluate", help="generation FID, imputation FID and RMSE of a run",
+                       description="FID, imputation FID and RMSE of a run of any kind; the last line printed is "
+                                   "one JSON object.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--samples", type=int, default=None,
+                   help="generated samples for FID (default: as many as the training set, as in the paper)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="noise seed for samples and imputations")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the run's)")
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads")
+    p.add_argument("--batch-size", type=_positive, default=500)
+
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    config = MisGANConfig(
-        dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, mask=args.mask, mask_size=args.mask_size,
-        missing_rate=args.missing_rate, missing_rate_range=args.missing_rate_range, mask_seed=args.mask_seed,
-        arch=args.arch, steps=args.steps, batch_size=args.batch_size, n_critic=args.n_critic, alpha=args.alpha,
-        lr=args.lr, tau=args.tau, temperature=args.temperature, mask_activation=args.mask_activation,
-        mask_critic=not args.no_mask_critic, ambient_masks=args.ambient_masks, imputer=args.imputer,
-        imputer_mode=args.imputer_mode, pretrained=args.pretrained, beta=args.beta, seed=args.seed,
-        device=args.device, threads=args.threads, sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every,
-        fid_every=default_fid_every(args.dataset) if args.fid_every is None else args.fid_every)
-    config.validate()
-    gan = MisGAN(config, run_dir=args.out)
-    print(f"run {args.out}: {gan.data.name} {gan.shape}, {len(gan.data)} examples, "
-          f"{gan.data.missingness or 'given masks'}, missing {gan.data.missing_rate:.1%}, device {gan.device}, "
-          f"{torch.get_num_threads()} threads", file=sys.stderr)
-    gan.train(progress=True)
-    _report(gan)
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set expects name=value; got {item!r}")
+        try:
+            options[name.replace("-", "_")] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name.replace("-", "_")] = text
+    return options
 
 
-def _report(gan: MisGAN) -> None:
-    last = {k: v for r in gan.history for k, v in r.items()}
-    print(json.dumps({"run": str(gan.run.path) if gan.run else None, "step": gan.step,
-                      "seconds": round(gan.train_time, 1),
+def _report(trainer: MisGAN | BaselineRun, kind: str) -> None:
+    last = {k: v for r in trainer.history for k, v in r.items()}
+    print(json.dumps({"run": str(trainer.run.path) if trainer.run else None, "kind": kind, "step": trainer.step,
+                      "epochs": round(trainer.epochs, 2), "seconds": round(trainer.train_time, 1),
                       **{k: round(v, 4) for k, v in last.items() if k not in ("step", "time")}}))
 
 
-def _resume(args: argparse.Namespace) -> None:
-    gan = MisGAN.load(args.run, device=args.device)
+def _train(args: argparse.Namespace) -> None:
+    config = MisGANConfig(
+        data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
+        n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, temperature=args.temperature,
+        mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
+        ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
+        pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
+        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, fid_every=args.fid_every)
+    config.validate()
+    gan = MisGAN(config, run_dir=args.out)
+    print(f"run {args.out}: {gan.data.name} {gan.shape}, {len(gan.data)} examples, {config.data.missingness()}, "
+          f"missing {gan.data.missing_rate:.1%}, device {gan.device}, {torch.get_num_threads()} threads; "
+          f"{config.steps:,} generator steps = {config.steps * config.n_critic / gan._order.batches_per_epoch:.1f} "
+          f"epochs", file=sys.stderr)
+    gan.train(progress=True)
+    _report(gan, "misgan")
+
+
+def _baseline(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"resuming {args.run} at step {gan.step} for {args.steps} more", file=sys.stderr)
-    gan.train(args.steps, progress=True)
-    _report(gan)
+    m = METHODS[args.kind]
+    steps = (args.steps or m.default_steps) if m.trainable else 1
+    br = BaselineRun.create(args.out, args.kind, DataSpec.from_args(args), _parse_set(args.options), seed=args.seed,
+                            batch_size=args.batch_size, device=args.device)
+    print(f"run {args.out}: {m.title} on {br.data.name} {tuple(br.data.shape)}, {len(br.data)} examples, "
+          f"{br.spec.missingness()}, missing {br.data.missing_rate:.1%}, {torch.get_num_threads()} threads",
+          file=sys.stderr)
+    br.train(steps, checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, progress=True)
+    _report(br, args.kind)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = load_trainer(args.run, device=args.device)
+    kind = trainer.kind if isinstance(trainer, BaselineRun) else "misgan"
+    print(f"resuming {args.run} ({METHODS[kind].title}) at step {trainer.step} for {args.steps} more",
+          file=sys.stderr)
+    trainer.train(args.steps, progress=True)
+    _report(trainer, kind)
 
 
 def _sample(args: argparse.Namespace) -> None:
     from .grids import save_png
 
-    gan = MisGAN.load(args.run)
-    images = gan.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+    run = open_run(args.run)
+    if run.sampler is None:
+        raise ValueError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
+                         f"MisGAN or ConvAC run")
+    images = run.sampler(args.n, torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_png(images, out)
@@ -156,42 +220,68 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _impute(args: argparse.Namespace) -> None:
-    from .data import load_user_data
     from .grids import save_png, show_missing
 
-    gan = MisGAN.load(args.run)
-    if args.input:
-        data = load_user_data(args.input)
-    else:
-        data = gan.data.subset(slice(0, args.n))
-    imputed = gan.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
+    run = open_run(args.run)
+    imputer = run.require_imputer()
+    data = load_user_data(args.input) if args.input else run.data.subset(slice(0, args.n))
+    if data.shape != run.shape:
+        raise ValueError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
+    imputed = imputer.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.with_suffix(".npz"), x_imputed=imputed.numpy(), m=data.m.numpy())
     rows = torch.cat([show_missing(data.x, data.m).unsqueeze(0), imputed]).transpose(0, 1).reshape(
         -1, *data.shape)
     save_png(rows, out.with_suffix(".png"), nrow=args.draws + 1)
-    print(f"wrote {out.with_suffix('.npz')} and {out.with_suffix('.png')} (each row: input, then {args.draws} draws)")
+    print(f"wrote {out.with_suffix('.npz')} and {out.with_suffix('.png')} ({run.title}; each row: input, then "
+          f"{args.draws} draws)")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    if args.samples is not None and args.samples < 2:
+        raise ValueError("--samples must be at least 2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = open_run(args.run, device=args.device)
+    result = evaluate_opened(run, args.samples, args.seed, args.batch_size)
+    # Human-readable lines first, then the machine-readable JSON as the very last line.
+    label = result["label"]
+    budget = f"{run.title}, {result['epochs']} epochs, {result['seconds']:.0f} s of training" \
+        if result.get("epochs") is not None else run.title
+    print(f"{budget}; split: {result['split']}", file=sys.stderr)
+    for key in ("fid", "imputation_fid"):
+        if result.get(key) is not None:
+            print(f"{key:15s} {result[key]:.4f}  [{label}]", file=sys.stderr)
+    if result.get("rmse") is not None:
+        print(f"{'rmse':15s} {result['rmse']:.4f}  (missing entries only)", file=sys.stderr)
+    print(json.dumps(result))
+
+
+def _datasets(args: argparse.Namespace) -> None:
+    for status in list_datasets(args.data_dir):
+        print(status.line())
+
+
+COMMANDS = {"datasets": _datasets, "train": _train, "baseline": _baseline, "resume": _resume,
+            "sample": _sample, "impute": _impute, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # These sub-commands own their argument parsing; route before argparse sees their options.
-    if argv and argv[0] in ("evaluate", "baseline", "metrics"):
-        return _delegate(argv[0], argv[1:])
+    if argv[:1] == ["metrics"]:  # the metrics package owns its sub-commands
+        from .metrics.__main__ import main as metrics_main
+
+        return _guarded(lambda: metrics_main(argv[1:]) or 0)
+    if argv[:2] == ["baseline", "resume"]:  # the older spelling of `resume` for baseline runs
+        argv = ["resume", *argv[2:]]
     args = _parser().parse_args(argv)
+    return _guarded(lambda: COMMANDS[args.command](args))
+
+
+def _guarded(run: Any) -> int:
     try:
-        if args.command == "datasets":
-            for status in list_datasets(args.data_dir):
-                print(status.line())
-        elif args.command == "train":
-            _train(args)
-        elif args.command == "resume":
-            _resume(args)
-        elif args.command == "sample":
-            _sample(args)
-        elif args.command == "impute":
-            _impute(args)
+        return int(run() or 0)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -199,19 +289,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: a checkpoint was written at the last finished step; continue with `resume`",
               file=sys.stderr)
         return 130
-    return 0
-
-
-def _delegate(command: str, argv: list[str]) -> int:
-    try:
-        if command == "evaluate":
-            from .metrics.cli import evaluate_main
-            return evaluate_main(argv) or 0
-        if command == "baseline":
-            from .baselines.cli import baseline_main
-            return baseline_main(argv) or 0
-        from .metrics.__main__ import main as metrics_main
-        return metrics_main(argv) or 0
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2

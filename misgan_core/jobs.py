@@ -1,8 +1,8 @@
 """Background training jobs for the UI: start, pause, resume, stop and snapshot.
 
-A job runs a trainer (anything with `train(steps, callback=...)`, `step`, `history`, `grids` and
-`make_grids(save=False)`: MisGAN and BaselineRun) in a daemon thread. The thread never touches the UI;
-the UI asks `snapshot()` for copies taken under a lock.
+A job runs a `training.Trainer` (anything with `train(steps, callback=...)`, `step`, `history`, `grids` and
+`make_grids(save=False)`: MisGAN and BaselineRun) in a daemon thread; it knows nothing else about them.
+The thread never touches the UI; the UI asks `snapshot()` for copies taken under a lock.
 One `JobRegistry` per process keeps every job, hands back a running job instead of starting a twin, and
 stops all jobs at interpreter exit (a thread killed inside a torch op aborts the process).
 """
@@ -22,22 +22,11 @@ from typing import Any
 
 import torch
 
-from .misgan import StopTraining
+from .device import configure_threads
+from .training import StopTraining, Trainer
 
 # Snapshots refresh sample grids at most this often: grids cost a generator forward pass.
 GRID_REFRESH_S = 2.0
-
-
-def configure_threads(threads: int | None = None) -> int:
-    """Use the given number of torch CPU threads, or a sensible default for a UI process.
-
-    torch's thread count is process-wide. On a small machine the UI server needs a core of its own, so
-    training takes all but one core (at least one).
-    """
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 2) - 1)
-    torch.set_num_threads(threads)
-    return threads
 
 
 @dataclass
@@ -47,6 +36,7 @@ class JobSnapshot:
     id: str
     key: str
     label: str
+    kind: str                   # the method: misgan, gain, ...
     status: str                 # starting | running | paused | finished | stopped | failed
     step: int
     target: int
@@ -71,10 +61,10 @@ class Job:
 
     _ids = itertools.count(1)
 
-    def __init__(self, key: str, label: str, make_trainer: Callable[[], Any], steps: int,
-                 threads: int | None = None):
+    def __init__(self, key: str, label: str, make_trainer: Callable[[], Trainer], steps: int,
+                 threads: int | None = None, kind: str = "misgan"):
         self.id = f"job-{next(self._ids)}"
-        self.key, self.label = key, label
+        self.key, self.label, self.kind = key, label, kind
         self._make_trainer = make_trainer
         self._steps = steps
         self._threads = threads
@@ -132,7 +122,7 @@ class Job:
             rate = self._rate()
             remaining = self._target - self._step
             return JobSnapshot(
-                id=self.id, key=self.key, label=self.label, status=self._status, step=self._step,
+                id=self.id, key=self.key, label=self.label, kind=self.kind, status=self._status, step=self._step,
                 target=self._target, history=[dict(r) for r in self._history],
                 grids={k: v.clone() for k, v in self._grids.items()}, steps_per_s=rate,
                 eta_s=remaining / rate if rate > 0 and self._status not in ("finished", "stopped", "failed") else None,
@@ -213,14 +203,14 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         atexit.register(self.stop_all)
 
-    def start(self, key: str, make_trainer: Callable[[], Any], steps: int, label: str | None = None,
-              threads: int | None = None) -> Job:
+    def start(self, key: str, make_trainer: Callable[[], Trainer], steps: int, label: str | None = None,
+              threads: int | None = None, kind: str = "misgan") -> Job:
         key = _normalise(key)
         with self._lock:
             for job in self._jobs.values():
                 if job.key == key and job.alive:
                     return job
-            job = Job(key, label or key, make_trainer, steps, threads)
+            job = Job(key, label or key, make_trainer, steps, threads, kind)
             self._jobs[job.id] = job
             return job.start()
 
@@ -262,23 +252,3 @@ def registry() -> JobRegistry:
         if _REGISTRY is None:
             _REGISTRY = JobRegistry()
         return _REGISTRY
-
-
-def start_misgan_job(config: Any, run_dir: str | Path, threads: int | None = None,
-                     registry_: JobRegistry | None = None) -> Job:
-    """Start (or return the already running) MisGAN training job writing to `run_dir`."""
-    from .misgan import MisGAN
-
-    reg = registry_ or registry()
-    return reg.start(str(run_dir), lambda: MisGAN(config, run_dir=run_dir), config.steps,
-                     label=f"MisGAN {config.arch} on {config.dataset}", threads=threads)
-
-
-def resume_misgan_job(run_dir: str | Path, steps: int, threads: int | None = None,
-                      registry_: JobRegistry | None = None) -> Job:
-    """Continue a MisGAN run folder in the background for `steps` more generator updates."""
-    from .misgan import MisGAN
-
-    reg = registry_ or registry()
-    return reg.start(str(run_dir), lambda: MisGAN.load(run_dir), steps, label=f"resume {Path(run_dir).name}",
-                     threads=threads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,16 @@ import torch
 from torch import nn
 from torch.optim.adam import adam as adam_update
 
-from .data import IncompleteDataset, is_user_data, load_complete, load_user_data
+from .critic_gradients import critic_loss
+from .data import IncompleteDataset
+from .device import pick_device
 from .imputers import check_incomplete_batch, paste_observed
-from .masks import MaskProcess, make_incomplete, make_mask_process
-from .models import Critic, Networks, build_networks
+from .metrics import default_fid_every
+from .models import Networks, build_networks
 from .runs import CheckpointError, RunDir
+from .spec import FIELDS as DATA_FIELDS
+from .spec import DataSpec
+from .training import Cadence, EpochOrder, drive
 
 IMPUTER_MODES = ("joint", "standalone", "target")
 
@@ -36,35 +40,6 @@ def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
     if tau == 0.0:
         return x * m
     return x * m + tau * (1 - m)
-
-
-def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                     weight: float = 10.0) -> torch.Tensor:
-    """WGAN-GP: weight * E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = eps * real + (1 - eps) * fake.
-
-    Uses the critic's explicit input gradient, so backward is first order (see Critic.input_gradient).
-    """
-    x_hat = eps * real + (1 - eps) * fake
-    g = critic.input_gradient(x_hat).flatten(1)
-    return weight * ((g.norm(2, dim=1) - 1) ** 2).mean()
-
-
-def gradient_penalty_autograd(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                              weight: float = 10.0) -> torch.Tensor:
-    """The textbook form through autograd's double backward; kept as the reference for tests."""
-    x_hat = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
-    out = critic(x_hat)
-    (g,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    return weight * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-
-
-def critic_loss(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                gp_weight: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic minimises E[D(fake)] - E[D(real)] + GP. Returns (loss, wasserstein estimate).
-
-    See Critic.loss_with_penalty for how the work is shared between the terms.
-    """
-    return critic.loss_with_penalty(real, fake, eps, gp_weight)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -95,15 +70,7 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
 class MisGANConfig:
     """Everything that defines a run. Defaults are the paper's (section 2, 4 and appendix D)."""
 
-    # data and missingness
-    dataset: str = "mnist-5k"
-    data_dir: str | None = None
-    limit: int | None = None           # use only the first N examples
-    mask: str = "square"               # square | dropout | rect | quadrants (ignored for the user's own data)
-    mask_size: int = 14
-    missing_rate: float = 0.5
-    missing_rate_range: list[float] | None = None
-    mask_seed: int = 0
+    data: DataSpec = field(default_factory=DataSpec)  # dataset and missingness
     # model
     arch: str = "fc"                   # fc | conv (conv: 28x28 WGAN-GP layout, 32/64 DCGAN layout)
     latent: int = 128
@@ -133,11 +100,15 @@ class MisGANConfig:
     log_every: int = 10
     sample_every: int = 100
     checkpoint_every: int = 500
-    fid_every: int = 0                 # 0: no live FID; N: a cheap FID every N generator steps
-    fid_samples: int = 1000
+    fid_every: int | None = None       # live FID every N generator steps; 0 off; None: on where a FID
+    fid_samples: int = 1000            # classifier exists for the data (resolved once, when the run is made)
 
     def validate(self) -> None:
         problems = []
+        try:
+            self.data.validate()
+        except ValueError as err:
+            problems.append(str(err))
         if self.arch not in ("fc", "conv"):
             problems.append(f"arch must be 'fc' or 'conv'; got {self.arch!r}")
         if self.imputer_mode not in IMPUTER_MODES:
@@ -146,10 +117,17 @@ class MisGANConfig:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
         if self.ambient_masks not in ("learned", "real"):
             problems.append(f"ambient masks must be 'learned' or 'real'; got {self.ambient_masks!r}")
-        for name in ("steps", "batch_size", "n_critic", "latent"):
+        for name in ("steps", "batch_size", "n_critic", "latent", "log_every", "fid_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1; got {getattr(self, name)}")
-        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
+        for name in ("sample_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (only at the end) or more; got {getattr(self, name)}")
+        if self.fid_every is not None and self.fid_every < 0:
+            problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be at least 1; got {self.threads}")
+        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature", "tau"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 problems.append(f"{name} must be a finite non-negative number; got {value}")
@@ -157,42 +135,29 @@ class MisGANConfig:
             raise ValueError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "data"}
+        return {"data": self.data.to_dict(), **d, "betas": list(self.betas)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MisGANConfig:
+        """A config from config.json; reads the flat data fields of run folders made before DataSpec."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known - {"kind", "inference_only", "made_from"})
+        unknown = sorted(set(d) - known - set(DATA_FIELDS) - {"kind", "inference_only", "made_from"})
         if unknown:
             raise CheckpointError(f"config has unknown fields {unknown}; it was written by a newer misgan_core")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        raw_data = d.get("data", d)
+        if not isinstance(raw_data, dict):
+            raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
+        try:
+            data = DataSpec.from_dict(raw_data)
+            config = cls(data=data, **{k: v for k, v in d.items() if k in known and k != "data"})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"config does not describe a MisGAN run: {err}") from err
+        return config
 
-    def mask_process(self) -> MaskProcess:
-        rng = self.missing_rate_range
-        return make_mask_process(self.mask, self.mask_size, self.missing_rate, tuple(rng) if rng else None)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
-    return device
-
-
-def load_training_data(config: MisGANConfig) -> IncompleteDataset:
-    """The incomplete dataset a config describes: the user's own data, or a built-in one with masks drawn."""
-    if is_user_data(config.dataset):
-        data = load_user_data(config.dataset)
-        return data.subset(slice(0, config.limit)) if config.limit else data
-    complete = load_complete(config.dataset, config.data_dir, limit=config.limit)
-    return make_incomplete(complete, config.mask_process(), seed=config.mask_seed)
-
-
-class StopTraining(Exception):
-    """Raised by a step callback to end training cleanly after the current step."""
+    def with_data(self, **changes: Any) -> MisGANConfig:
+        """A copy with some data fields changed, e.g. config.with_data(mask="dropout", missing_rate=0.8)."""
+        return dataclasses.replace(self, data=self.data.replace(**changes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,11 +178,13 @@ class MisGAN:
     def __init__(self, config: MisGANConfig, data: IncompleteDataset | None = None,
                  run_dir: str | Path | RunDir | None = None, _resume: bool = False):
         config.validate()
+        if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
+            config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
-        self.data = data if data is not None else load_training_data(config)
+        self.data = data if data is not None else config.data.load()
         self.shape = self.data.shape
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
             torch.manual_seed(config.seed)
@@ -240,8 +207,10 @@ class MisGAN:
         self.grids: dict[str, torch.Tensor] = {}
         self._x = self.data.observed_only().to(self.device)
         self._m = self.data.m.to(self.device)
-        self._target_masks = config.mask_process() if config.imputer_mode == "target" else None
+        self._target_masks = config.data.mask_process() if config.imputer_mode == "target" else None
+        self._order = EpochOrder(len(self._x), config.batch_size, config.seed, self.device)
         self._live_fid = None
+        self._reconcile_log = False  # set by load(): metrics.jsonl may hold lines past the checkpoint
         self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # see _critic_samples
         self._batch_norm_generators = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
                                           for mod in self.nets.gx.modules())
@@ -316,16 +285,8 @@ class MisGAN:
         return torch.rand(*shape, generator=self.noise, device=self.device)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next minibatch; each epoch's order comes from (seed, epoch), so resuming needs no extra state."""
-        n = len(self._x)
-        b = min(self.config.batch_size, n)
-        per_epoch = n // b
-        epoch, pos = divmod(self.batches, per_epoch)
-        if getattr(self, "_perm_epoch", None) != epoch:
-            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(n, generator=gen).to(self.device)
-            self._perm_epoch = epoch
-        idx = self._perm[pos * b:(pos + 1) * b]
+        """The next minibatch, in the shared (seed, epoch) order (training.EpochOrder)."""
+        idx = self._order.indices(self.batches)
         return self._x[idx], self._m[idx]
 
     def _target_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -450,86 +411,72 @@ class MisGAN:
 
     def train(self, steps: int | None = None, callback: Callable[[MisGAN], None] | None = None,
               progress: bool = False) -> MisGAN:
-        """Run `steps` more generator updates (default: config.steps). `callback(self)` runs after each one
-        and may raise StopTraining to end early (a checkpoint is still written)."""
+        """Run `steps` more generator updates (default: config.steps) through the training driver.
+        `callback(self)` runs after each one and may raise StopTraining to end early (a checkpoint is still
+        written); Ctrl-C writes one too."""
         c = self.config
-        steps = c.steps if steps is None else steps
-        target = self.step + steps
-        for module in self.nets.modules().values():
-            module.train()
-        if c.imputer and c.imputer_mode != "joint":
-            self.nets.gx.eval()
-        bar = _progress(steps, self.step, target) if progress else None
-        self._samples_ahead = []  # the networks may have been changed or loaded since the last call
-        started = time.perf_counter()
-        interrupted = False
-        pending: list[dict[str, torch.Tensor]] = []
-        try:
-            while self.step < target:
-                x, m = self._batch()
-                record = self._critic_update(x, m)
-                self.batches += 1
-                if self.batches % c.n_critic:
-                    continue
-                record.update(self._generator_update(x, m))
-                self._samples_ahead = []  # they came from the generators before this update
-                self.step += 1
-                pending.append(record)
-                if bar is not None:
-                    bar.update(1)
-                if self.step % c.log_every == 0 or self.step == target:
-                    self._flush_log(pending, started)
-                    pending = []
-                    if bar is not None and self.history:
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in self.history[-1].items()
-                                         if k in ("w_x", "w_m", "w_i")})
-                if c.fid_every and self.step % c.fid_every == 0:
-                    self._live_fid_point(started)
-                if self.step % c.sample_every == 0:
-                    self.make_grids()
-                if self.run is not None and self.step % c.checkpoint_every == 0:
-                    self.save()
-                if callback is not None:
-                    callback(self)
-        except StopTraining:
-            pass
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if pending:
-                self._flush_log(pending, started)
-            self.train_time += time.perf_counter() - started
-            if bar is not None:
-                bar.close()
-        if interrupted:
-            if self.run is not None:
-                self.save()  # Ctrl-C keeps everything up to the last finished step
-            raise KeyboardInterrupt
-        self.make_grids()
-        if self.run is not None:
-            self.save()
+        cadence = Cadence(log_every=c.log_every, eval_every=int(c.fid_every or 0), sample_every=c.sample_every,
+                          checkpoint_every=c.checkpoint_every)
+        drive(self, c.steps if steps is None else steps, cadence, callback, progress,
+              progress_fields=("w_x", "w_m", "w_i"))
         return self
 
-    def _flush_log(self, pending: list[dict[str, torch.Tensor]], started: float) -> None:
-        # One host sync per log line: the per-step losses stay on the device until here.
-        keys = pending[0].keys()
-        stacked = {k: torch.stack([r[k].detach() for r in pending]).mean() for k in keys}
-        values = torch.stack(list(stacked.values())).tolist()
-        record: dict[str, Any] = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3)}
-        record.update(dict(zip(keys, values, strict=True)))
-        self.history.append(record)
-        if self.run is not None:
-            self.run.log_metrics(record)
+    # -- the driver's hooks (training.Steppable) ---------------------------------------------
 
-    def _live_fid_point(self, started: float) -> None:
+    @property
+    def can_save(self) -> bool:
+        return self.run is not None
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training data so far (critic updates / batches per epoch)."""
+        return self._order.epochs(self.batches)
+
+    def begin_training(self) -> None:
+        if self._reconcile_log and self.run is not None:
+            self.run.truncate_metrics(self.step)
+            self._reconcile_log = False
+        for module in self.nets.modules().values():
+            module.train()
+        if self.config.imputer and self.config.imputer_mode != "joint":
+            self.nets.gx.eval()
+        self._samples_ahead = []  # the networks may have been changed or loaded since the last call
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
+        while True:
+            x, m = self._batch()
+            record = self._critic_update(x, m)
+            self.batches += 1
+            if self.batches % self.config.n_critic == 0:
+                break
+        record.update(self._generator_update(x, m))
+        self._samples_ahead = []  # they came from the generators before this update
+        self.step += 1
+        return record
+
+    def log(self, records: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        # One host sync per log line: the per-step losses stay on the device until here.
+        keys = records[0].keys()
+        stacked = {k: torch.stack([r[k].detach() for r in records]).mean() for k in keys}
+        values = torch.stack(list(stacked.values())).tolist()
+        line: dict[str, Any] = {"step": self.step, "time": round(self.train_time, 3)}
+        line.update(dict(zip(keys, values, strict=True)))
+        self.history.append(line)
+        if self.run is not None:
+            self.run.log_metrics(line)
+        return line
+
+    def evaluate_point(self) -> None:
+        """A live FID point (metrics.LiveFID: a cheap FID of fixed-noise Gx samples)."""
         from .metrics import LiveFID
 
         if self._live_fid is None:
             # The live FID's noise seed is fixed (not the run's seed) so curves compare across runs.
-            self._live_fid = LiveFID(self.config.dataset, self.data.x if self.data.ground_truth else None,
+            self._live_fid = LiveFID(self.config.data.dataset, self.data.x if self.data.ground_truth else None,
                                      n_samples=self.config.fid_samples)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
-        record = {"step": self.step, "time": round(self.train_time + time.perf_counter() - started, 3), "fid": value}
+        record = {"step": self.step, "time": round(self.train_time, 3), "fid": value}
         self.history.append(record)
         if self.run is not None:
             self.run.log_metrics(record)
@@ -649,12 +596,8 @@ class MisGAN:
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{run.path} has weights but its training state does not fit the config "
                                   f"({err}); it was made by a different model config") from err
-        run.truncate_metrics(gan.step)  # log lines after the checkpoint describe work that is lost
-        gan.history = run.read_metrics()
+        # Log lines after the checkpoint describe work that was lost; a reader only skips them (a training
+        # may still be writing), and training drops them from the file when it resumes (begin_training).
+        gan.history = [r for r in run.read_metrics() if r.get("step", 0) <= gan.step]
+        gan._reconcile_log = True
         return gan
-
-
-def _progress(total: int, initial: int, target: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"steps {initial}->{target}", unit="step", dynamic_ncols=True)

@@ -4,8 +4,8 @@ Architectures follow the paper's appendix D: FC generators FC(128,256)-FC(256,51
 FC(D,512)-FC(512,256)-FC(256,128)-FC(128,1); Conv-MisGAN for 28x28 uses the WGAN-GP MNIST layout (a 4x4x256
 projection, then transposed convolutions); 32x32 and 64x64 use the DCGAN layout scaled to the size.
 
-Critics are piecewise linear (affine layers with ReLU or leaky ReLU), which lets `Critic` write the gradient
-of its output with respect to its input out explicitly; see `Critic.input_gradient`.
+Critics are piecewise linear (affine layers with ReLU or leaky ReLU); `critic_gradients.py` uses that to
+write the WGAN-GP loss's gradients out explicitly. This file holds only the architectures.
 """
 
 from __future__ import annotations
@@ -124,202 +124,31 @@ class DCGANGenerator(nn.Module):
 
 
 class Critic(nn.Module):
-    """A piecewise-linear critic: affine layers (Conv2d or Linear) with (leaky) ReLU in between.
-
-    Because the activation's derivative is a 0/1 (or slope) pattern that is constant almost everywhere,
-    the gradient of D with respect to its input is W_1^T S_1 W_2^T S_2 ... W_K^T, with S_k the activation
-    slopes. `input_gradient` builds that product from the slopes alone, so the gradient penalty needs
-    only a first-order backward, instead of autograd's double backward through the whole critic. The
-    result is the same gradient (the second derivative of (leaky) ReLU is 0 almost everywhere).
-    """
+    """A piecewise-linear critic: affine layers (Conv2d or Linear) with (leaky) ReLU in between, then a
+    scalar per example. No batch norm: the gradient penalty is per example (WGAN-GP)."""
 
     def __init__(self, in_shape: tuple[int, int, int], layers: list[nn.Module], negative_slope: float = 0.0):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.layers = nn.ModuleList(layers)
         self.negative_slope = negative_slope
-        self._flatten_at = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear)), len(layers))
-        # An all-Linear critic (FC-MisGAN) gets its loss and weight gradients from `_MLPCriticLoss`.
-        self._is_mlp = len(layers) >= 2 and all(isinstance(layer, nn.Linear) for layer in layers)
+        # Inputs are flattened before the first Linear layer.
+        self.flatten_at = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear)), len(layers))
+        self.is_mlp = len(layers) >= 2 and all(isinstance(layer, nn.Linear) for layer in layers)
 
-    def _act(self, u: torch.Tensor) -> torch.Tensor:
+    def act(self, u: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(u, self.negative_slope) if self.negative_slope else F.relu(u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if i == self._flatten_at:
+            if i == self.flatten_at:
                 h = h.flatten(1)
             h = layer(h)
             if i < last:
-                h = self._act(h)
+                h = self.act(h)
         return h.view(-1)
-
-    @torch.no_grad()
-    def preactivations(self, x: torch.Tensor, first: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Pre-activations of every hidden layer at x, without a graph. `first`, when given, is the first
-        layer's pre-activation already computed elsewhere (see `loss_with_penalty`)."""
-        out = []
-        h = x
-        for i, layer in enumerate(self.layers[:-1]):
-            if i == self._flatten_at:
-                h = h.flatten(1)
-            u = first if i == 0 and first is not None else layer(h)
-            out.append(u)
-            h = self._act(u)
-        return out
-
-    def input_gradient(self, x: torch.Tensor, preacts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """d D(x) / d x for every row of x, differentiable with respect to the weights (first order)."""
-        preacts = self.preactivations(x) if preacts is None else preacts
-        last = self.layers[-1]
-        if not isinstance(last, nn.Linear):
-            raise TypeError("the critic's last layer must be Linear")
-        g = last.weight.expand(x.shape[0], -1)
-        for i in range(len(self.layers) - 2, -1, -1):
-            u = preacts[i]
-            # The activation's backward at the stored pre-activation: one fused op, differentiable in g.
-            g = g.reshape(u.shape)
-            if self.negative_slope:
-                g = torch.ops.aten.leaky_relu_backward(g, u, self.negative_slope, False)
-            else:
-                g = torch.ops.aten.threshold_backward(g, u, 0)
-            layer = self.layers[i]
-            if isinstance(layer, nn.Linear):
-                g = g @ layer.weight
-            else:
-                in_size = self._in_size(i, x)
-                out_size = g.shape[-2:]
-                k, st, p = layer.kernel_size, layer.stride, layer.padding
-                op = tuple(in_size[d] - ((out_size[d] - 1) * st[d] - 2 * p[d] + k[d]) for d in range(2))
-                g = F.conv_transpose2d(g, layer.weight, stride=st, padding=p, output_padding=op)
-        return g.reshape(x.shape)
-
-    def loss_with_penalty(self, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                          gp_weight: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """WGAN-GP critic loss E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)|| - 1)^2] with
-        x_hat = eps * real + (1 - eps) * fake; returns (loss, E[D(real)] - E[D(fake)]).
-
-        Real and fake rows share one forward pass (there is no batch norm). The first layer is affine, so
-        its pre-activation at x_hat is eps * u(real) + (1 - eps) * u(fake): the interpolates skip the
-        first (largest) layer of their forward pass.
-        """
-        if self._is_mlp and not (torch.is_grad_enabled() and (real.requires_grad or fake.requires_grad)):
-            return _MLPCriticLoss.apply(real, fake, eps, gp_weight, self.negative_slope, *self.parameters())
-        n = len(real)
-        h = torch.cat([real, fake])
-        last = len(self.layers) - 1
-        first_u = None
-        for i, layer in enumerate(self.layers):
-            if i == self._flatten_at:
-                h = h.flatten(1)
-            h = layer(h)
-            if i == 0:
-                first_u = h
-            if i < last:
-                h = self._act(h)
-        out = h.view(-1)
-        with torch.no_grad():
-            w = eps.reshape((n,) + (1,) * (first_u.dim() - 1))
-            u_hat = torch.lerp(first_u[n:], first_u[:n], w)  # fake + w * (real - fake)
-        x_hat = eps * real + (1 - eps) * fake
-        g = self.input_gradient(x_hat, self.preactivations(x_hat, first=u_hat)).flatten(1)
-        penalty = gp_weight * ((g.norm(2, dim=1) - 1) ** 2).mean()
-        d_real, d_fake = out[:n].mean(), out[n:].mean()
-        return d_fake - d_real + penalty, d_real - d_fake
-
-    def _in_size(self, i: int, x: torch.Tensor) -> tuple[int, int]:
-        size = tuple(x.shape[-2:])
-        for layer in self.layers[:i]:
-            if isinstance(layer, nn.Conv2d):
-                k, st, p = layer.kernel_size, layer.stride, layer.padding
-                size = tuple((size[d] + 2 * p[d] - k[d]) // st[d] + 1 for d in range(2))
-        return size  # type: ignore[return-value]
-
-
-def _act_backward(g: torch.Tensor, u: torch.Tensor, negative_slope: float,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """g times the activation's slope at pre-activation u (written into `out` when given)."""
-    if out is None:
-        out = torch.empty_like(g)
-    if negative_slope:
-        return torch.ops.aten.leaky_relu_backward.grad_input(g, u, negative_slope, False, grad_input=out)
-    return torch.ops.aten.threshold_backward.grad_input(g, u, 0, grad_input=out)
-
-
-class _MLPCriticLoss(torch.autograd.Function):
-    """WGAN-GP loss of an all-Linear critic with its weight gradients written out (the same value and gradients
-    as `Critic.loss_with_penalty`'s general path; tests compare both with autograd's double backward).
-
-    Rows are stacked [real; fake; interpolates]. With S_k the activation slopes at layer k and c the loss's
-    weight on each row's output (-1/n real, +1/n fake, 1 for the interpolates' input gradient):
-      G_top = S_top * (c w_last),  G_{k-1} = S_{k-1} * (G_k W_k)
-    For real and fake rows G_k is dLoss/dpre-activation; for interpolate rows it is the input gradient's partial
-    product, and the input gradient is G_0 W_0. The penalty's backward runs the chain the other way. Each
-    weight's two gradient terms (from the loss and from the penalty) share one matrix product over all rows:
-    half as many matrix products as autograd's, each larger, which is what a CPU runs fastest.
-    """
-
-    @staticmethod
-    def forward(ctx, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, gp_weight: float,  # type: ignore[override]
-                negative_slope: float, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights, biases = params[0::2], params[1::2]
-        n, last = len(real), len(weights) - 1
-        # Each stacked buffer's interpolate rows are overwritten with the penalty's backward signal once the
-        # forward pass is done with them, so every weight gradient is one product over the whole buffer.
-        x = real.new_empty((3 * n, weights[0].shape[1]))
-        x[:n], x[n:2 * n] = real.flatten(1), fake.flatten(1)
-        u = x.new_empty((3 * n, weights[0].shape[0]))
-        torch.addmm(biases[0], x[:2 * n], weights[0].t(), out=u[:2 * n])
-        # The first layer is affine: the interpolates' pre-activation is a lerp of the real and fake ones.
-        torch.lerp(u[n:2 * n], u[:n], eps.reshape(n, 1), out=u[2 * n:])
-        pre, hidden = [u], []
-        for k in range(1, last):
-            h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
-            hidden.append(h)
-            u = torch.addmm(biases[k], h, weights[k].t())
-            pre.append(u)
-        h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
-        hidden.append(h)
-        out = torch.addmm(biases[last], h[:2 * n], weights[last].t()).view(-1)
-        d_real, d_fake = out[:n].mean(), out[n:].mean()
-
-        c = u.new_empty((3 * n, 1))
-        c[:n], c[n:2 * n], c[2 * n:] = -1.0 / n, 1.0 / n, 1.0
-        g = _act_backward(c * weights[last], pre[last - 1], negative_slope)
-        chain = [g]
-        for k in range(last - 1, 0, -1):
-            g = _act_backward(g @ weights[k], pre[k - 1], negative_slope)
-            chain.append(g)
-        chain.reverse()  # chain[k] pairs with weights[k]
-        grad_x = chain[0][2 * n:] @ weights[0]
-        norm = grad_x.norm(2, dim=1, keepdim=True)
-        penalty = gp_weight * ((norm - 1) ** 2).mean()
-        # d penalty / d grad_x; a zero-norm row has a zero gradient, as autograd's norm backward gives.
-        scale = torch.where(norm > 0, (norm - 1) / norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
-        torch.mul(grad_x, (2.0 * gp_weight / n) * scale, out=x[2 * n:])
-
-        grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
-        inputs = x
-        for k in range(last):
-            grads[2 * k] = chain[k].t() @ inputs
-            grads[2 * k + 1] = chain[k][:2 * n].sum(0)  # biases move only the loss, not the input gradient
-            _act_backward(inputs[2 * n:] @ weights[k].t(), pre[k][2 * n:], negative_slope, out=hidden[k][2 * n:])
-            inputs = hidden[k]
-        grads[2 * last] = c.t() @ inputs
-        grads[2 * last + 1] = c[:2 * n].sum(0)
-        ctx.grads = grads
-        w = (d_real - d_fake).detach()
-        ctx.mark_non_differentiable(w)
-        return d_fake - d_real + penalty, w
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, _grad_w: torch.Tensor):  # type: ignore[override]
-        grads, ctx.grads = ctx.grads, None
-        if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:  # 1 is the usual case; skip that pass
-            grads = [g.mul_(grad_loss) for g in grads]
-        return (None, None, None, None, None, *grads)
 
 
 def fc_critic(shape: tuple[int, int, int]) -> Critic:

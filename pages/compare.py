@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import plotly.graph_objects as go
 import streamlit as st
 
-from misgan_core import MisGANConfig, export
-from workbench import methods, state, widgets
+from misgan_core import catalog, evaluation, export
+from misgan_core.catalog import BASELINE_KINDS, METHODS
+from workbench import state, widgets
 
 st.title("Compare imputation methods")
 st.caption(
@@ -14,13 +17,6 @@ st.caption(
     "pixels kept) with the complete data; RMSE is measured on the missing pixels only. Lower is better "
     "for both, but RMSE rewards blurry averages (paper, appendix C)."
 )
-
-missing_pkg = methods.baselines_available()
-missing_metrics = methods.metrics_available()
-if missing_pkg:
-    st.warning(f"Baselines are unavailable: {missing_pkg}. MisGAN runs can still be compared.")
-if missing_metrics:
-    st.warning(f"Metrics are unavailable: {missing_metrics}. Imputations are shown without FID and RMSE.")
 
 c1, c2 = st.columns([1, 1], gap="large")
 with c1:
@@ -40,32 +36,24 @@ with c1:
     )
 if dataset is None:
     st.stop()
-rng = params["missing_rate_range"]
-spec = methods.DataSpec(
-    dataset,
-    params["mask"],
-    int(params["mask_size"]),
-    float(params["missing_rate"]),
-    tuple(rng) if rng else None,
-    int(mask_seed),
-)
+spec = widgets.data_spec(dataset, params, int(mask_seed))
 with c2:
     st.subheader("Preview")
-    widgets.missingness_preview(dataset, params, seed=int(mask_seed))
+    widgets.missingness_preview(spec)
 
 # ---------------------------------------------------------------------------------------------
 # Methods: what is trained for this data, what can be fitted
 
 st.subheader("Methods")
-trained = [m for m in methods.trained_methods() if m.spec.same_missingness(spec)]
-misgan_runs = [m for m in trained if m.kind == "misgan"]
-available: dict[str, methods.Method] = {}
+trained = [r for r in catalog.list_runs() if r.usable and r.imputes and r.spec.same_missingness(spec)]
+misgan_runs = [r for r in trained if r.kind == "misgan"]
+available: dict[str, catalog.RunInfo] = {}
 
 row = st.columns([2, 3])
 with row[0]:
     st.markdown("**MisGAN**")
     if misgan_runs:
-        titles = {str(m.path): f"{m.path.name} (step {m.step})" for m in misgan_runs}
+        titles = {str(m.path): m.title for m in misgan_runs}
         pick = widgets.pick(st.selectbox, "MisGAN run", titles, key="compare-misgan")
         use_misgan = st.checkbox("Include MisGAN", value=True, key="compare-use-misgan")
         if use_misgan:
@@ -75,22 +63,8 @@ with row[0]:
 with row[1]:
     if not misgan_runs:
         quick = state.quickstart_config()
-        config = MisGANConfig(
-            dataset=dataset,
-            data_dir=state.data_dir(),
-            mask=spec.mask,
-            mask_size=spec.mask_size,
-            missing_rate=spec.missing_rate,
-            missing_rate_range=list(rng) if rng else None,
-            mask_seed=spec.mask_seed,
-            arch=quick.arch,
-            imputer=True,
-            steps=quick.steps,
-            sample_every=100,
-            checkpoint_every=250,
-            fid_every=state.live_fid_every(dataset),
-        )
-        running = state.running_job_for(config)
+        config = dataclasses.replace(quick, data=spec)
+        running = catalog.running_misgan_job(config)
         if st.button(
             "Train MisGAN on this data",
             key="compare-train-misgan",
@@ -98,7 +72,7 @@ with row[1]:
             help="Runs in the background; follow it on the Train page.",
         ):
             with widgets.guard("Could not start MisGAN"):
-                job, _ = state.start_training(config)
+                job, _ = catalog.start_misgan_job(config)
                 st.session_state["train_job"] = job.id
                 st.success(
                     f"Started {job.label}; follow it on the Train page. It appears here when it has saved "
@@ -107,65 +81,64 @@ with row[1]:
         if running is not None:
             st.caption(f"Training: {widgets.job_summary(running.snapshot())}")
 
-if not missing_pkg:
-    st.markdown("**Baselines**")
-    cols = st.columns(len(methods.BASELINE_KINDS))
-    to_fit: list[tuple[str, int]] = []
-    for col, kind in zip(cols, methods.BASELINE_KINDS, strict=True):
-        with col:
-            title = methods.BASELINE_TITLES[kind]
-            fitted = [m for m in trained if m.kind == kind]
-            job = methods.baseline_job(kind, spec)
-            busy = job is not None and job.alive
-            if fitted:
-                st.markdown(f":material/check_circle: **{title}**  \n`{fitted[0].path.name}`")
-                if st.checkbox(f"Include {title}", value=True, key=f"compare-use-{kind}"):
-                    available[title] = fitted[0]
-            elif busy:
-                st.markdown(f":material/hourglass_top: **{title}** fitting")
-            else:
-                st.markdown(f":material/radio_button_unchecked: **{title}** not fitted")
-            steps = 1
-            if kind in methods.TRAINABLE:
-                steps = st.number_input(
-                    "steps", 1, 1_000_000, methods.DEFAULT_STEPS[kind], step=100, key=f"compare-steps-{kind}"
-                )
-            if st.checkbox(
-                "Fit" if not fitted else "Refit",
-                value=not fitted and kind not in methods.TRAINABLE,
-                key=f"compare-{'refit' if fitted else 'fit'}-{kind}",
-                disabled=busy,
-            ):
-                to_fit.append((kind, int(steps)))
-    if st.button(
-        "Fit the ticked baselines",
-        key="compare-fit",
-        disabled=not to_fit,
-        help="Fits in the background (GAIN and ConvAC take minutes on a CPU); results appear here.",
-    ):
-        for kind, steps in to_fit:
-            with widgets.guard(f"Could not start {methods.BASELINE_TITLES[kind]}"):
-                methods.start_baseline(kind, spec, steps)
+st.markdown("**Baselines**")
+cols = st.columns(len(BASELINE_KINDS))
+to_fit: list[tuple[str, int]] = []
+for col, kind in zip(cols, BASELINE_KINDS, strict=True):
+    with col:
+        title = METHODS[kind].title
+        fitted = [m for m in trained if m.kind == kind]
+        job = catalog.baseline_job(kind, spec)
+        busy = job is not None and job.alive
+        if fitted:
+            st.markdown(f":material/check_circle: **{title}**  \n{fitted[0].title}")
+            if st.checkbox(f"Include {title}", value=True, key=f"compare-use-{kind}"):
+                available[title] = fitted[0]
+        elif busy:
+            st.markdown(f":material/hourglass_top: **{title}** fitting")
+        else:
+            st.markdown(f":material/radio_button_unchecked: **{title}** not fitted")
+        steps = 1
+        if METHODS[kind].trainable:
+            steps = st.number_input(
+                "steps", 1, 1_000_000, METHODS[kind].default_steps, step=100, key=f"compare-steps-{kind}"
+            )
+        if st.checkbox(
+            "Fit" if not fitted else "Refit",
+            value=not fitted and not METHODS[kind].trainable,
+            key=f"compare-{'refit' if fitted else 'fit'}-{kind}",
+            disabled=busy,
+        ):
+            to_fit.append((kind, int(steps)))
+if st.button(
+    "Fit the ticked baselines",
+    key="compare-fit",
+    disabled=not to_fit,
+    help="Fits in the background (GAIN and ConvAC take minutes on a CPU); results appear here.",
+):
+    for kind, steps in to_fit:
+        with widgets.guard(f"Could not start {METHODS[kind].title}"):
+            catalog.start_baseline_job(kind, spec, steps)
+    st.rerun()
+
+@st.fragment(run_every=2)
+def fitting_panel() -> None:
+    jobs = [catalog.baseline_job(k, spec) for k in BASELINE_KINDS]
+    snaps = [j.snapshot() for j in jobs if j is not None]
+    if not snaps:
+        return
+    for snap in snaps:
+        st.progress(snap.progress, text=f"{snap.label}: {snap.status}, step {snap.step}/{snap.target}")
+        if snap.error:
+            st.error(f"{snap.label} failed: {snap.error}")
+    key = "compare-fitting"
+    still = any(not s.done for s in snaps)
+    if st.session_state.get(key) and not still:
+        st.session_state[key] = False
         st.rerun()
+    st.session_state[key] = still
 
-    @st.fragment(run_every=2)
-    def fitting_panel() -> None:
-        jobs = [methods.baseline_job(k, spec) for k in methods.BASELINE_KINDS]
-        snaps = [j.snapshot() for j in jobs if j is not None]
-        if not snaps:
-            return
-        for snap in snaps:
-            st.progress(snap.progress, text=f"{snap.label}: {snap.status}, step {snap.step}/{snap.target}")
-            if snap.error:
-                st.error(f"{snap.label} failed: {snap.error}")
-        key = "compare-fitting"
-        still = any(not s.done for s in snaps)
-        if st.session_state.get(key) and not still:
-            st.session_state[key] = False
-            st.rerun()
-        st.session_state[key] = still
-
-    fitting_panel()
+fitting_panel()
 
 # ---------------------------------------------------------------------------------------------
 # Side by side and the table
@@ -185,63 +158,67 @@ if data is None:
 
 show_n = st.slider("Examples shown", 1, 16, 8, key="compare-show")
 results = {}
-models = {}
-for name, method in available.items():
+opened = {}
+for name, info in available.items():
     with widgets.guard(f"{name} could not impute"):
-        models[name] = widgets.load_method(method.kind, method.path)
-        results[name] = export.impute_dataset_draws(models[name], data.x[:show_n], data.m[:show_n], draws=1)[
-            0
-        ]
+        opened[name] = widgets.load_run(info.path)
+        results[name] = export.impute_dataset_draws(
+            opened[name].require_imputer(), data.x[:show_n], data.m[:show_n], draws=1
+        )[0]
 if results:
     grid, titles = export.side_by_side(data.x[:show_n], data.m[:show_n], results)
     st.caption("Columns: " + " | ".join(titles))
     widgets.show_grid(grid, None, nrow=len(titles), target=56)
 
 st.subheader("Imputation FID and RMSE")
-if missing_metrics:
-    st.caption("Install or finish misgan_core.metrics to compute these.")
+key = f"compare-results-{spec.label()}-{int(n_eval)}"
+if st.button(
+    f"Evaluate {len(opened)} method(s) on {len(data)} examples", key="compare-evaluate", type="primary"
+):
+    rows = []
+    bar = st.progress(0.0, text="evaluating")
+    for i, (name, run) in enumerate(opened.items()):
+        bar.progress(i / len(opened), text=f"evaluating {name}")
+        with widgets.guard(f"Evaluating {name} failed"):
+            row_ = evaluation.result_row(
+                METHODS[run.kind].title,
+                spec,
+                evaluation.evaluate_imputer(run.require_imputer(), data),
+                source=run.path.name,
+                budget=run.budget(),
+            )
+            evaluation.record_result(row_)
+            rows.append(row_)
+    bar.progress(1.0, text="done")
+    st.session_state[key] = rows
+rows = st.session_state.get(key)
+if rows:
+    label = rows[0].get("fid_label") or "FID"
+    table = [
+        {
+            "method": r["method"],
+            "steps": r.get("steps"),
+            "epochs": r.get("epochs"),
+            "training time (s)": r.get("train_seconds"),
+            f"imputation {label}": r["fid"],
+            "RMSE (missing pixels)": r["rmse"],
+            "missing rate": r["missing_rate"],
+            "examples": r["n"],
+            "seconds": r["seconds"],
+        }
+        for r in rows
+    ]
+    st.dataframe(table, hide_index=True, width="stretch")
+    scored = [r for r in rows if r["fid"] is not None]
+    if scored:
+        best = min(scored, key=lambda r: r["fid"])
+        st.caption(f"Lowest imputation {label}: {best['method']} ({best['fid']:.2f}).")
 else:
-    key = f"compare-results-{spec.label()}-{int(n_eval)}"
-    if st.button(
-        f"Evaluate {len(models)} method(s) on {len(data)} examples", key="compare-evaluate", type="primary"
-    ):
-        rows = []
-        bar = st.progress(0.0, text="evaluating")
-        for i, (name, model) in enumerate(models.items()):
-            bar.progress(i / len(models), text=f"evaluating {name}")
-            with widgets.guard(f"Evaluating {name} failed"):
-                row_ = methods.evaluation_row(
-                    name, spec, methods.evaluate_method(model, data), source=str(available[name].path.name)
-                )
-                methods.record_result(row_)
-                rows.append(row_)
-        bar.progress(1.0, text="done")
-        st.session_state[key] = rows
-    rows = st.session_state.get(key)
-    if rows:
-        label = rows[0].get("fid_label") or "FID"
-        table = [
-            {
-                "method": r["method"],
-                f"imputation {label}": r["fid"],
-                "RMSE (missing pixels)": r["rmse"],
-                "missing rate": r["missing_rate"],
-                "examples": r["n"],
-                "seconds": r["seconds"],
-            }
-            for r in rows
-        ]
-        st.dataframe(table, hide_index=True, width="stretch")
-        scored = [r for r in rows if r["fid"] is not None]
-        if scored:
-            best = min(scored, key=lambda r: r["fid"])
-            st.caption(f"Lowest imputation {label}: {best['method']} ({best['fid']:.2f}).")
-    else:
-        st.caption("Press Evaluate to compute the table (a few seconds per method for 500 examples).")
+    st.caption("Press Evaluate to compute the table (a few seconds per method for 500 examples).")
 
 st.subheader("FID against missing rate")
-all_rows = methods.read_results()
-series = methods.sweep_series(all_rows, dataset, spec.mask)
+all_rows = evaluation.read_results()
+series = {k: v for k, v in evaluation.rate_series(all_rows, dataset, spec.mask).items() if len(v) >= 2}
 if series:
     fig = go.Figure()
     for name, pts in series.items():
@@ -261,7 +238,7 @@ else:
         "Appears once a method has been evaluated at two or more missing rates (evaluate under dropout at "
         "several rates, or run the quick sweep below)."
     )
-if spec.mask == "dropout" and not missing_pkg and not missing_metrics:
+if spec.mask == "dropout":
     with st.expander("Quick sweep of the closed-form baselines (mean, zero, MF) over dropout rates"):
         rates = st.multiselect(
             "Missing rates",
@@ -271,19 +248,17 @@ if spec.mask == "dropout" and not missing_pkg and not missing_metrics:
         )
         kinds = widgets.pick_many(
             "Methods",
-            {k: methods.BASELINE_TITLES[k] for k in ("mean", "zero", "mf")},
+            {k: METHODS[k].title for k in ("mean", "zero", "mf")},
             default=["mean", "zero"],
             key="compare-sweep-kinds",
         )
         if st.button("Run the sweep", key="compare-sweep-run", disabled=not rates or not kinds):
             bar = st.progress(0.0)
             with widgets.guard("The sweep failed"):
-                methods.sweep_closed_form(
-                    dataset,
+                evaluation.sweep_closed_form(
+                    spec.replace(limit=int(n_eval)),
                     sorted(rates),
                     kinds,
-                    int(n_eval),
-                    int(mask_seed),
                     progress=lambda f, t: bar.progress(f, text=t),
                 )
                 st.rerun()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from misgan_core import catalog
+from misgan_core.jobs import registry
 from workbench import state, widgets
 
 st.title("MisGAN Workbench")
@@ -60,7 +62,7 @@ with right:
 
 st.subheader("Start here")
 quick = state.quickstart_config()
-running = state.running_job_for(quick)
+running = catalog.running_misgan_job(quick)
 st.markdown(
     f"One click trains MisGAN with its imputer on **mnist-5k** (5,000 real MNIST digits that ship with the "
     f"app) where each pixel is missing with probability 50%. It uses the {quick.arch.upper()} networks "
@@ -77,7 +79,7 @@ if c1.button(
     help="Already running: see it below or on the Train page." if running else None,
 ):
     with widgets.guard("Could not start the first run"):
-        job, started = state.start_training(quick)
+        job, started = catalog.start_misgan_job(quick)
         st.session_state["train_job"] = job.id
         st.switch_page("../pages/train.py")
 c2.page_link("../pages/train.py", label="Or choose every setting on the Train page", icon=":material/tune:")
@@ -87,7 +89,7 @@ st.subheader("Jobs")
 
 @st.fragment(run_every=3)
 def jobs_panel() -> None:
-    snaps = state.snapshots()
+    snaps = [job.snapshot() for job in registry().jobs()]
     if not snaps:
         st.caption("No training jobs in this server process yet.")
         return

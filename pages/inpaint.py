@@ -7,9 +7,10 @@ import hashlib
 import streamlit as st
 import torch
 
-from misgan_core import export
+from misgan_core import catalog, export
+from misgan_core.catalog import METHODS
 from misgan_core.grids import show_missing, to_pil
-from workbench import methods, state, widgets
+from workbench import widgets
 
 st.title("Inpaint")
 st.caption(
@@ -26,8 +27,9 @@ except Exception as err:  # the canvas package is a runtime dependency of this p
     )
     st.stop()
 
-all_methods = methods.trained_methods()
-runs = [m for m in all_methods if m.kind == "misgan"]
+all_methods = [r for r in catalog.list_runs() if r.usable and r.imputes]
+# The shipped demo model first: it is fully trained, unlike a run that may be half-way through training.
+runs = sorted((r for r in all_methods if r.kind == "misgan"), key=lambda r: not r.demo)
 if not runs:
     st.info(
         "No trained MisGAN run with an imputer yet. Train one on the Train page with **Also train the "
@@ -40,17 +42,21 @@ by_path = {str(m.path): m for m in runs}
 run_path = widgets.pick(
     st.selectbox,
     "Trained run",
-    {p: f"{m.path.name} — step {m.step}, {m.spec.label()}" for p, m in by_path.items()},
+    {p: m.title for p, m in by_path.items()},
     key="inpaint-run",
 )
 chosen = by_path[run_path]
-gan = None
+run = None
 with widgets.guard(f"Could not load {chosen.path.name}"):
-    gan = widgets.load_method("misgan", chosen.path)
-if gan is None:
+    run = widgets.load_run(chosen.path)
+if run is None:
     st.stop()
-c, h, w = gan.shape
-st.caption(f"Model: {gan.config.arch.upper()} MisGAN for {c}x{h}x{w} images, trained {gan.step} steps.")
+c, h, w = run.shape
+budget = run.budget()
+st.caption(
+    f"Model: {run.title} for {c}x{h}x{w} images; {budget['epochs']} epochs, "
+    f"{widgets.fmt_seconds(budget['seconds'])} of training."
+)
 
 left, right = st.columns([1, 1], gap="large")
 with left:
@@ -64,10 +70,10 @@ with left:
     truth = False
     if source.startswith("An example"):
         index = st.number_input(
-            f"Example (0-{len(gan.data) - 1})", 0, len(gan.data) - 1, 0, key="inpaint-index"
+            f"Example (0-{len(run.data) - 1})", 0, len(run.data) - 1, 0, key="inpaint-index"
         )
-        x = gan.data.x[int(index) : int(index) + 1]
-        truth = gan.data.ground_truth
+        x = run.data.x[int(index) : int(index) + 1]
+        truth = run.data.ground_truth
         source_id = f"data-{index}"
     else:
         upload = st.file_uploader(
@@ -89,7 +95,7 @@ with left:
         source_id = "upload-" + hashlib.md5(data).hexdigest()[:10]
         try:
             x = export.image_to_tensor(
-                data, gan.shape, invert={"auto": "auto", "yes": True, "no": False}[invert]
+                data, run.shape, invert={"auto": "auto", "yes": True, "no": False}[invert]
             )
         except export.ImageInputError as err:
             st.error(f"Cannot use {upload.name}: {err}")
@@ -136,7 +142,8 @@ with right:
         st.stop()
     draws = None
     with widgets.guard("Imputation failed"):
-        draws = gan.impute(x, m, draws=int(draws_k), generator=torch.Generator().manual_seed(int(seed)))
+        gen = torch.Generator().manual_seed(int(seed))
+        draws = run.require_imputer().impute(x, m, draws=int(draws_k), generator=gen)
     if draws is None:
         st.stop()
     mean, std = export.summarise_draws(draws)
@@ -152,7 +159,7 @@ st.subheader("Other trained methods on the same input and mask")
 others = [
     mm
     for mm in all_methods
-    if str(mm.path) != run_path and (mm.shape or state.dataset_shape(mm.spec.dataset)) == gan.shape
+    if str(mm.path) != run_path and mm.shape == run.shape
 ]
 if not others:
     st.caption(
@@ -166,9 +173,10 @@ else:
     for p in picked:
         mm = next(o for o in others if str(o.path) == p)
         with widgets.guard(f"{mm.title} could not impute"):
-            model = widgets.load_method(mm.kind, mm.path)
-            out = export.impute_dataset_draws(model, x, m, draws=1, seed=int(seed))
-            name = mm.title if mm.kind == "misgan" or mm.short in results else mm.short
+            other = widgets.load_run(mm.path)
+            out = export.impute_dataset_draws(other.require_imputer(), x, m, draws=1, seed=int(seed))
+            short = METHODS[mm.kind].title
+            name = mm.title if mm.kind == "misgan" or short in results else short
             results[name] = out[0]
     if picked:
         grid, cols = export.side_by_side(x, m, results, truth=truth)

@@ -6,14 +6,15 @@ import json
 
 import streamlit as st
 
-from misgan_core import export
-from workbench import methods, state, widgets
+from misgan_core import RunDir, catalog, export
+from misgan_core.catalog import METHODS
+from workbench import state, widgets
 
 st.title("Runs")
 root = state.runs_root()
 st.caption(f"Run folders under `{root}` (set MISGAN_RUNS_DIR to use another folder).")
 
-infos = state.run_infos()
+infos = catalog.list_runs(include_demo=False)
 if not infos:
     st.info(
         "No runs yet. Start one on the Train page (or Home's first run); fitted baselines from Compare show "
@@ -23,7 +24,7 @@ if not infos:
 
 
 def _status(path: object) -> str:
-    job = state.job_for_run(path)  # type: ignore[arg-type]
+    job = catalog.job_for_run(path)  # type: ignore[arg-type]
     return job.snapshot().status if job is not None else "-"
 
 
@@ -34,12 +35,11 @@ def _num(v: object) -> str:
 table = [
     {
         "run": r.name,
-        "kind": r.kind,
-        "dataset": str(r.config.get("dataset", "")),
-        "missingness": str(r.config.get("mask", "")),
-        "arch": str(r.config.get("arch", "")),
-        "imputer": "yes" if r.imputer else "no",
+        "what": r.title,
+        "method": METHODS[r.kind].title if r.kind in METHODS else r.kind,
+        "imputer": "yes" if r.imputes else "no",
         "step": r.step,
+        "training time (s)": _num(r.seconds),
         "job": _status(r.path),
         "w_x": _num(r.last.get("w_x")),
         "live FID": _num(r.last.get("fid")),
@@ -53,7 +53,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 names = [r.name for r in infos]
 name = st.selectbox("Run", names, key="runs-selected")
 info = next(r for r in infos if r.name == name)
-job = state.job_for_run(info.path)
+job = catalog.job_for_run(info.path)
 busy = job is not None and job.alive
 
 if info.error:
@@ -74,15 +74,15 @@ with tab_overview:
         for col, png in zip(cols, samples, strict=False):
             name = png.stem[: -len("_latest")]
             col.image(str(png), caption=widgets.GRID_TITLES.get(name, name), width="stretch")
-    history = [r for r in state.RunDir(info.path).read_metrics()]
+    history = RunDir(info.path).read_metrics()
     widgets.show_curves(history, key_prefix=f"runs-{info.name}")
     with st.expander("Config"):
         st.code(json.dumps(info.config, indent=2, sort_keys=True), language="json")
 
 with tab_actions:
-    if info.kind == "misgan":
+    if info.kind in METHODS and METHODS[info.kind].trainable:
         r1, r2 = st.columns([1, 2])
-        more = r1.number_input("More generator steps", 1, 1_000_000, 500, step=100, key="runs-more")
+        more = r1.number_input(f"More {METHODS[info.kind].step_unit}", 1, 1_000_000, 500, step=100, key="runs-more")
         if r2.button(
             "Resume training",
             key="runs-resume",
@@ -90,7 +90,7 @@ with tab_actions:
             help="Continues from the last checkpoint in the background; watch it on the Train page.",
         ):
             with widgets.guard(f"Could not resume {info.name}"):
-                job = state.resume_training(info.path, int(more))
+                job = catalog.resume_job(info.path, int(more))
                 st.session_state["train_job"] = job.id
                 st.success(f"Resumed {info.name}; follow it on the Train page.")
         if busy:
@@ -110,13 +110,13 @@ with tab_actions:
     )
     if st.button("Delete run", key="runs-delete", type="primary", disabled=not confirm or busy):
         with widgets.guard(f"Could not delete {info.name}"):
-            state.delete_run(info.path)
+            catalog.delete_run(info.path)
             st.session_state.pop("runs-selected", None)
             st.toast(f"Deleted {info.name}")
             st.rerun()
 
 with tab_export:
-    if not info.imputer or not info.has_checkpoint:
+    if not info.imputes or not info.usable:
         st.caption(
             "Only runs with an imputer (MisGAN with Gi, or a fitted baseline) and a checkpoint can export "
             "imputed data."
@@ -130,13 +130,10 @@ with tab_export:
         seed = e3.number_input("Seed", 0, 1_000_000, 0, key="runs-export-seed")
         if st.button("Prepare the export", key="runs-export"):
             with widgets.guard("Export failed"), st.spinner("Imputing…"):
-                model = widgets.load_method(info.kind, info.path)
-                if info.kind == "misgan":
-                    data = model.data.subset(slice(0, int(n)))
-                else:
-                    data = widgets.cached_incomplete(methods.DataSpec.from_config(info.config), int(n))
+                run = widgets.load_run(info.path)
+                data = run.data.subset(slice(0, int(n)))
                 bundle = export.export_imputed(
-                    model,
+                    run.require_imputer(),
                     data.x,
                     data.m,
                     draws=int(draws),

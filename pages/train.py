@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from misgan_core import MisGANConfig
+from misgan_core import MisGANConfig, catalog
+from misgan_core.jobs import registry
+from misgan_core.metrics import default_fid_every
 from workbench import state, widgets
 
 st.title("Train MisGAN")
@@ -30,9 +32,10 @@ with settings:
         "Use only the first N examples (0 = all)", 0, 1_000_000, 0, step=500, key="train-limit"
     )
 
+spec = widgets.data_spec(dataset, params, int(mask_seed), int(limit) or None) if dataset else None
 with preview:
     st.subheader("Preview")
-    shape = widgets.missingness_preview(dataset, params, seed=int(mask_seed)) if dataset else None
+    shape = widgets.missingness_preview(spec) if spec else None
     if dataset is None:
         st.info("Choose a dataset to see real masked examples here.")
 
@@ -63,7 +66,7 @@ imputer = c3.checkbox(
     key="train-imputer",
     help="Inpaint, Compare and exports need it; it costs about a third more time per step.",
 )
-default_fid = state.live_fid_every(dataset) if dataset and not own_data else 0
+default_fid = default_fid_every(dataset) if dataset and not own_data else 0
 with st.expander("Hyper-parameters (defaults are the paper's)"):
     h1, h2, h3, h4 = st.columns(4)
     batch_size = h1.number_input("Batch size", 1, 4096, 64, key="train-batch")
@@ -80,14 +83,7 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
 config = None
 if dataset:
     config = MisGANConfig(
-        dataset=dataset,
-        data_dir=state.data_dir(),
-        limit=int(limit) or None,
-        mask=params["mask"],
-        mask_size=int(params["mask_size"]),
-        missing_rate=float(params["missing_rate"]),
-        missing_rate_range=params["missing_rate_range"],
-        mask_seed=int(mask_seed),
+        data=spec,
         arch=arch,
         steps=int(steps),
         batch_size=int(batch_size),
@@ -109,7 +105,7 @@ if dataset:
         st.error(f"These settings cannot train: {err}")
         config = None
 
-running = state.running_job_for(config) if config else None
+running = catalog.running_misgan_job(config) if config else None
 b1, b2 = st.columns([1, 3])
 start = b1.button(
     "Start training",
@@ -121,12 +117,12 @@ start = b1.button(
 )
 if config is not None:
     b2.caption(
-        f"Run folder: `{state.runs_root() / state.run_base_name(config)}` (a suffix is added when it "
+        f"Run folder: `{state.runs_root() / catalog.misgan_run_name(config)}` (a suffix is added when it "
         f"exists). {'Already training: see below.' if running else ''}"
     )
 if start and config is not None:
     with widgets.guard("Could not start training"):
-        job, started = state.start_training(config)
+        job, started = catalog.start_misgan_job(config)
         st.session_state["train_job"] = job.id
         st.rerun()  # redraw with Start disabled while this job runs
 
@@ -139,7 +135,7 @@ def _picked() -> None:
 
 
 def _current_job_id() -> str | None:
-    jobs = state.all_jobs()
+    jobs = registry().jobs()
     if not jobs:
         return None
     ids = [j.id for j in jobs]
@@ -156,7 +152,7 @@ def _current_job_id() -> str | None:
 
 
 def _live(job_id: str) -> None:
-    job = state.get_job(job_id)
+    job = registry().get(job_id)
     if job is None:
         st.caption("That job is gone (the server restarted); its run folder is listed on the Runs page.")
         return
@@ -180,7 +176,7 @@ job_id = _current_job_id()
 if job_id is None:
     st.info("No training job yet. Choose settings above and press Start training, or use Home's first run.")
 else:
-    current = state.get_job(job_id)
+    current = registry().get(job_id)
     if current is not None and current.alive:
         live_running(job_id)
     else:

@@ -408,12 +408,13 @@ def test_fit_baseline_runs_and_resumes_exactly(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(BASELINES))
 def test_run_folder_round_trip(kind: str, tmp_path) -> None:
+    from misgan_core import DataSpec
     from misgan_core.baselines.runs import BaselineRun
     from misgan_core.data import IncompleteDataset
 
     x, m = _toy_images(24, (1, 4, 4), seed=6)
     data = IncompleteDataset("toy", x, m)
-    spec = {"dataset": "toy", "mask": "square", "mask_size": 2}
+    spec = DataSpec(dataset="toy", mask="square", mask_size=2)
     run = BaselineRun.create(tmp_path / kind, kind, spec, _SMALL[kind], seed=0, batch_size=8, data=data)
     run.train(3, checkpoint_every=2, sample_every=0)
     again = BaselineRun.load(tmp_path / kind, data=data)

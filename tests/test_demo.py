@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from misgan_core import MisGAN, MisGANConfig, load_complete, make_incomplete, make_mask_process
+from misgan_core import DataSpec, MisGAN, MisGANConfig, load_complete, make_incomplete, make_mask_process
 from misgan_core.demo import DEMO_DIR, SHIPPED, demo_available, export_demo, load_demo
 
 
@@ -32,7 +32,7 @@ def test_demo_imputes_keeping_observed_pixels(mnist5k):
 
 
 def test_export_demo_round_trip(tmp_path):
-    source = MisGAN(MisGANConfig(limit=128, batch_size=32, steps=2, imputer=True, fid_every=0,
+    source = MisGAN(MisGANConfig(data=DataSpec(limit=128), batch_size=32, steps=2, imputer=True, fid_every=0,
                                  sample_every=1000), run_dir=tmp_path / "run")
     source.train()
     export_demo(tmp_path / "run", tmp_path / "demo", record={"imputation_fid": 1.0})

@@ -9,6 +9,7 @@ import torch
 from misgan_core import (
     CheckpointError,
     DatasetError,
+    DataSpec,
     IndependentDropout,
     MisGAN,
     MisGANConfig,
@@ -22,15 +23,19 @@ from misgan_core import (
     make_incomplete,
     make_mask_process,
 )
-from misgan_core.misgan import critic_loss, gradient_penalty_autograd, scale_grad
+from misgan_core.critic_gradients import critic_loss, gradient_penalty_autograd
+from misgan_core.misgan import scale_grad
 from misgan_core.models import Critic, TemperatureSigmoid, build_networks
+from misgan_core.spec import FIELDS as DATA_FIELDS
 
 
 def tiny_config(**kw) -> MisGANConfig:
+    """A small config; data fields (dataset, limit, mask, ...) go into its DataSpec."""
     base = dict(dataset="mnist-5k", limit=256, batch_size=32, steps=4, sample_every=1000, checkpoint_every=1000,
                 log_every=2, fid_every=0)
     base.update(kw)
-    return MisGANConfig(**base)
+    data = DataSpec(**{k: base.pop(k) for k in DATA_FIELDS if k in base})
+    return MisGANConfig(data=data, **base)
 
 
 # -- operators and losses -------------------------------------------------------------------------
@@ -465,8 +470,8 @@ def test_rgb_user_data_trains_dcgan_with_unet_imputer(tmp_path, size):
     x = rng.random((16, size, size, 3)).astype(np.float32)
     x[:, : size // 2, : size // 4] = np.nan  # a missing block
     np.savez(tmp_path / "rgb.npz", x=x)
-    config = MisGANConfig(dataset=str(tmp_path / "rgb.npz"), arch="conv", imputer=True, batch_size=8, steps=1,
-                          sample_every=1000, checkpoint_every=1000, fid_every=0)
+    config = MisGANConfig(data=DataSpec(dataset=str(tmp_path / "rgb.npz")), arch="conv", imputer=True,
+                          batch_size=8, steps=1, sample_every=1000, checkpoint_every=1000, fid_every=0)
     gan = MisGAN(config, run_dir=tmp_path / "run")
     assert type(gan.nets.gi).__name__ == "UNetImputerNet" and gan.shape == (3, size, size)
     rows = []

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from misgan_core import MisGANConfig
-from misgan_core.jobs import JobRegistry, resume_misgan_job, start_misgan_job
+from misgan_core import DataSpec, MisGANConfig
+from misgan_core.catalog import resume_job, start_misgan_job
+from misgan_core.jobs import JobRegistry
+from misgan_core.spec import FIELDS as DATA_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +21,8 @@ def small(**kw) -> MisGANConfig:
     base = dict(limit=256, batch_size=32, steps=100000, sample_every=1000, checkpoint_every=1000, log_every=1,
                 fid_every=0)
     base.update(kw)
-    return MisGANConfig(**base)
+    data = DataSpec(**{k: base.pop(k) for k in DATA_FIELDS if k in base})
+    return MisGANConfig(data=data, **base)
 
 
 def wait_for(pred, timeout=60.0):
@@ -33,7 +36,7 @@ def wait_for(pred, timeout=60.0):
 
 def test_job_start_pause_resume_stop_and_snapshot(tmp_path):
     reg = JobRegistry()
-    job = start_misgan_job(small(imputer=True), tmp_path / "run", registry_=reg)
+    job = start_misgan_job(small(imputer=True), run_dir=tmp_path / "run", registry_=reg)[0]
     assert wait_for(lambda: job.snapshot().step >= 2)
     snap = job.snapshot()
     assert snap.status == "running" and snap.target == 100000 and snap.history
@@ -58,20 +61,20 @@ def test_job_start_pause_resume_stop_and_snapshot(tmp_path):
 
 def test_registry_returns_the_running_job_instead_of_a_twin(tmp_path):
     reg = JobRegistry()
-    a = start_misgan_job(small(), tmp_path / "run", registry_=reg)
-    b = start_misgan_job(small(), str(tmp_path / "run"), registry_=reg)
+    a = start_misgan_job(small(), run_dir=tmp_path / "run", registry_=reg)[0]
+    b = start_misgan_job(small(), run_dir=str(tmp_path / "run"), registry_=reg)[0]
     assert a is b and len(reg.jobs()) == 1
     reg.stop_all()
     assert not a.alive and a.snapshot().status == "stopped"
     # once stopped, the same folder resumes rather than restarting
-    c = resume_misgan_job(tmp_path / "run", steps=2, registry_=reg)
+    c = resume_job(tmp_path / "run", steps=2, registry_=reg)
     c.join(60)
     assert c.snapshot().status == "finished" and c.snapshot().step == a.snapshot().step + 2
 
 
 def test_a_failing_job_reports_its_error_and_keeps_the_registry_alive(tmp_path):
     reg = JobRegistry()
-    job = start_misgan_job(small(dataset="no-such-data"), tmp_path / "bad", registry_=reg)
+    job = start_misgan_job(small(dataset="no-such-data"), run_dir=tmp_path / "bad", registry_=reg)[0]
     job.join(30)
     snap = job.snapshot()
     assert snap.status == "failed" and "unknown dataset 'no-such-data'" in snap.error

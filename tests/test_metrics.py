@@ -258,12 +258,12 @@ def test_train_classifier_command_writes_weights_record_and_stats(tmp_path, monk
 
 
 def test_evaluate_command_prints_json_on_its_last_line(tmp_path, capsys):
-    from misgan_core import MisGAN, MisGANConfig
-    from misgan_core.metrics.cli import evaluate_main
+    from misgan_core import DataSpec, MisGAN, MisGANConfig
+    from misgan_core.cli import main
 
     run = tmp_path / "run"
-    MisGAN(MisGANConfig(steps=1, imputer=True, limit=200, seed=0), run_dir=run).train()
-    assert evaluate_main([str(run), "--samples", "100"]) == 0
+    MisGAN(MisGANConfig(data=DataSpec(limit=200), steps=1, imputer=True, seed=0), run_dir=run).train()
+    assert main(["evaluate", str(run), "--samples", "100"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert result["label"] == LENET_LABEL and result["n_samples"] == 100 and result["n_imputed"] == 200

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from misgan_core import MisGAN, MisGANConfig
+from misgan_core import DataSpec, MisGAN, MisGANConfig
 from misgan_core.jobs import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,15 +74,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny MisGAN run with an imputer, made through the engine API (a few seconds)."""
     path = tmp_path_factory.mktemp("trained") / "tiny-imp"
     config = MisGANConfig(
+        data=DataSpec(limit=200, mask="dropout", missing_rate=0.5),
         steps=3,
-        limit=200,
         imputer=True,
         fid_every=0,
         sample_every=3,
         log_every=1,
         checkpoint_every=3,
-        mask="dropout",
-        missing_rate=0.5,
     )
     MisGAN(config, run_dir=path).train()
     return path

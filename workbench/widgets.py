@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from misgan_core import DatasetError, MisGANConfig
-from misgan_core.grids import to_pil
+from misgan_core import DatasetError, DataSpec, OpenedRun, open_run, pick_device
+from misgan_core.grids import show_missing, to_pil
 from misgan_core.jobs import Job, JobSnapshot
 from misgan_core.masks import MASK_PROCESSES
 
@@ -290,7 +290,7 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
 
 
 def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, Any]:
-    """Missingness process and its parameters, as MisGANConfig fields."""
+    """Missingness process and its parameters, as DataSpec fields (see `data_spec`)."""
     h = shape[1]
     mask = pick(
         st.selectbox, "Missingness", {k: MASK_LABELS.get(k, k) for k in MASK_PROCESSES}, key=f"{key}-mask"
@@ -314,62 +314,42 @@ def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> d
     return out
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _preview(
-    dataset: str,
-    mask: str,
-    mask_size: int,
-    missing_rate: float,
-    missing_rate_range: tuple[float, float] | None,
-    seed: int,
-) -> tuple[torch.Tensor, torch.Tensor, float, str]:
-    data = state.preview_incomplete(dataset, mask, mask_size, missing_rate, missing_rate_range, seed)
-    from misgan_core.grids import show_missing
+def data_spec(dataset: str, params: dict[str, Any], mask_seed: int = 0, limit: int | None = None) -> DataSpec:
+    """The DataSpec the pickers describe."""
+    rng = params.get("missing_rate_range")
+    return DataSpec(dataset=dataset, data_dir=state.data_dir(), limit=limit or None, mask=params["mask"],
+                    mask_size=int(params["mask_size"]), missing_rate=float(params["missing_rate"]),
+                    missing_rate_range=tuple(rng) if rng else None, mask_seed=int(mask_seed))
 
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _preview(spec: DataSpec, n: int = 32) -> tuple[torch.Tensor, torch.Tensor, float, str]:
+    data = spec.replace(limit=min(n, spec.limit or n)).load()
     return show_missing(data.x, data.m), data.m, data.missing_rate, data.missingness
 
 
-def missingness_preview(dataset: str, params: dict[str, Any], seed: int = 0) -> tuple[int, int, int] | None:
+def missingness_preview(spec: DataSpec) -> tuple[int, int, int] | None:
     """A grid of real masked examples (missing in grey) and the missing rate; returns the data shape."""
-    rng = params.get("missing_rate_range")
     try:
-        shown, _, rate, described = _preview(
-            dataset,
-            params["mask"],
-            int(params["mask_size"]),
-            float(params["missing_rate"]),
-            tuple(rng) if rng else None,
-            seed,
-        )
+        shown, _, rate, described = _preview(spec)
     except (DatasetError, ValueError, OSError) as err:
         st.error(f"Cannot preview this data: {error_text(err)}")
         return None
     shape = tuple(shown.shape[1:])
-    try:
-        expected, _ = state.expected_missing_rate(
-            params["mask"],
-            int(params["mask_size"]),
-            float(params["missing_rate"]),
-            tuple(rng) if rng else None,
-            shape,
-        )  # type: ignore[arg-type]
-    except ValueError:
-        expected = rate
     show_grid(
         shown, f"{described or 'given masks'}: real examples, missing pixels in grey", nrow=8, target=36
     )
+    if spec.own_data:
+        st.metric("Missing in these examples", f"{rate:.1%}")
+        return shape  # type: ignore[return-value]
+    try:
+        expected = spec.expected_missing_rate(shape[1], shape[2])
+    except ValueError:
+        expected = rate
     c1, c2 = st.columns(2)
     c1.metric("Expected missing rate", f"{expected:.1%}")
     c2.metric("Missing in these examples", f"{rate:.1%}")
     return shape  # type: ignore[return-value]
-
-
-def config_summary(config: MisGANConfig | dict[str, Any]) -> str:
-    c = config.to_dict() if isinstance(config, MisGANConfig) else config
-    parts = [f"{c.get('dataset')}", f"{c.get('mask')}", f"{c.get('arch')}", f"{c.get('steps')} steps"]
-    if c.get("imputer"):
-        parts.append("with imputer")
-    return ", ".join(str(p) for p in parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,29 +357,21 @@ def config_summary(config: MisGANConfig | dict[str, Any]) -> str:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the trained model…")
-def _cached_method(kind: str, path: str, stamp: float) -> Any:
-    from . import methods
-
-    return methods.load_method(kind, path)
+def _cached_run(path: str, stamp: float) -> OpenedRun:
+    return open_run(path, device=str(pick_device("auto")))
 
 
-def load_method(kind: str, path: Any) -> Any:
-    """A trained imputer (MisGAN run or fitted baseline), reloaded when its checkpoint changes."""
-    return _cached_method(kind, str(path), state.checkpoint_stamp(path))
+def load_run(path: Any) -> OpenedRun:
+    """Any run folder opened for imputing and sampling (misgan_core.open_run), reloaded when its checkpoint
+    changes."""
+    return _cached_run(str(path), state.checkpoint_stamp(path))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the data…")
-def _incomplete(spec_json: str, n: int) -> Any:
-    import json
-
-    from . import methods
-
-    spec = methods.DataSpec.from_config(json.loads(spec_json))
+def _incomplete(spec: DataSpec, n: int) -> Any:
     return spec.load().subset(slice(0, n))
 
 
-def cached_incomplete(spec: Any, n: int) -> Any:
+def cached_incomplete(spec: DataSpec, n: int) -> Any:
     """The first n examples of a DataSpec's incomplete dataset (masks drawn as training draws them)."""
-    import json
-
-    return _incomplete(json.dumps(spec.to_dict(), sort_keys=True), int(n))
+    return _incomplete(spec, int(n))

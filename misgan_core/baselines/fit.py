@@ -1,9 +1,10 @@
-"""The generic fit loop for baselines: any model with `make_optimizers` and `train_step`, in memory.
+"""Stepping a baseline: any model with `make_optimizers` and `train_step`, over minibatches of data in memory.
 
 Models without `train_step` (MF, mean, zero) have a closed-form `fit(x, m)`, which fit_baseline calls
-once instead. The batch order is a function of (seed, epoch) and the noise generator's state is part of
-`BaselineTrainer.state_dict()`, so a run stopped after step k and resumed from a checkpoint of step k
-takes exactly the same steps as one that never stopped.
+once instead. The batch order is training.EpochOrder's (seed, epoch) permutation, shared with MisGAN, and the
+noise generator's state is part of `BaselineTrainer.state_dict()`, so a run stopped after step k and resumed
+from a checkpoint of step k takes exactly the same steps as one that never stopped. Run folders drive these
+steps through training.drive (baselines/runs.py); `run` is the bare in-memory loop for Python users.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..training import EpochOrder
 
 OnStep = Callable[[int, dict[str, float]], "bool | None"]
 
@@ -34,40 +37,38 @@ class BaselineTrainer:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         self.model, self.x, self.m = model, x, m
-        self.batch_size = min(batch_size, x.shape[0])
+        self.order = EpochOrder(x.shape[0], batch_size, seed)
+        self.batch_size = self.order.batch_size
         self.seed = int(seed)
         self.step = 0
         self.optimizers = model.make_optimizers()
         self.noise = torch.Generator().manual_seed(self.seed)  # the model's noise, masks of hints, etc.
-        self._epoch = -1
-        self._perm = torch.empty(0, dtype=torch.long)
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.x.shape[0] // self.batch_size  # the ragged tail is dropped: every batch is full
+        return self.order.batches_per_epoch  # the ragged tail is dropped: every batch is full
 
     def batch_index(self, step: int) -> torch.Tensor:
         """Indices of the examples in batch `step` (0-based); a fresh permutation every epoch."""
-        epoch, i = divmod(step, self.batches_per_epoch)
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2 ** 63))
-            self._perm = torch.randperm(self.x.shape[0], generator=gen)
-            self._epoch = epoch
-        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.order.indices(step)
+
+    def train_step(self) -> dict[str, float]:
+        """One model.train_step on the next minibatch; returns its record, with "step" counting from 1."""
+        device = next(self.model.parameters()).device
+        idx = self.batch_index(self.step)
+        xb = self.x[idx].to(device, non_blocking=True)
+        mb = self.m[idx].to(device, non_blocking=True)
+        losses = self.model.train_step(xb, mb, self.optimizers, self.noise)
+        self.step += 1
+        return {"step": self.step, **losses}
 
     def run(self, steps: int, on_step: OnStep | None = None) -> list[dict[str, float]]:
         """Train until `self.step == steps`. on_step(step, record) is called after each step (step counts
         from 1); returning False stops early (e.g. a job asked to pause)."""
-        device = next(self.model.parameters()).device
         self.model.train()
         records = []
         while self.step < steps:
-            idx = self.batch_index(self.step)
-            xb = self.x[idx].to(device, non_blocking=True)
-            mb = self.m[idx].to(device, non_blocking=True)
-            losses = self.model.train_step(xb, mb, self.optimizers, self.noise)
-            self.step += 1
-            record = {"step": self.step, **losses}
+            record = self.train_step()
             records.append(record)
             if on_step is not None and on_step(self.step, record) is False:
                 break

@@ -1,0 +1,450 @@
+"""The run catalogue: the methods the workbench knows, the run folders on disk, and the jobs training them.
+
+- `METHODS`: one entry per method (MisGAN and each baseline) with its title, whether it trains in steps or
+  fits in closed form, whether it generates, and its one default budget. The CLI and the pages read it.
+- `list_runs` / `run_info`: every run folder under a root, of every kind; a folder that cannot be read is
+  listed with the reason instead of breaking the listing.
+- `open_run`: any run folder (MisGAN, a baseline, the shipped demo) as an `OpenedRun`: its data spec, its
+  imputer, its sampler where it generates, and its budget (steps, epochs, seconds).
+- `run_name` / `new_run_dir`: readable, deterministic folder names; `start_*_job` / `resume_job` /
+  `job_for_run`: background jobs (jobs.py), one per run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .baselines import BASELINES
+from .baselines.runs import BaselineRun, run_spec
+from .data import DATASETS, IncompleteDataset
+from .imputers import Imputer
+from .jobs import Job, JobRegistry, registry
+from .misgan import MisGAN, MisGANConfig
+from .runs import CheckpointError, RunDir
+from .runs import list_runs as list_run_dirs
+from .spec import DataSpec
+
+RUNS_ENV = "MISGAN_RUNS_DIR"
+DATA_ENV = "MISGAN_DATA_DIR"
+
+SampleFn = Callable[[int, torch.Generator], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method the workbench trains or fits, with its one default budget."""
+
+    kind: str
+    title: str
+    trainable: bool           # trained in steps (else fitted once, in closed form)
+    generates: bool           # has unconditional samples (generation FID)
+    default_steps: int        # MisGAN: generator steps; GAIN, ConvAC: train_step calls; closed form: 1
+    step_unit: str = "steps"
+
+
+METHODS: dict[str, Method] = {
+    "misgan": Method("misgan", "MisGAN", True, True, MisGANConfig().steps, "generator steps"),
+    "gain": Method("gain", "GAIN", True, False, 1000),
+    "convac": Method("convac", "ConvAC", True, True, 1000),
+    "mf": Method("mf", "MF", False, False, 1, "fit"),
+    "mean": Method("mean", "Mean", False, False, 1, "fit"),
+    "zero": Method("zero", "Zero", False, False, 1, "fit"),
+}
+BASELINE_KINDS = tuple(k for k in METHODS if k != "misgan")
+assert set(BASELINE_KINDS) == set(BASELINES), "every baseline needs an entry in METHODS"
+
+
+def method(kind: str) -> Method:
+    if kind not in METHODS:
+        raise ValueError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[kind]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where runs and data live
+
+
+def runs_root() -> Path:
+    """Where run folders live: $MISGAN_RUNS_DIR, else `runs/` in the working directory."""
+    return Path(os.environ.get(RUNS_ENV) or "runs").resolve()
+
+
+def data_dir() -> str | None:
+    """Root of torchvision-layout datasets: $MISGAN_DATA_DIR, else `data/` when it exists."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return env
+    return "data" if Path("data").is_dir() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing runs
+
+
+def describe(kind: str, spec: DataSpec | None, arch: str | None = None, imputer: bool = False,
+             steps: int | None = None) -> str:
+    """What a run or job is, in one line: method (architecture), data and missingness, budget."""
+    title = METHODS[kind].title if kind in METHODS else kind
+    if kind == "misgan":
+        title += f" {arch or 'fc'}" + (" + imputer" if imputer else "")
+    parts = [title]
+    if spec is not None:
+        parts.append(spec.label())
+    if steps is not None and kind in METHODS and METHODS[kind].trainable:
+        parts.append(f"{steps:,} {METHODS[kind].step_unit}")
+    return " · ".join(parts)
+
+
+@dataclass
+class RunInfo:
+    """What a listing says about a run folder, read from its config and log without loading weights."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    spec: DataSpec | None
+    last: dict[str, Any]
+    has_checkpoint: bool
+    error: str | None = None
+    demo: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def step(self) -> int:
+        if self.demo:
+            return int(self.config.get("made_from", {}).get("step", 0))
+        return int(self.last.get("step", 0))
+
+    @property
+    def seconds(self) -> float | None:
+        value = self.last.get("time")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """Image shape (C, H, W) the run models, where the config or the dataset registry says it."""
+        if isinstance(self.config.get("shape"), list) and len(self.config["shape"]) == 3:
+            return tuple(int(v) for v in self.config["shape"])  # type: ignore[return-value]
+        if self.spec is not None and self.spec.dataset in DATASETS:
+            return DATASETS[self.spec.dataset].shape
+        return None
+
+    @property
+    def imputes(self) -> bool:
+        """Has an imputer: a MisGAN run trained with one, or any baseline."""
+        return self.kind in BASELINE_KINDS or (self.kind == "misgan" and bool(self.config.get("imputer")))
+
+    @property
+    def generates(self) -> bool:
+        return self.kind in METHODS and METHODS[self.kind].generates
+
+    @property
+    def usable(self) -> bool:
+        """Readable and with weights on disk."""
+        return self.error is None and self.has_checkpoint
+
+    @property
+    def title(self) -> str:
+        if self.error is not None:
+            return f"{self.name} (unreadable)"
+        what = describe(self.kind, self.spec, self.config.get("arch"), bool(self.config.get("imputer")),
+                        self.step if self.step else None)
+        return f"{what} (demo)" if self.demo else what
+
+
+def run_info(path: str | Path, demo: bool = False) -> RunInfo:
+    """Read a run folder's config and log; errors become `RunInfo.error`, never an exception."""
+    run = RunDir(path)
+    try:
+        config = RunDir.open(path).read_config()
+        kind = str(config.get("kind", "misgan"))
+        if kind not in METHODS:
+            raise CheckpointError(f"unknown run kind {kind!r}")
+        spec = run_spec(config)
+        error = None
+    except (CheckpointError, OSError) as err:
+        config, kind, spec, error = {}, "unknown", None, str(err)
+    last: dict[str, Any] = {}
+    try:
+        for record in run.read_metrics():
+            if isinstance(record, dict):
+                last.update(record)
+    except OSError:
+        pass
+    weights = (run.path / "model.safetensors").exists()
+    has_checkpoint = weights if config.get("inference_only") else run.has_checkpoint
+    return RunInfo(run.path, kind, config, spec, last, has_checkpoint, error, demo)
+
+
+def list_runs(root: str | Path | None = None, include_demo: bool = True) -> list[RunInfo]:
+    """Every run folder under `root` (default: runs_root()), newest first, then the shipped demo model."""
+    out = [run_info(r.path) for r in list_run_dirs(root or runs_root())]
+    if include_demo:
+        from .demo import DEMO_DIR, demo_available
+
+        if demo_available():
+            out.append(run_info(DEMO_DIR, demo=True))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening runs
+
+
+@dataclass
+class OpenedRun:
+    """A run folder loaded for use: its data, its imputer and sampler, and what it cost."""
+
+    path: Path
+    kind: str
+    spec: DataSpec
+    data: IncompleteDataset
+    model: Any                          # the MisGAN or the BaselineRun
+    imputer: Imputer | None = None
+    sampler: SampleFn | None = None
+    step: int = 0
+    epochs: float | None = None
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.data.shape
+
+    @property
+    def title(self) -> str:
+        return describe(self.kind, self.spec, self.info.get("arch"), self.imputer is not None and
+                        self.kind == "misgan", self.step)
+
+    def budget(self) -> dict[str, Any]:
+        """Steps, epochs and seconds of training, for every number shown about this run."""
+        out: dict[str, Any] = {"steps": self.step, "step_unit": METHODS[self.kind].step_unit,
+                               "epochs": None if self.epochs is None else round(self.epochs, 2),
+                               "seconds": round(self.seconds, 1)}
+        if "best_step" in self.info:
+            out["best_step"] = self.info["best_step"]
+        return out
+
+    def require_imputer(self) -> Imputer:
+        if self.imputer is None:
+            raise ValueError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
+                             f"train one with `train ... --imputer`")
+        return self.imputer
+
+
+def open_run(path: str | Path, device: str | None = None, data: IncompleteDataset | None = None) -> OpenedRun:
+    """Load any run folder for imputing, sampling and evaluating; nothing in the folder is changed.
+
+    Baselines use their best-FID weights where they kept them (GAIN, as the paper evaluates it).
+    """
+    path = Path(path)
+    config = RunDir.open(path).read_config()
+    kind = str(config.get("kind", "misgan"))
+    if kind == "misgan":
+        gan = MisGAN.load(path, device=device, data=data)
+        return OpenedRun(path, kind, gan.config.data, gan.data, gan,
+                         imputer=gan if gan.nets.gi is not None else None,
+                         sampler=lambda n, g: gan.sample(n, generator=g),
+                         step=gan.step, epochs=gan.epochs, seconds=gan.train_time,
+                         info={"arch": gan.config.arch, "imputer": gan.nets.gi is not None})
+    if kind in BASELINE_KINDS:
+        br = BaselineRun.load(path, device=device, data=data)
+        br.use_best_weights()
+        info: dict[str, Any] = {"options": br.config.get("options", {})}
+        if br.best_step is not None:
+            info["best_step"] = br.best_step
+        sample = getattr(br.model, "sample", None)
+        return OpenedRun(path, kind, br.spec, br.data, br, imputer=br.model,
+                         sampler=(lambda n, g: sample(n, generator=g)) if sample is not None else None,
+                         step=br.step, epochs=br.epochs, seconds=br.train_time, info=info)
+    raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot open; runs are one of "
+                          f"{', '.join(METHODS)}")
+
+
+def load_trainer(path: str | Path, device: str | None = None) -> MisGAN | BaselineRun:
+    """A run folder ready to train on (MisGAN or a trainable baseline)."""
+    config = RunDir.open(path).read_config()
+    kind = str(config.get("kind", "misgan"))
+    if config.get("inference_only"):
+        raise CheckpointError(f"{path} is an inference-only model (no training state); it cannot be resumed")
+    if kind == "misgan":
+        return MisGAN.load(path, device=device)
+    if kind in BASELINE_KINDS:
+        if not METHODS[kind].trainable:
+            raise ValueError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
+        return BaselineRun.load(path, device=device)
+    raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot train")
+
+
+# ---------------------------------------------------------------------------------------------
+# Naming new runs
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def run_name(kind: str, spec: DataSpec, settings: dict[str, Any] | None = None) -> str:
+    """A readable folder name; the same method, data and settings give the same name."""
+    data = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.dataset_name)[:40]
+    if spec.own_data:
+        what = "given"
+    elif spec.mask == "square":
+        what = f"square{spec.mask_size}"
+    elif spec.mask == "dropout":
+        lo, hi = spec.missing_rate_range or (spec.missing_rate, spec.missing_rate)
+        what = f"dropout{round(lo * 100)}" if lo == hi else f"dropout{round(lo * 100)}-{round(hi * 100)}"
+    else:
+        what = spec.mask
+    settings = settings or {}
+    prefix = kind
+    if kind == "misgan":
+        prefix = f"misgan-{settings.get('arch', 'fc')}" + ("-imp" if settings.get("imputer") else "")
+    return f"{prefix}-{data}-{what}-{_digest({'data': spec.to_dict(), **settings})}"
+
+
+def misgan_run_name(config: MisGANConfig) -> str:
+    settings = {k: v for k, v in config.to_dict().items() if k != "data"}
+    return run_name("misgan", config.data, settings)
+
+
+def new_run_dir(base: str, root: str | Path | None = None) -> Path:
+    """root/base, or root/base-2, -3, ... : the first that does not exist yet."""
+    root = Path(root) if root is not None else runs_root()
+    path, k = root / base, 2
+    while path.exists():
+        path, k = root / f"{base}-{k}", k + 1
+    return path
+
+
+def _is_named(key: str, base: str) -> bool:
+    return re.fullmatch(re.escape(base) + r"(-\d+)?", Path(key).name) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: training in the background (one per run folder)
+
+_START_LOCK = threading.Lock()
+
+
+def running_job(base: str, registry_: JobRegistry | None = None) -> Job | None:
+    """The live job writing a run folder named `base` (or base-N), if any."""
+    for job in reversed((registry_ or registry()).jobs()):
+        if job.alive and _is_named(job.key, base):
+            return job
+    return None
+
+
+def latest_job(base: str, registry_: JobRegistry | None = None) -> Job | None:
+    """The newest job (live or not) that wrote a run folder named `base` (or base-N)."""
+    matches = [j for j in (registry_ or registry()).jobs() if _is_named(j.key, base)]
+    return matches[-1] if matches else None
+
+
+def start_misgan_job(config: MisGANConfig, root: str | Path | None = None, run_dir: str | Path | None = None,
+                     threads: int | None = None, registry_: JobRegistry | None = None) -> tuple[Job, bool]:
+    """Train MisGAN in the background, or return the job already training this config. (job, started).
+
+    The check and the start happen under one lock, so two clicks (or two sessions) at once start one job.
+    """
+    config.validate()
+    reg = registry_ or registry()
+    base = misgan_run_name(config)
+    with _START_LOCK:
+        job = running_job(base, reg) if run_dir is None else None
+        if job is not None:
+            return job, False
+        path = Path(run_dir) if run_dir is not None else new_run_dir(base, root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        label = describe("misgan", config.data, config.arch, config.imputer, config.steps)
+        return reg.start(str(path), lambda: MisGAN(config, run_dir=path), config.steps, label=label,
+                         threads=threads, kind="misgan"), True
+
+
+def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed: int = 0,
+                       root: str | Path | None = None, registry_: JobRegistry | None = None,
+                       threads: int | None = None) -> tuple[Job, bool]:
+    """Fit a baseline in the background (or return the job already fitting it). (job, started)."""
+    m = method(kind)
+    if kind == "misgan":
+        raise ValueError("MisGAN trains with start_misgan_job")
+    spec.validate()
+    steps = int(steps or m.default_steps) if m.trainable else 1
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1; got {steps}")
+    reg = registry_ or registry()
+    base = run_name(kind, spec, {"seed": seed})
+    with _START_LOCK:
+        job = running_job(base, reg)
+        if job is not None:
+            return job, False
+        path = new_run_dir(base, root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return reg.start(str(path), lambda: BaselineRun.create(path, kind, spec, seed=seed), steps,
+                         label=describe(kind, spec, steps=steps if m.trainable else None), threads=threads,
+                         kind=kind), True
+
+
+def resume_job(path: str | Path, steps: int, threads: int | None = None,
+               registry_: JobRegistry | None = None) -> Job:
+    """Continue any trainable run folder in the background for `steps` more steps."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1; got {steps}")
+    info = run_info(path)
+    if info.error:
+        raise CheckpointError(info.error)
+    label = f"{describe(info.kind, info.spec, info.config.get('arch'), bool(info.config.get('imputer')))}" \
+            f" · resumed at step {info.step:,} for {steps:,} more"
+    with _START_LOCK:
+        return (registry_ or registry()).start(str(path), lambda: load_trainer(path), steps, label=label,
+                                               threads=threads, kind=info.kind)
+
+
+def job_for_run(path: str | Path, registry_: JobRegistry | None = None) -> Job | None:
+    return (registry_ or registry()).find(str(Path(path).resolve()))
+
+
+def running_misgan_job(config: MisGANConfig, registry_: JobRegistry | None = None) -> Job | None:
+    """The live job training exactly this config, in any browser session."""
+    return running_job(misgan_run_name(config), registry_)
+
+
+def baseline_job(kind: str, spec: DataSpec, seed: int = 0, registry_: JobRegistry | None = None) -> Job | None:
+    return latest_job(run_name(kind, spec, {"seed": seed}), registry_)
+
+
+def delete_run(path: str | Path) -> None:
+    """Delete a run folder; refused while a job trains it, and for the shipped demo."""
+    from .demo import DEMO_DIR
+
+    if Path(path).resolve() == DEMO_DIR.resolve():
+        raise ValueError("the shipped demo model cannot be deleted")
+    job = job_for_run(path)
+    if job is not None and job.alive:
+        raise RuntimeError(f"{Path(path).name} is training right now; stop its job before deleting it")
+    RunDir(path).delete()
+
+
+__all__ = [
+    "BASELINE_KINDS", "METHODS", "Method", "OpenedRun", "RunInfo", "baseline_job", "data_dir", "delete_run",
+    "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
+    "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
+    "running_misgan_job", "start_baseline_job", "start_misgan_job",
+]

@@ -1,0 +1,54 @@
+"""Which device trains and how many CPU threads it gets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
+    return device
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Use the given number of torch CPU threads, or a sensible default for a UI process.
+
+    torch's thread count is process-wide. On a small machine the UI server needs a core of its own, so
+    training takes all but one core (at least one).
+    """
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str  # "cuda" or "cpu"
+    name: str  # GPU name, or "CPU"
+    threads: int
+    cores: int
+
+    def line(self) -> str:
+        if self.kind == "cuda":
+            return f"GPU: {self.name}"
+        return f"CPU: {self.threads} torch thread(s) for training on {self.cores} core(s)"
+
+
+def device_info() -> DeviceInfo:
+    device = pick_device("auto")
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return DeviceInfo("cuda", torch.cuda.get_device_name(device), torch.get_num_threads(), cores)
+    return DeviceInfo("cpu", "CPU", torch.get_num_threads(), cores)

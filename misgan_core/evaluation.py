@@ -1,0 +1,135 @@
+"""Evaluating run folders of every kind, and the results log that Compare and the CLI share.
+
+`evaluate_run` opens any run folder through the catalogue and measures, with misgan_core.metrics, the
+generation FID of its samples (where it generates), the imputation FID of its completions and the RMSE on the
+missing entries. Every result carries what produced it: the method, the run's budget (steps, epochs,
+seconds), the data spec and the split, and the FID's feature extractor in `label`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .catalog import METHODS, OpenedRun, open_run, runs_root
+from .data import IncompleteDataset
+from .imputers import Imputer
+from .metrics import evaluate
+from .runs import append_jsonl, read_jsonl
+from .spec import DataSpec
+
+RESULTS_FILE = "compare-results.jsonl"
+
+
+def evaluate_imputer(imputer: Imputer, data: IncompleteDataset, seed: int = 0) -> dict[str, Any]:
+    """Imputation FID (its label says which features) and RMSE on missing entries of one imputer."""
+    return evaluate(data.name, imputer=imputer, data=data, seed=seed)
+
+
+def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
+                    batch_size: int = 500) -> dict[str, Any]:
+    """Generation FID (n_samples samples, default as many as the data, as in the paper), imputation FID and
+    RMSE (every example imputed once) of an opened run, with its budget."""
+    with torch.no_grad():
+        result = evaluate(run.spec.dataset, data=run.data, sample_fn=run.sampler, imputer=run.imputer,
+                          n_samples=n_samples if n_samples is not None else len(run.data), seed=seed,
+                          batch_size=batch_size)
+    return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
+            "dataset": run.spec.dataset, "missingness": run.data.missingness, "split": "train",
+            **run.budget(), **run.info, **result}
+
+
+def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, device: str | None = None,
+                 batch_size: int = 500) -> dict[str, Any]:
+    """`evaluate_opened` of the run folder at `path` (any kind)."""
+    return evaluate_opened(open_run(path, device=device), n_samples, seed, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# The results log
+
+
+def results_path(root: Path | None = None) -> Path:
+    return (root or runs_root()) / RESULTS_FILE
+
+
+def result_row(method: str, spec: DataSpec, result: dict[str, Any], source: str = "",
+               budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One results-table row: the numbers with the method, budget, data and split that produced them."""
+    budget = budget or {}
+    return {
+        "method": method,
+        "dataset": spec.dataset,
+        "mask": spec.mask,
+        "spec": spec.label(),
+        "missing_rate": result.get("missing_rate"),
+        "fid": result.get("imputation_fid"),
+        "fid_label": result.get("label"),
+        "rmse": result.get("rmse"),
+        "n": result.get("n_imputed"),
+        "split": result.get("split", "train"),
+        "steps": budget.get("steps"),
+        "epochs": budget.get("epochs"),
+        "train_seconds": budget.get("seconds"),
+        "seconds": result.get("seconds"),
+        "source": source,
+        "time": time.time(),
+    }
+
+
+def record_result(row: dict[str, Any], root: Path | None = None) -> None:
+    path = results_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_jsonl(path, row)
+
+
+def read_results(root: Path | None = None) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(results_path(root)) if isinstance(r, dict)]
+
+
+def rate_series(rows: list[dict[str, Any]], dataset: str, mask: str) -> dict[str, list[tuple[float, float]]]:
+    """Imputation FID against missing rate per method, from recorded results (latest value per rate)."""
+    latest: dict[tuple[str, float], float] = {}
+    for r in rows:
+        if r.get("dataset") != dataset or r.get("mask") != mask or r.get("fid") is None:
+            continue
+        rate = r.get("missing_rate")
+        if rate is None:
+            continue
+        latest[(str(r.get("method")), round(float(rate), 3))] = float(r["fid"])
+    series: dict[str, list[tuple[float, float]]] = {}
+    for (name, rate), fid in sorted(latest.items(), key=lambda kv: kv[0][1]):
+        series.setdefault(name, []).append((rate, fid))
+    return series
+
+
+def sweep_closed_form(spec: DataSpec, rates: list[float], kinds: list[str], progress: Any = None,
+                      root: Path | None = None) -> list[dict[str, Any]]:
+    """Imputation FID against missing rate for the closed-form baselines (mean, zero, MF) under independent
+    dropout: each is fitted and evaluated on the spec's examples at every rate; rows are recorded."""
+    from .baselines import build_baseline, fit_baseline
+
+    rows = []
+    total = max(1, len(rates) * len(kinds))
+    done = 0
+    for rate in rates:
+        at_rate = spec.replace(mask="dropout", missing_rate=float(rate), missing_rate_range=None)
+        data = at_rate.load()
+        for kind in kinds:
+            if METHODS[kind].trainable:
+                raise ValueError(f"{kind} trains by gradient steps; sweep it with `python -m misgan_core sweep`")
+            if progress is not None:
+                progress(done / total, f"{METHODS[kind].title} at missing rate {rate:g}")
+            model = build_baseline(kind, data.shape)
+            fit_baseline(model, data.observed_only(), data.m, 1, 128, 0)
+            row = result_row(METHODS[kind].title, at_rate, evaluate_imputer(model, data), source="sweep",
+                             budget={"steps": 1, "epochs": 1.0})
+            record_result(row, root)
+            rows.append(row)
+            done += 1
+    if progress is not None:
+        progress(1.0, "done")
+    return rows

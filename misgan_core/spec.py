@@ -1,0 +1,175 @@
+"""DataSpec: which incomplete data a run learns from, in one value.
+
+A DataSpec names a dataset (a built-in one, or the user's own `.npz` / PNG folder), how many of its examples
+to use, and the missingness process that draws one fixed mask per example (paper, section 5: masks are drawn
+once, not per epoch). Every run kind embeds one: MisGANConfig.data and a baseline run's "data" entry, so a
+MisGAN run and a baseline given the same spec see exactly the same incomplete examples.
+
+It is a frozen dataclass, so it can key caches; `to_dict` / `from_dict` give its JSON form in config.json
+(`from_dict` also reads the flat form of run folders written before the spec existed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import IncompleteDataset, is_user_data, load_complete, load_user_data
+from .masks import MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
+
+FIELDS = ("dataset", "data_dir", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range", "mask_seed")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Dataset, data folder, example limit, missingness process and its parameters, mask seed."""
+
+    dataset: str = "mnist-5k"
+    data_dir: str | None = None
+    limit: int | None = None                 # use only the first N examples
+    mask: str = "square"                     # square | dropout | rect | quadrants (not for the user's own data)
+    mask_size: int = 14                      # side of the observed square (square)
+    missing_rate: float = 0.5                # per-pixel missing probability (dropout)
+    missing_rate_range: tuple[float, float] | None = None  # per-example dropout rate drawn from this range
+    mask_seed: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the range a tuple so that the spec stays hashable.
+        if self.missing_rate_range is not None:
+            object.__setattr__(self, "missing_rate_range", tuple(float(v) for v in self.missing_rate_range))
+
+    # -- what it is ------------------------------------------------------------------------------
+
+    @property
+    def own_data(self) -> bool:
+        """True when `dataset` is the user's own incomplete data (it brings its masks)."""
+        return is_user_data(self.dataset)
+
+    @property
+    def dataset_name(self) -> str:
+        """A short name: the built-in name, or the file / folder name of the user's data."""
+        return Path(self.dataset).stem if self.own_data else self.dataset
+
+    def validate(self) -> None:
+        """Raise ValueError naming every option that cannot describe data."""
+        problems = []
+        if not isinstance(self.dataset, str) or not self.dataset:
+            problems.append("dataset must be a name or a path")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            problems.append(f"limit must be a positive number of examples; got {self.limit}")
+        if not isinstance(self.mask_seed, int) or self.mask_seed < 0:
+            problems.append(f"mask seed must be a non-negative integer; got {self.mask_seed}")
+        if not self.own_data:
+            if self.mask not in MASK_PROCESSES:
+                problems.append(f"unknown missingness {self.mask!r}; choose one of {', '.join(MASK_PROCESSES)}")
+            if self.mask == "square" and (not isinstance(self.mask_size, int) or self.mask_size < 1):
+                problems.append(f"mask size must be a positive number of pixels; got {self.mask_size}")
+            rates = self.missing_rate_range or (self.missing_rate,)
+            if self.mask == "dropout" and not all(isinstance(r, (int, float)) and math.isfinite(r)
+                                                  and 0 <= r < 1 for r in rates):
+                problems.append(f"missing rate must lie in [0, 1); got {', '.join(str(r) for r in rates)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def mask_process(self) -> MaskProcess:
+        return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range)
+
+    def missingness(self) -> str:
+        """The missingness in words, e.g. 'square observation 14x14'."""
+        return "given masks" if self.own_data else self.mask_process().describe()
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        return self.mask_process().expected_missing_rate(height, width)
+
+    def label(self) -> str:
+        """Dataset and missingness, short enough for a table row or a job name."""
+        if self.own_data:
+            return f"{self.dataset_name} (own data, given masks)"
+        if self.mask == "square":
+            what = f"square {self.mask_size}x{self.mask_size} observed"
+        elif self.mask == "dropout":
+            lo, hi = self.missing_rate_range or (self.missing_rate, self.missing_rate)
+            what = f"dropout {lo:.0%}" if lo == hi else f"dropout {lo:.0%}-{hi:.0%}"
+        else:
+            what = self.mask
+        limit = f" (first {self.limit})" if self.limit else ""
+        return f"{self.dataset}{limit}, {what}"
+
+    def missingness_key(self) -> tuple:
+        """What decides the masks: two specs with equal keys give the same incomplete examples."""
+        if self.own_data:
+            return (self.dataset, "given")
+        if self.mask == "square":
+            params: tuple = (self.mask_size,)
+        elif self.mask == "dropout":
+            params = (round(self.missing_rate, 6), self.missing_rate_range) if not self.missing_rate_range \
+                else (self.missing_rate_range,)
+        else:
+            params = ()
+        return (self.dataset, self.mask, params, self.mask_seed)
+
+    def same_missingness(self, other: DataSpec) -> bool:
+        """Same dataset, same missingness process with the parameters that matter for it, same mask seed."""
+        return self.missingness_key() == other.missingness_key()
+
+    # -- the data --------------------------------------------------------------------------------
+
+    def load(self) -> IncompleteDataset:
+        """The incomplete data: the user's own (with its masks), or a built-in dataset with masks drawn."""
+        self.validate()
+        if self.own_data:
+            data = load_user_data(self.dataset)
+            return data.subset(slice(0, self.limit)) if self.limit else data
+        complete = load_complete(self.dataset, self.data_dir, limit=self.limit)
+        return make_incomplete(complete, self.mask_process(), seed=self.mask_seed)
+
+    # -- JSON and the command line ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["missing_rate_range"] = list(self.missing_rate_range) if self.missing_rate_range else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        """A spec from its JSON form; other keys (a whole flat legacy config) are ignored."""
+        values = {k: d[k] for k in FIELDS if k in d}
+        spec = cls(**values)
+        for name, kind in (("dataset", str), ("mask", str), ("mask_size", int), ("mask_seed", int),
+                           ("missing_rate", (int, float))):
+            value = getattr(spec, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"data field {name!r} has the wrong type ({type(value).__name__}: {value!r})")
+        return spec
+
+    def replace(self, **changes: Any) -> DataSpec:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The data and missingness options every command that makes a run shares."""
+        g = parser.add_argument_group("data and missingness")
+        g.add_argument("--dataset", default="mnist-5k",
+                       help="built-in name (see `datasets`), an .npz with x and m, or a folder of PNGs with alpha")
+        g.add_argument("--data-dir", default=None, help="root folder of torchvision-layout datasets")
+        g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+        g.add_argument("--mask", default="square", choices=sorted(MASK_PROCESSES),
+                       help="missingness process (ignored for your own incomplete data)")
+        g.add_argument("--mask-size", type=int, default=14, help="side of the observed square (square)")
+        g.add_argument("--missing-rate", type=float, default=0.5, help="missing probability per pixel (dropout)")
+        g.add_argument("--missing-rate-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="draw each example's dropout rate uniformly from this range")
+        g.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed per-example masks")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DataSpec:
+        spec = cls(dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, mask=args.mask,
+                   mask_size=args.mask_size, missing_rate=args.missing_rate,
+                   missing_rate_range=tuple(args.missing_rate_range) if args.missing_rate_range else None,
+                   mask_seed=args.mask_seed)
+        spec.validate()
+        return spec

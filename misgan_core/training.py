@@ -1,0 +1,185 @@
+"""The one training driver every trainable method runs through (MisGAN, GAIN, ConvAC; MF, mean and zero fit
+in one step).
+
+A method implements `Steppable`: one `train_step()` at a time, plus how to log, checkpoint and draw itself.
+`drive()` owns everything around the steps, once for all methods:
+  - the cadence: a log line every `log_every` steps (and at the end), an evaluation point (live FID, or the
+    best-FID selection for GAIN) every `eval_every`, grids every `sample_every`, a checkpoint every
+    `checkpoint_every` and one at the end;
+  - stopping: a step callback may raise StopTraining (a job asked to stop), which ends cleanly;
+  - Ctrl-C: KeyboardInterrupt saves a checkpoint at the last finished step, then propagates;
+  - time accounting: `train_time` sums the seconds spent in training over all sessions of a run;
+  - the progress bar (steps/s and ETA, from tqdm).
+`EpochOrder` is the minibatch order every method shares: a fresh permutation per epoch from (seed, epoch), so
+resuming needs no extra state and a resumed run takes exactly the batches of an uninterrupted one.
+
+`Trainer` is what background jobs (jobs.py) depend on; MisGAN and BaselineRun are Trainers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+class StopTraining(Exception):
+    """Raised by a step callback to end training cleanly after the current step."""
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often, in steps, the driver logs, evaluates, draws grids and checkpoints (0 = never, except the
+    final grids and checkpoint)."""
+
+    log_every: int = 10
+    eval_every: int = 0
+    sample_every: int = 100
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "eval_every", "sample_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be a whole number of steps, 0 or more; got {value}")
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What a background job drives: anything trained in steps and shown while it trains."""
+
+    step: int
+    train_time: float
+    history: list[dict[str, Any]]
+    grids: dict[str, torch.Tensor]
+
+    def train(self, steps: int | None = None, callback: Callable[[Any], None] | None = None,
+              progress: bool = False) -> Any: ...
+
+    def make_grids(self, n: int = 64, save: bool = True) -> dict[str, torch.Tensor]: ...
+
+
+class Steppable(Protocol):
+    """What `drive` needs from a method."""
+
+    step: int
+    train_time: float
+
+    def begin_training(self) -> None:
+        """Networks to training mode, caches reset: called once before the first step of a session."""
+
+    def train_step(self) -> dict[str, Any]:
+        """One step (MisGAN: n_critic critic updates and one generator update); advances `step` by one and
+        returns its losses (tensors may stay on the device until `log`)."""
+
+    def log(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Reduce the records of the steps since the last log line to one line, append it to the history
+        and the run's metrics.jsonl, and return it."""
+
+    def evaluate_point(self) -> None:
+        """A point of the live evaluation (live FID, or best-FID selection)."""
+
+    def make_grids(self, n: int = 64, save: bool = True) -> dict[str, torch.Tensor]: ...
+
+    def save(self) -> Any:
+        """Write a checkpoint; only called when the method has a run folder (`can_save`)."""
+
+    @property
+    def can_save(self) -> bool: ...
+
+
+def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[Any], None] | None = None,
+          progress: bool = False, progress_fields: tuple[str, ...] = ()) -> None:
+    """Run `steps` more steps of `trainer` with the cadence, callback, Ctrl-C save and progress bar above.
+
+    `callback(trainer)` runs after every step and may raise StopTraining. `progress_fields` are the log keys
+    shown beside the bar.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be 0 or more; got {steps}")
+    target = trainer.step + steps
+    bar = progress_bar(steps, trainer.step, target) if progress else None
+    trainer.begin_training()
+    base_time, started = trainer.train_time, time.perf_counter()
+    pending: list[dict[str, Any]] = []
+    interrupted = False
+    c = cadence
+    try:
+        while trainer.step < target:
+            pending.append(trainer.train_step())
+            step = trainer.step
+            trainer.train_time = base_time + time.perf_counter() - started
+            if bar is not None:
+                bar.update(1)
+            if (c.log_every and step % c.log_every == 0) or step == target:
+                line = trainer.log(pending)
+                pending = []
+                if bar is not None and progress_fields:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in line.items() if k in progress_fields}, refresh=False)
+            if c.eval_every and step % c.eval_every == 0:
+                trainer.evaluate_point()
+            if c.sample_every and step % c.sample_every == 0 and step != target:
+                trainer.make_grids()
+            if trainer.can_save and c.checkpoint_every and step % c.checkpoint_every == 0 and step != target:
+                trainer.save()
+            if callback is not None:
+                callback(trainer)
+    except StopTraining:
+        pass
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pending:
+            trainer.log(pending)
+        trainer.train_time = base_time + time.perf_counter() - started
+        if bar is not None:
+            bar.close()
+    if interrupted:
+        if trainer.can_save:
+            trainer.save()  # Ctrl-C keeps everything up to the last finished step
+        raise KeyboardInterrupt
+    trainer.make_grids()
+    if trainer.can_save:
+        trainer.save()
+
+
+def progress_bar(total: int, initial: int, target: int) -> Any:
+    """The progress bar of every training command: steps done, steps/s and the time left."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"steps {initial}->{target}", unit="step", dynamic_ncols=True)
+
+
+class EpochOrder:
+    """Minibatch indices: batch k of the run is batch k mod E of epoch k div E (E full batches an epoch; the
+    ragged tail is dropped), each epoch a permutation drawn from (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        if n < 1:
+            raise ValueError("there are no examples to train on")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1; got {batch_size}")
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), int(seed)
+        self.device = device
+        self._epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def indices(self, batch: int) -> torch.Tensor:
+        """Indices of the examples in the run's batch number `batch` (0-based)."""
+        epoch, i = divmod(batch, self.batches_per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2 ** 63))
+            self._perm = torch.randperm(self.n, generator=gen).to(self.device)
+            self._epoch = epoch
+        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def epochs(self, batches: int) -> float:
+        """How many epochs `batches` minibatches are."""
+        return batches / self.batches_per_epoch
