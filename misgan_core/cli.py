@@ -289,3 +289,8 @@ def _guarded(run: Any) -> int:
         print("interrupted: a checkpoint was written at the last finished step; continue with `resume`",
               file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The `misgan` console script: the same as `python -m misgan_core`."""
+    sys.exit(main())

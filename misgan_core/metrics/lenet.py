@@ -243,7 +243,7 @@ def train_classifier(dataset: str, epochs: int, seed: int, out_dir: str | Path |
         "torch_threads": torch.get_num_threads(),
         "command": command or (f"python -m misgan_core metrics train-classifier --dataset {dataset} "
                                f"--epochs {epochs} --seed {seed}"),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "weights_file": weights_path.name,
