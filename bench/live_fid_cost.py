@@ -96,9 +96,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     try:
-        from misgan_core import MisGAN, MisGANConfig
+        from misgan_core import DataSpec, MisGAN, MisGANConfig
 
-        gan = MisGAN(MisGANConfig(dataset="mnist-5k", arch="fc", steps=args.steps, fid_every=0, seed=0,
+        gan = MisGAN(MisGANConfig(data=DataSpec(dataset="mnist-5k"), arch="fc", steps=args.steps, fid_every=0, seed=0,
                                   sample_every=10**9, log_every=10))
         workload = "misgan_core.MisGAN (FC, mnist-5k, square 14x14, batch 64, n_critic 5)"
         complete_x = gan.data.x

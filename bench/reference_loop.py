@@ -14,7 +14,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from misgan_core import MisGANConfig, load_training_data
+from misgan_core import MisGANConfig
 from misgan_core.models import build_networks
 
 
@@ -38,7 +38,7 @@ def _gp(critic, real, fake):
 
 def reference_critic_steps_per_s(arch: str, batches: int, warmup: int = 3) -> float:
     config = MisGANConfig(arch=arch)
-    data = load_training_data(config)
+    data = config.data.load()
     nets = build_networks(arch, data.shape)
     gx, gm, dx, dm = nets.gx, nets.gm, nets.dx, nets.dm
     adam = lambda mod: torch.optim.Adam(mod.parameters(), lr=1e-4, betas=(0.5, 0.9), foreach=False)  # noqa: E731

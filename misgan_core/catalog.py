@@ -303,21 +303,11 @@ def _digest(obj: Any) -> str:
 
 def run_name(kind: str, spec: DataSpec, settings: dict[str, Any] | None = None) -> str:
     """A readable folder name; the same method, data and settings give the same name."""
-    data = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.dataset_name)[:40]
-    if spec.own_data:
-        what = "given"
-    elif spec.mask == "square":
-        what = f"square{spec.mask_size}"
-    elif spec.mask == "dropout":
-        lo, hi = spec.missing_rate_range or (spec.missing_rate, spec.missing_rate)
-        what = f"dropout{round(lo * 100)}" if lo == hi else f"dropout{round(lo * 100)}-{round(hi * 100)}"
-    else:
-        what = spec.mask
     settings = settings or {}
     prefix = kind
     if kind == "misgan":
         prefix = f"misgan-{settings.get('arch', 'fc')}" + ("-imp" if settings.get("imputer") else "")
-    return f"{prefix}-{data}-{what}-{_digest({'data': spec.to_dict(), **settings})}"
+    return f"{prefix}-{spec.slug()}-{_digest({'data': spec.to_dict(), **settings})}"
 
 
 def misgan_run_name(config: MisGANConfig) -> str:

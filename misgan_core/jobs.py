@@ -76,7 +76,6 @@ class Job:
         self._status = "starting"
         self._error: str | None = None
         self._step = 0
-        self._start_step = 0
         self._target = steps
         self._history: list[dict[str, Any]] = []
         self._grids: dict[str, torch.Tensor] = {}
@@ -143,7 +142,7 @@ class Job:
             trainer = self._make_trainer()
             self.trainer = trainer
             with self._lock:
-                self._start_step = self._step = trainer.step
+                self._step = trainer.step
                 self._target = trainer.step + self._steps
                 self._history = list(trainer.history)
                 self._grids = dict(trainer.make_grids(save=False))

@@ -155,10 +155,6 @@ class MisGANConfig:
             raise CheckpointError(f"config does not describe a MisGAN run: {err}") from err
         return config
 
-    def with_data(self, **changes: Any) -> MisGANConfig:
-        """A copy with some data fields changed, e.g. config.with_data(mask="dropout", missing_rate=0.8)."""
-        return dataclasses.replace(self, data=self.data.replace(**changes))
-
 
 # ---------------------------------------------------------------------------------------------
 # The trainer

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,19 +86,30 @@ class DataSpec:
     def expected_missing_rate(self, height: int, width: int) -> float:
         return self.mask_process().expected_missing_rate(height, width)
 
+    def _missingness_words(self, short: bool) -> str:
+        if self.own_data:
+            return "given" if short else "given masks"
+        if self.mask == "square":
+            return f"square{self.mask_size}" if short else f"square {self.mask_size}x{self.mask_size} observed"
+        if self.mask == "dropout":
+            lo, hi = self.missing_rate_range or (self.missing_rate, self.missing_rate)
+            pct = [round(v * 100) for v in (lo, hi)]
+            if short:
+                return f"dropout{pct[0]}" if lo == hi else f"dropout{pct[0]}-{pct[1]}"
+            return f"dropout {pct[0]}%" if lo == hi else f"dropout {pct[0]}%-{pct[1]}%"
+        return self.mask
+
     def label(self) -> str:
         """Dataset and missingness, short enough for a table row or a job name."""
         if self.own_data:
             return f"{self.dataset_name} (own data, given masks)"
-        if self.mask == "square":
-            what = f"square {self.mask_size}x{self.mask_size} observed"
-        elif self.mask == "dropout":
-            lo, hi = self.missing_rate_range or (self.missing_rate, self.missing_rate)
-            what = f"dropout {lo:.0%}" if lo == hi else f"dropout {lo:.0%}-{hi:.0%}"
-        else:
-            what = self.mask
         limit = f" (first {self.limit})" if self.limit else ""
-        return f"{self.dataset}{limit}, {what}"
+        return f"{self.dataset}{limit}, {self._missingness_words(short=False)}"
+
+    def slug(self) -> str:
+        """Dataset and missingness for a folder name, e.g. 'mnist-5k-dropout80'."""
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.dataset_name)[:40]
+        return f"{data}-{self._missingness_words(short=True)}"
 
     def missingness_key(self) -> tuple:
         """What decides the masks: two specs with equal keys give the same incomplete examples."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -225,16 +224,6 @@ def show_job_grids(snap: JobSnapshot, columns: int = 4) -> None:
     for i, name in enumerate(names):
         with cols[i % columns]:
             show_grid(snap.grids[name][:64], GRID_TITLES.get(name, name), target=28)
-
-
-def wait_for_step(job: Job, step: int, timeout: float = 30.0) -> JobSnapshot:
-    """Block until a job reaches `step` or ends (used by tests and the quick start)."""
-    deadline = time.time() + timeout
-    snap = job.snapshot()
-    while time.time() < deadline and snap.step < step and not snap.done:
-        time.sleep(0.1)
-        snap = job.snapshot()
-    return snap
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ Gaussian from which the missing pixels are drawn.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -105,8 +105,6 @@ class ConvAC(nn.Module):
     def build(cls, shape: tuple[int, int, int], **options: Any) -> ConvAC:
         return cls(shape, config_from_options(ConvACConfig, options))
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     # -- parameters in their constrained form ---------------------------------------------------
 

@@ -20,7 +20,7 @@ entry has its own mask value as GAIN's formulation expects.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,8 +96,6 @@ class GAIN(nn.Module):
     def build(cls, shape: tuple[int, int, int], **options: Any) -> GAIN:
         return cls(shape, config_from_options(GAINConfig, options))
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     def _flat(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x flattened with missing entries exactly 0, mask expanded over channels as 0/1 floats)."""

@@ -10,7 +10,7 @@ usual practice; center=False fits X ~ U V^T exactly as written).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,8 +70,6 @@ class MatrixFactorization(nn.Module):
     def build(cls, shape: tuple[int, int, int], **options: Any) -> MatrixFactorization:
         return cls(shape, config_from_options(MFConfig, options))
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     def _flat(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x0, mb = observed_zero(x.to(self.V.device, self.V.dtype), m.to(self.V.device))

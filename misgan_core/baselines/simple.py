@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,8 +39,6 @@ class MeanImputer(nn.Module):
     def build(cls, shape: tuple[int, int, int], **options: Any) -> MeanImputer:
         return cls(shape, config_from_options(MeanConfig, options))
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, float]:
@@ -79,8 +77,6 @@ class ZeroImputer(nn.Module):
     def build(cls, shape: tuple[int, int, int], **options: Any) -> ZeroImputer:
         return cls(shape, config_from_options(ZeroConfig, options))
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     def fit(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, float]:
         return {}
