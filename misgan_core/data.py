@@ -145,12 +145,31 @@ def _read_mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
     return pixels, torch.from_numpy(labels[order])
 
 
+SPLITS = ("all", "train", "test")
+MNIST_5K_HELD_OUT = 0.1  # the last 10% of each class (in file order) are held out: 50 a class, 500 in all
+
+
+def mnist_5k_held_out(labels: torch.Tensor) -> torch.Tensor:
+    """Which of the (interleaved) mnist-5k digits are held out: the last 10% of each class in file order.
+
+    The same 500 digits the LeNet FID classifier is tested on; no method trains on them when it trains on
+    split 'train', so they measure imputation of examples never seen (split 'test').
+    """
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        held[idx[len(idx) - round(MNIST_5K_HELD_OUT * len(idx)):]] = True
+    return held
+
+
 def _load_mnist_5k(data_dir: Path | None, split: str, download: bool) -> CompleteData:
-    if split != "train":
-        raise DatasetError(f"mnist-5k is one pool of 5,000 training digits (split 'train'); got {split!r}. "
-                           f"The FID classifier's held-out digits come from misgan_core.metrics.classifier_splits")
     pixels, labels = _read_mnist_5k()
-    return CompleteData("mnist-5k", pixels.float().div_(255), labels.clone())
+    x = pixels.float().div_(255)
+    if split == "all":
+        return CompleteData("mnist-5k", x, labels.clone())
+    held = mnist_5k_held_out(labels)
+    keep = held if split == "test" else ~held
+    return CompleteData("mnist-5k", x[keep], labels[keep].clone())
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -182,7 +201,7 @@ def _torchvision_raw(data_dir: Path | None, folder: str) -> Path | None:
 
 
 def _idx_pair(folder: Path, split: str) -> CompleteData:
-    prefix = {"train": "train", "test": "t10k"}.get(split)
+    prefix = {"all": "train", "train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise DatasetError(f"split must be 'train' or 'test'; got {split!r}")
 
@@ -215,7 +234,7 @@ def _torchvision_loader(name: str, folder: str, cls_name: str) -> Callable[[Path
         import torchvision
 
         root = data_dir or Path("data")
-        ds = getattr(torchvision.datasets, cls_name)(str(root), train=split == "train", download=True)
+        ds = getattr(torchvision.datasets, cls_name)(str(root), train=split != "test", download=True)
         return CompleteData(name, ds.data.unsqueeze(1).float().div_(255), ds.targets.clone())
     return load
 
@@ -225,7 +244,7 @@ def _load_cifar10(data_dir: Path | None, split: str, download: bool) -> Complete
         raise DatasetError(_missing_message("cifar10", data_dir))
     import torchvision
 
-    ds = torchvision.datasets.CIFAR10(str(data_dir or Path("data")), train=split == "train", download=download)
+    ds = torchvision.datasets.CIFAR10(str(data_dir or Path("data")), train=split != "test", download=download)
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255).contiguous()
     return CompleteData("cifar10", x, torch.tensor(ds.targets))
 
@@ -245,7 +264,7 @@ def _load_celeba(data_dir: Path | None, split: str, download: bool) -> CompleteD
 
     # The paper uses the aligned and cropped faces resized to 64x64: centre crop the face, then resize.
     tf = transforms.Compose([transforms.CenterCrop(140), transforms.Resize(64), transforms.PILToTensor()])
-    tv_split = {"train": "train", "test": "test"}.get(split, split)
+    tv_split = {"all": "train", "train": "train", "test": "test"}.get(split, split)
     ds = torchvision.datasets.CelebA(str(data_dir or Path("data")), split=tv_split, target_type=[],
                                      transform=tf, download=download)
     n = min(len(ds), int(os.environ.get("MISGAN_CELEBA_LIMIT", CELEBA_LIMIT)))
@@ -314,9 +333,16 @@ def _spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_complete(name: str, data_dir: str | Path | None = None, split: str = "train",
+def load_complete(name: str, data_dir: str | Path | None = None, split: str = "all",
                   download: bool = False, limit: int | None = None) -> CompleteData:
-    """Load a built-in dataset as complete images in [0, 1]."""
+    """Load a built-in dataset as complete images in [0, 1].
+
+    split: 'all' (every training image: the paper's protocol imputes the training set), 'train' (the
+    training images less a held-out part where the dataset has no test set of its own: mnist-5k keeps
+    back 500 digits), 'test' (the held-out part, or the dataset's test images).
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     spec = _spec(name)
     data = spec.loader(Path(data_dir) if data_dir else None, split, download)
     if limit is not None:

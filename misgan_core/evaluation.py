@@ -29,23 +29,42 @@ def evaluate_imputer(imputer: Imputer, data: IncompleteDataset, seed: int = 0) -
     return evaluate(data.name, imputer=imputer, data=data, seed=seed)
 
 
-def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
-                    batch_size: int = 500) -> dict[str, Any]:
-    """Generation FID (n_samples samples, default as many as the data, as in the paper), imputation FID and
-    RMSE (every example imputed once) of an opened run, with its budget."""
+EVAL_SPLITS = ("train", "test")
+
+
+def evaluation_data(run: OpenedRun, split: str = "train") -> tuple[DataSpec, IncompleteDataset]:
+    """The examples to evaluate a run on: 'train', the run's own incomplete training examples (the paper's
+    protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out)."""
+    if split == "train":
+        return run.spec, run.data
+    if split == "test":
+        spec = run.spec.held_out()
+        return spec, spec.load()
+    raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
+
+
+def split_label(split: str, n: int) -> str:
+    return f"train: the run's own {n:,} examples" if split == "train" else f"test: {n:,} held-out examples"
+
+
+def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0, batch_size: int = 500,
+                    split: str = "train") -> dict[str, Any]:
+    """Generation FID (n_samples samples, default as many as the evaluated examples, as in the paper),
+    imputation FID and RMSE (every example imputed once) of an opened run on `split`, with its budget."""
+    spec, data = evaluation_data(run, split)
     with torch.no_grad():
-        result = evaluate(run.spec.dataset, data=run.data, sample_fn=run.sampler, imputer=run.imputer,
-                          n_samples=n_samples if n_samples is not None else len(run.data), seed=seed,
+        result = evaluate(spec.dataset, data=data, sample_fn=run.sampler, imputer=run.imputer,
+                          n_samples=n_samples if n_samples is not None else len(data), seed=seed,
                           batch_size=batch_size)
     return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
-            "dataset": run.spec.dataset, "missingness": run.data.missingness, "split": "train",
-            **run.budget(), **run.info, **result}
+            "dataset": spec.dataset, "missingness": data.missingness, "split": split,
+            "split_label": split_label(split, len(data)), **run.budget(), **run.info, **result}
 
 
 def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, device: str | None = None,
-                 batch_size: int = 500) -> dict[str, Any]:
+                 batch_size: int = 500, split: str = "train") -> dict[str, Any]:
     """`evaluate_opened` of the run folder at `path` (any kind)."""
-    return evaluate_opened(open_run(path, device=device), n_samples, seed, batch_size)
+    return evaluate_opened(open_run(path, device=device), n_samples, seed, batch_size, split)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import IncompleteDataset, is_user_data, load_complete, load_user_data
+from .data import SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
 from .masks import MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
 
-FIELDS = ("dataset", "data_dir", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range", "mask_seed")
+FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
+          "mask_seed")
+# What a split holds (data.load_complete): 'train' keeps mnist-5k's 500 held-out digits back, so that every run
+# has examples it never saw; 'all' is every training example (runs made before splits existed); 'test' is the
+# held-out part (or the dataset's test set), for evaluation.
+TRAINING_SPLITS = ("train", "all")
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,8 @@ class DataSpec:
 
     dataset: str = "mnist-5k"
     data_dir: str | None = None
-    limit: int | None = None                 # use only the first N examples
+    split: str = "train"                     # train | all | test (see TRAINING_SPLITS)
+    limit: int | None = None                 # use only the first N examples (of the split)
     mask: str = "square"                     # square | dropout | rect | quadrants (not for the user's own data)
     mask_size: int = 14                      # side of the observed square (square)
     missing_rate: float = 0.5                # per-pixel missing probability (dropout)
@@ -62,6 +68,8 @@ class DataSpec:
             problems.append("dataset must be a name or a path")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             problems.append(f"limit must be a positive number of examples; got {self.limit}")
+        if self.split not in SPLITS:
+            problems.append(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
         if not isinstance(self.mask_seed, int) or self.mask_seed < 0:
             problems.append(f"mask seed must be a non-negative integer; got {self.mask_seed}")
         if not self.own_data:
@@ -104,7 +112,8 @@ class DataSpec:
         if self.own_data:
             return f"{self.dataset_name} (own data, given masks)"
         limit = f" (first {self.limit})" if self.limit else ""
-        return f"{self.dataset}{limit}, {self._missingness_words(short=False)}"
+        split = "" if self.split == "train" else f" [{self.split}]"
+        return f"{self.dataset}{split}{limit}, {self._missingness_words(short=False)}"
 
     def slug(self) -> str:
         """Dataset and missingness for a folder name, e.g. 'mnist-5k-dropout80'."""
@@ -136,10 +145,22 @@ class DataSpec:
         if self.own_data:
             data = load_user_data(self.dataset)
             return data.subset(slice(0, self.limit)) if self.limit else data
-        complete = load_complete(self.dataset, self.data_dir, limit=self.limit)
+        complete = load_complete(self.dataset, self.data_dir, split=self.split, limit=self.limit)
         return make_incomplete(complete, self.mask_process(), seed=self.mask_seed)
 
     # -- JSON and the command line ---------------------------------------------------------------
+
+    def held_out(self) -> DataSpec:
+        """The spec of examples that no run trained on this spec has seen: the test split, with the same
+        missingness process and mask seed (masks are drawn for the held-out examples themselves)."""
+        if self.own_data:
+            raise ValueError("your own data has no held-out part; evaluate it with --split train")
+        if self.split == "test":
+            return self
+        if self.split == "all" and self.dataset == "mnist-5k":
+            raise ValueError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
+                             "train with --split train to keep 500 digits back, or evaluate with --split train")
+        return self.replace(split="test", limit=None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -150,8 +171,9 @@ class DataSpec:
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         """A spec from its JSON form; other keys (a whole flat legacy config) are ignored."""
         values = {k: d[k] for k in FIELDS if k in d}
+        values.setdefault("split", "all")  # written before splits: the run saw every training example
         spec = cls(**values)
-        for name, kind in (("dataset", str), ("mask", str), ("mask_size", int), ("mask_seed", int),
+        for name, kind in (("dataset", str), ("split", str), ("mask", str), ("mask_size", int), ("mask_seed", int),
                            ("missing_rate", (int, float))):
             value = getattr(spec, name)
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -168,6 +190,9 @@ class DataSpec:
         g.add_argument("--dataset", default="mnist-5k",
                        help="built-in name (see `datasets`), an .npz with x and m, or a folder of PNGs with alpha")
         g.add_argument("--data-dir", default=None, help="root folder of torchvision-layout datasets")
+        g.add_argument("--split", default="train", choices=TRAINING_SPLITS,
+                       help="train: every training example but mnist-5k's 500 held-out digits (kept for "
+                            "`evaluate --split test`); all: every training example")
         g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
         g.add_argument("--mask", default="square", choices=sorted(MASK_PROCESSES),
                        help="missingness process (ignored for your own incomplete data)")
@@ -179,7 +204,7 @@ class DataSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DataSpec:
-        spec = cls(dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, mask=args.mask,
+        spec = cls(dataset=args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, mask=args.mask,
                    mask_size=args.mask_size, missing_rate=args.missing_rate,
                    missing_rate_range=tuple(args.missing_rate_range) if args.missing_rate_range else None,
                    mask_seed=args.mask_seed)

@@ -248,7 +248,11 @@ def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 def test_gain_train_step_losses_and_adversarial_switch() -> None:
     x, m = _toy_images(32, (3, 4, 4), seed=0)
     model = GAIN((3, 4, 4), GAINConfig())
-    assert model.generator_net[0].in_features == 2 * 48 and model.generator_net[0].out_features == 48
+    # the authors' MNIST example: 2D inputs, hidden widths 256 and 128, D outputs
+    assert [layer.out_features for layer in model.generator_net if hasattr(layer, "out_features")] == [256, 128, 48]
+    assert model.generator_net[0].in_features == 2 * 48
+    wide = GAIN((3, 4, 4), GAINConfig(hidden=48))  # the released gain.py's D-wide layers, on request
+    assert wide.generator_net[0].out_features == wide.generator_net[2].out_features == 48
     opts = model.make_optimizers()
     d_before = [p.detach().clone() for p in model.discriminator_net.parameters()]
     losses = model.train_step(x, m, opts, torch.Generator().manual_seed(0))

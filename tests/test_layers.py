@@ -138,6 +138,6 @@ def test_the_checker_sees_a_planted_upward_import(tmp_path) -> None:
 def test_readme_layout_names_the_layers_in_order() -> None:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Layout"):]
-    positions = [section.find(name) for name, _ in LAYERS]
+    positions = [section.find(f"**{name}**") for name, _ in LAYERS]
     assert all(p >= 0 for p in positions), [n for (n, _), p in zip(LAYERS, positions, strict=True) if p < 0]
     assert positions == sorted(positions)

@@ -10,8 +10,10 @@ adapted for its comparison:
     marks the unrevealed entries with 0.5 instead; it is available as hint_form="paper".)
   - D loss: per-entry cross-entropy of D(x^, h) against m, averaged over all entries;
     G loss: -mean((1 - m) log D(x^, h)) + alpha * mean((m * x - m * G)^2) / mean(m);
-  - one D step then one G step on the same batch; both nets are three fully connected layers with
-    hidden width equal to the data dimension and ReLU; Adam with TensorFlow's defaults (lr 1e-3).
+  - one D step then one G step on the same batch; both nets are three fully connected layers with ReLU;
+    Adam with TensorFlow's defaults (lr 1e-3), batch 128. For MNIST-size data (up to 1024 entries) the
+    hidden widths are those of the authors' MNIST example, 2D-256-128-D (1568-256-128-784 on MNIST); for
+    larger data, their gain.py's D-wide hidden layers (capped at `max_hidden`).
 The released code min-max scales each column; our pixels are already in [0, 1], so it is skipped.
 Images are flattened to C*H*W entries and the per-pixel mask is repeated over channels, so every
 entry has its own mask value as GAIN's formulation expects.
@@ -37,8 +39,8 @@ class GAINConfig:
     hint_form: str = "released"    # "released": h = m * b; "paper": h = m * b + 0.5 * (1 - b)
     alpha: float = 10.0            # weight of the reconstruction loss on observed entries
     noise_high: float = 0.01       # missing entries of the generator's input ~ U(0, noise_high)
-    hidden: int | None = None      # None: the data dimension C*H*W, as in the released code ...
-    max_hidden: int = 4096         # ... but at most this, so that 64x64x3 (12288) fits in CPU memory
+    hidden: list[int] | int | None = None  # widths of the two hidden layers (an int: both); None: see above
+    max_hidden: int = 4096         # cap on the D-wide layers, so that 64x64x3 (12288) fits in CPU memory
     adversarial: bool = True       # False drops the discriminator and trains G on the MSE term alone
     lr: float = 1e-3               # tf.train.AdamOptimizer's default, used by the released code
     beta1: float = 0.9
@@ -61,9 +63,22 @@ def hint_matrix(m: torch.Tensor, hint_rate: float, generator: torch.Generator | 
     return torch.where(b, m, torch.full((), other, dtype=m.dtype, device=m.device))
 
 
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                        nn.Linear(hidden, d_out))
+MNIST_EXAMPLE_HIDDEN = [256, 128]  # the authors' GAIN MNIST example: H_Dim1 = 256, H_Dim2 = 128
+
+
+def hidden_widths(config: GAINConfig, dim: int) -> list[int]:
+    """The two hidden widths of G and D for data of `dim` entries."""
+    if config.hidden is None:
+        return list(MNIST_EXAMPLE_HIDDEN) if dim <= 1024 else [min(dim, config.max_hidden)] * 2
+    widths = [config.hidden] * 2 if isinstance(config.hidden, int) else list(config.hidden)
+    if len(widths) != 2 or any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"hidden must be a positive width or two of them; got {config.hidden!r}")
+    return widths
+
+
+def _mlp(d_in: int, hidden: list[int], d_out: int) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(d_in, hidden[0]), nn.ReLU(), nn.Linear(hidden[0], hidden[1]), nn.ReLU(),
+                        nn.Linear(hidden[1], d_out))
     for layer in net:
         if isinstance(layer, nn.Linear):
             # The released code's "xavier_init" draws N(0, 1 / (fan_in / 2)), i.e. He-normal; biases zero.
@@ -87,7 +102,7 @@ class GAIN(nn.Module):
         if cfg.hint_form not in ("released", "paper"):
             raise ValueError(f"hint_form must be 'released' or 'paper'; got {cfg.hint_form!r}")
         self.dim = self.shape[0] * self.shape[1] * self.shape[2]
-        hidden = cfg.hidden if cfg.hidden is not None else min(self.dim, cfg.max_hidden)
+        hidden = hidden_widths(cfg, self.dim)
         self.generator_net = _mlp(2 * self.dim, hidden, self.dim)       # input [x~, m]
         # Built even when adversarial=False so that checkpoints keep one layout; it is then never trained.
         self.discriminator_net = _mlp(2 * self.dim, hidden, self.dim)   # input [x^, h], output logits

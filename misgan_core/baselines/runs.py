@@ -11,6 +11,7 @@ state.pt     {"step", "train_time", "trainer": BaselineTrainer.state_dict()} (op
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ..training import Cadence, drive
 from . import BASELINES, build_baseline
 from .fit import BaselineTrainer, is_trainable
 
+FORMAT = 2  # 2: "data" holds a DataSpec and GAIN's default widths follow its MNIST example
 BEST_WEIGHTS = "best.safetensors"
 SELECT_SAMPLES = 1000  # examples in the fixed subset whose imputation FID picks the best weights
 SELECT_EVERY = {"gain": 50}  # steps between selection points, per kind (GAIN degrades when trained long)
@@ -95,8 +97,9 @@ class BaselineRun:
             batch_size = int(getattr(model.config, "batch_size", 128))
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1; got {batch_size}")
-        config = {"kind": kind, "data": spec.to_dict(), "seed": int(seed), "batch_size": int(batch_size),
-                  "options": options, "shape": list(data.shape), "select_every": default_select_every(kind, spec)}
+        config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
+                  "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
+                  "select_every": default_select_every(kind, spec)}
         run = RunDir.create(path, config)
         dev = torch.device(device)
         return cls(run, config, spec, data, model.to(dev), dev)
@@ -116,6 +119,9 @@ class BaselineRun:
         options = config.get("options", {})
         if not isinstance(options, dict):
             raise CheckpointError(f"{run.path / 'config.json'}: options must be an object; got {options!r}")
+        if kind == "gain" and int(config.get("format", 1)) < 2 and "hidden" not in options:
+            # Runs made before format 2 used D-wide hidden layers for every data size.
+            options = {**options, "hidden": min(math.prod(data.shape), 4096)}
         try:
             model = build_baseline(kind, tuple(data.shape), **options)
         except (TypeError, ValueError) as err:

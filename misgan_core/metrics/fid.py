@@ -191,7 +191,7 @@ class LiveFID:
         if complete_x is None:
             # No ground truth in hand (e.g. the trainer got only incomplete data): a built-in dataset's
             # complete training set is the reference, as in the paper.
-            complete_x = load_complete(dataset_name, split="train").x
+            complete_x = load_complete(dataset_name, split="all").x
         self.label = self.extractor.label
         self.n_samples = int(n_samples)
         self.seed = int(seed)
