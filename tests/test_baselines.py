@@ -23,6 +23,7 @@ from misgan_core.baselines import (
     build_baseline,
     fit_baseline,
     hint_matrix,
+    hint_vector,
 )
 from misgan_core.imputers import Imputer
 
@@ -234,6 +235,64 @@ def test_gain_hint_reveals_exactly_mask_where_b_is_one() -> None:
     assert torch.equal(h_paper, torch.where(b, m, torch.full((), 0.5)))
 
 
+def test_gain_published_hint_hides_one_entry_and_scores_only_it() -> None:
+    # GAIN paper, section 4: b has one zero per row at a uniform k; h = b * m + 0.5 * (1 - b).
+    m = (torch.rand(500, 30, generator=torch.Generator().manual_seed(5)) < 0.5).float()
+    h, scored = hint_vector(m, 0.9, torch.Generator().manual_seed(7), "published")
+    assert torch.equal(scored.sum(1), torch.ones(500))
+    assert torch.equal(h[scored.bool()], torch.full((500,), 0.5))
+    assert torch.equal(h[~scored.bool()], m[~scored.bool()])
+    counts = scored.sum(0)  # k is uniform over the 30 entries
+    assert counts.min() > 0 and counts.max() < 40
+
+
+def test_gain_published_losses_are_taken_on_the_hidden_entry() -> None:
+    x, m = _toy_images(16, (1, 3, 3), seed=2)
+    model = GAIN((1, 3, 3))
+    before = GAIN((1, 3, 3))
+    before.load_state_dict(model.state_dict())
+    losses = model.train_step(x, m, model.make_optimizers(), torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    xf, mf = x.reshape(16, 9), m.reshape(16, 9)
+    z = 0.01 * torch.rand(16, 9, generator=g)
+    k = (torch.rand(16, 1, generator=g) * 9).long()
+    hidden = torch.zeros(16, 9).scatter_(1, k, 1.0)
+    hint = mf * (1 - hidden) + 0.5 * hidden
+    with torch.no_grad():
+        gen = torch.sigmoid(before.generator_net(torch.cat([mf * xf + (1 - mf) * z, mf], 1)))
+        x_hat = mf * xf + (1 - mf) * gen
+        d_prob = torch.sigmoid(before.discriminator_net(torch.cat([x_hat, hint], 1)))
+        d_loss = -((mf * torch.log(d_prob) + (1 - mf) * torch.log(1 - d_prob)) * hidden).sum() / 16
+        d_prob = torch.sigmoid(model.discriminator_net(torch.cat([x_hat, hint], 1)))
+        g_adv = -((1 - mf) * torch.log(d_prob) * hidden).sum() / 16
+    assert losses["d_loss"] == pytest.approx(float(d_loss), rel=1e-4)
+    assert losses["g_adv"] == pytest.approx(float(g_adv), rel=1e-4)
+    assert losses["g_loss"] == pytest.approx(losses["g_adv"] + 100 * losses["mse"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_gain_best_epoch_beats_mean_imputation_on_square_masks(tmp_path) -> None:
+    """The paper's protocol for GAIN on block masks (appendix H): train, keep the best-FID weights. They must
+    complete digits better than the per-pixel mean does (the released hint could not: it learnt black)."""
+    from misgan_core import DataSpec, open_run
+    from misgan_core.baselines.runs import BaselineRun
+    from misgan_core.metrics import feature_extractor, imputation_fid
+
+    spec = DataSpec(mask="square", mask_size=14)
+    torch.manual_seed(0)
+    gain = BaselineRun.create(tmp_path / "gain", "gain", spec, seed=0)
+    gain.train(8 * gain.trainer.batches_per_epoch, sample_every=0, checkpoint_every=0)  # 8 epochs
+    assert gain.best_step is not None and gain.best_step < gain.step  # it degrades after its best epoch
+    best = open_run(tmp_path / "gain")  # opens with the best weights
+    mean = BaselineRun.create(tmp_path / "mean", "mean", spec, data=gain.data)
+    mean.train()
+    subset = gain.data.subset(slice(0, 1000))
+    extractor = feature_extractor("mnist-5k")
+    fid_gain = imputation_fid(best.imputer, subset, extractor, seed=0)
+    fid_mean = imputation_fid(mean.model, subset, extractor, seed=0)
+    assert fid_gain < 0.8 * fid_mean, (fid_gain, fid_mean)
+
+
 def _toy_images(n: int, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, *shape, generator=g)
@@ -258,7 +317,7 @@ def test_gain_train_step_losses_and_adversarial_switch() -> None:
     losses = model.train_step(x, m, opts, torch.Generator().manual_seed(0))
     assert set(losses) == {"d_loss", "g_adv", "mse", "g_loss"}
     assert all(math.isfinite(v) for v in losses.values())
-    assert losses["g_loss"] == pytest.approx(losses["g_adv"] + 10 * losses["mse"], rel=1e-5)
+    assert losses["g_loss"] == pytest.approx(losses["g_adv"] + model.config.alpha * losses["mse"], rel=1e-5)
     assert _changed(d_before, model.discriminator_net)
 
     plain = GAIN((3, 4, 4), GAINConfig(adversarial=False))
@@ -267,7 +326,7 @@ def test_gain_train_step_losses_and_adversarial_switch() -> None:
     d_before = [p.detach().clone() for p in plain.discriminator_net.parameters()]
     g_before = [p.detach().clone() for p in plain.generator_net.parameters()]
     losses = plain.train_step(x, m, opts, torch.Generator().manual_seed(0))
-    assert set(losses) == {"mse", "g_loss"} and losses["g_loss"] == pytest.approx(10 * losses["mse"])
+    assert set(losses) == {"mse", "g_loss"} and losses["g_loss"] == pytest.approx(plain.config.alpha * losses["mse"])
     assert not _changed(d_before, plain.discriminator_net)
     assert _changed(g_before, plain.generator_net)
 
@@ -276,8 +335,8 @@ def test_gain_losses_are_the_released_code_formulas() -> None:
     # Recompute the step's losses by hand: same noise and hint (drawn in that order from the generator),
     # D loss with the nets before the step, G terms with G before and D after the D step.
     x, m = _toy_images(16, (1, 3, 3), seed=2)
-    model = GAIN((1, 3, 3))
-    before = GAIN((1, 3, 3))
+    model = GAIN((1, 3, 3), GAINConfig(hint_form="released"))
+    before = GAIN((1, 3, 3), GAINConfig(hint_form="released"))
     before.load_state_dict(model.state_dict())
     losses = model.train_step(x, m, model.make_optimizers(), torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .convac import ConvAC, ConvACConfig
 from .fit import BaselineTrainer, fit_baseline, is_trainable
-from .gain import GAIN, GAINConfig, hint_matrix
+from .gain import GAIN, GAINConfig, hint_matrix, hint_vector
 from .mf import MatrixFactorization, MFConfig
 from .simple import MeanConfig, MeanImputer, ZeroConfig, ZeroImputer
 
@@ -38,5 +38,5 @@ def build_baseline(kind: str, shape: tuple[int, int, int], **options: Any) -> nn
 __all__ = [
     "BASELINES", "BaselineTrainer", "ConvAC", "ConvACConfig", "GAIN", "GAINConfig", "MFConfig",
     "MatrixFactorization", "MeanConfig", "MeanImputer", "ZeroConfig", "ZeroImputer", "build_baseline",
-    "fit_baseline", "hint_matrix", "is_trainable",
+    "fit_baseline", "hint_matrix", "hint_vector", "is_trainable",
 ]

@@ -4,12 +4,18 @@ Follows the authors' released code (github.com/jsyoon0823/GAIN, gain.py), which 
 adapted for its comparison:
   - the generator sees x~ = m * x + (1 - m) * z with z ~ U(0, 0.01) and the mask m, and outputs
     values in [0, 1] (sigmoid); x^ = m * x + (1 - m) * G(x~, m);
-  - the discriminator sees x^ and the hint h = m * b, b ~ Bernoulli(hint_rate), and predicts m per
-    entry: where b = 1 the hint says "observed" (h = 1) exactly when m = 1, and where b = 0 it
-    says 0, the same value a missing entry shows. (The paper's hint is b * m + 0.5 * (1 - b), which
-    marks the unrevealed entries with 0.5 instead; it is available as hint_form="paper".)
-  - D loss: per-entry cross-entropy of D(x^, h) against m, averaged over all entries;
-    G loss: -mean((1 - m) log D(x^, h)) + alpha * mean((m * x - m * G)^2) / mean(m);
+  - the discriminator sees x^ and a hint h and predicts m per entry. The default hint is the GAIN paper's
+    (section 4): b is all ones but one entry k per example, h = b * m + 0.5 * (1 - b), and the D loss and
+    G's adversarial loss are taken on entry k alone. The authors' MNIST example instead reveals each entry
+    with probability hint_rate (h = m * b) and scores every entry (hint_form="released"). On block masks
+    the released hint lets D read the whole mask off h, and G's adversarial loss then pulls every missing
+    pixel to the most common observed value, black: on mnist-5k with square 14x14 observations its
+    imputation FID never got below mean imputation's (232 vs 240; 1000 examples, LeNet features), while the
+    paper's hint reached 153 at epoch 5 before GAIN degrades as the paper describes (appendix H);
+  - D loss: cross-entropy of D(x^, h) against m on the scored entries;
+    G loss: -mean over scored entries of (1 - m) log D(x^, h) + alpha * mean((m * x - m * G)^2) / mean(m),
+    alpha = 100: with the MNIST example's 10 the adversarial term wins within two epochs (best imputation
+    FID 198 against 153 with 100, same measurement);
   - one D step then one G step on the same batch; both nets are three fully connected layers with ReLU;
     Adam with TensorFlow's defaults (lr 1e-3), batch 128. For MNIST-size data (up to 1024 entries) the
     hidden widths are those of the authors' MNIST example, 2D-256-128-D (1568-256-128-784 on MNIST); for
@@ -35,9 +41,9 @@ from ._common import check_matches, check_shape, config_from_options, observed_z
 
 @dataclass
 class GAINConfig:
-    hint_rate: float = 0.9
-    hint_form: str = "released"    # "released": h = m * b; "paper": h = m * b + 0.5 * (1 - b)
-    alpha: float = 10.0            # weight of the reconstruction loss on observed entries
+    hint_rate: float = 0.9         # P(b = 1) for the Bernoulli hints ("released", "bernoulli-half")
+    hint_form: str = "published"   # see hint_matrix; "published" is the GAIN paper's section 4
+    alpha: float = 100.0           # weight of the reconstruction loss on observed entries (see above)
     noise_high: float = 0.01       # missing entries of the generator's input ~ U(0, noise_high)
     hidden: list[int] | int | None = None  # widths of the two hidden layers (an int: both); None: see above
     max_hidden: int = 4096         # cap on the D-wide layers, so that 64x64x3 (12288) fits in CPU memory
@@ -48,19 +54,37 @@ class GAINConfig:
     batch_size: int = 128
 
 
-def hint_matrix(m: torch.Tensor, hint_rate: float, generator: torch.Generator | None = None,
-                form: str = "released") -> torch.Tensor:
-    """GAIN's hint with b ~ Bernoulli(hint_rate) drawn per entry (one U(0, 1) per entry, b = u < rate).
+HINT_FORMS = ("published", "released", "bernoulli-half")
 
-    released (default): h = m * b, so h is 1 exactly where the entry is observed and revealed and 0
-    elsewhere; the discriminator cannot tell an unrevealed observed entry from a missing one.
-    paper: h = m * b + 0.5 * (1 - b); revealed entries carry m, unrevealed ones 0.5.
+
+def hint_vector(m: torch.Tensor, hint_rate: float, generator: torch.Generator | None = None,
+                form: str = "published") -> tuple[torch.Tensor, torch.Tensor]:
+    """GAIN's hint h and the entries b = 0 that it hides from the discriminator. m is (N, D) of 0/1.
+
+    published (the GAIN paper, section 4): b is all ones but one entry k per example, k uniform; h = b * m
+      + 0.5 * (1 - b). The discriminator is told every entry's mask but entry k's and is scored on entry k
+      alone, and so is the generator's adversarial loss (L_D and L_G sum over {i : b_i = 0}).
+    released (the authors' MNIST example): b ~ Bernoulli(hint_rate) per entry, h = m * b; every entry is
+      scored. The discriminator cannot tell an unrevealed observed entry from a missing one.
+    bernoulli-half: b ~ Bernoulli(hint_rate) per entry, h = b * m + 0.5 * (1 - b); every entry is scored.
+    Returns (h, scored), scored a 0/1 float of m's shape.
     """
-    if form not in ("released", "paper"):
-        raise ValueError(f"hint form must be 'released' or 'paper'; got {form!r}")
+    if form not in HINT_FORMS:
+        raise ValueError(f"hint form must be one of {', '.join(HINT_FORMS)}; got {form!r}")
+    ones = torch.ones_like(m)
+    if form == "published":
+        k = (rand((m.shape[0], 1), generator, m) * m.shape[1]).long().clamp_max(m.shape[1] - 1)
+        hidden = torch.zeros_like(m).scatter_(1, k, 1.0)
+        return m * (1 - hidden) + 0.5 * hidden, hidden
     b = rand(tuple(m.shape), generator, m) < hint_rate
     other = 0.0 if form == "released" else 0.5
-    return torch.where(b, m, torch.full((), other, dtype=m.dtype, device=m.device))
+    return torch.where(b, m, torch.full((), other, dtype=m.dtype, device=m.device)), ones
+
+
+def hint_matrix(m: torch.Tensor, hint_rate: float, generator: torch.Generator | None = None,
+                form: str = "released") -> torch.Tensor:
+    """The hint h alone (see hint_vector); "paper" is the older name of "bernoulli-half"."""
+    return hint_vector(m, hint_rate, generator, "bernoulli-half" if form == "paper" else form)[0]
 
 
 MNIST_EXAMPLE_HIDDEN = [256, 128]  # the authors' GAIN MNIST example: H_Dim1 = 256, H_Dim2 = 128
@@ -99,8 +123,10 @@ class GAIN(nn.Module):
         cfg = self.config
         if not 0.0 <= cfg.hint_rate <= 1.0:
             raise ValueError(f"hint_rate must be in [0, 1]; got {cfg.hint_rate}")
-        if cfg.hint_form not in ("released", "paper"):
-            raise ValueError(f"hint_form must be 'released' or 'paper'; got {cfg.hint_form!r}")
+        if cfg.hint_form == "paper":  # the older name
+            cfg.hint_form = "bernoulli-half"
+        if cfg.hint_form not in HINT_FORMS:
+            raise ValueError(f"hint_form must be one of {', '.join(HINT_FORMS)}; got {cfg.hint_form!r}")
         self.dim = self.shape[0] * self.shape[1] * self.shape[2]
         hidden = hidden_widths(cfg, self.dim)
         self.generator_net = _mlp(2 * self.dim, hidden, self.dim)       # input [x~, m]
@@ -148,11 +174,13 @@ class GAIN(nn.Module):
         logs: dict[str, torch.Tensor] = {}
 
         if cfg.adversarial:
-            hint = hint_matrix(mf, cfg.hint_rate, generator, cfg.hint_form)
+            hint, scored = hint_vector(mf, cfg.hint_rate, generator, cfg.hint_form)
+            n_scored = scored.sum().clamp_min(1.0)
             with torch.no_grad():
                 g = torch.sigmoid(self.generator_net(net_in))
             d_logits = self._discriminate(torch.where(observed, xf, g), hint)
-            d_loss = F.binary_cross_entropy_with_logits(d_logits, mf)
+            bce = F.binary_cross_entropy_with_logits(d_logits, mf, reduction="none")
+            d_loss = (bce * scored).sum() / n_scored
             opt_d = optimizers["discriminator"]
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -167,7 +195,7 @@ class GAIN(nn.Module):
             try:
                 d_logits = self._discriminate(torch.where(observed, xf, g), hint)
                 # log D = logsigmoid(logit): the released code's log(D + 1e-8) without the epsilon.
-                g_adv = -((1 - mf) * F.logsigmoid(d_logits)).mean()
+                g_adv = -((1 - mf) * scored * F.logsigmoid(d_logits)).sum() / n_scored
             finally:
                 self.discriminator_net.requires_grad_(True)
             g_loss = g_loss + g_adv

@@ -119,9 +119,9 @@ class BaselineRun:
         options = config.get("options", {})
         if not isinstance(options, dict):
             raise CheckpointError(f"{run.path / 'config.json'}: options must be an object; got {options!r}")
-        if kind == "gain" and int(config.get("format", 1)) < 2 and "hidden" not in options:
-            # Runs made before format 2 used D-wide hidden layers for every data size.
-            options = {**options, "hidden": min(math.prod(data.shape), 4096)}
+        if kind == "gain" and int(config.get("format", 1)) < 2:
+            # Runs made before format 2: D-wide hidden layers for every data size, the MNIST example's hint.
+            options = {"hidden": min(math.prod(data.shape), 4096), "hint_form": "released", "alpha": 10.0, **options}
         try:
             model = build_baseline(kind, tuple(data.shape), **options)
         except (TypeError, ValueError) as err:
