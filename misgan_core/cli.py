@@ -140,6 +140,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="train: the run's own training examples (the paper's protocol); test: examples no run "
                         "trained on (mnist-5k's 500 held-out digits, or the dataset's test set)")
 
+    p = sub.add_parser("sweep", help="the paper's comparison: methods x missing rates, one run folder per cell",
+                       description="Train and evaluate every method at every missing rate (the paper's figures 5 "
+                                   "and 9). Each cell is a run folder under OUT/cells; running the same command "
+                                   "again skips finished cells and resumes unfinished ones. Writes "
+                                   "OUT/results.jsonl, OUT/results.md and a figure per metric (HTML and PNG).")
+    p.add_argument("--dataset", default="mnist-5k")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=_positive, default=None, help="use only the first N training examples")
+    p.add_argument("--methods", default="misgan,gain,convac,mf,mean,zero",
+                   help="comma-separated: " + ", ".join(METHODS))
+    p.add_argument("--mask", default="dropout", choices=["dropout", "square"],
+                   help="square: the observed square's side is chosen to give each missing rate")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.8, 0.9], help="missing rates")
+    p.add_argument("--mask-seed", type=_non_negative, default=0)
+    p.add_argument("--budget", default="quick", help="quick, paper, minutes=N (each method N minutes of "
+                                                     "training) or steps=N")
+    p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
+                   help="train: impute the training set (the paper's protocol); test: held-out examples")
+    p.add_argument("--arch", default="fc", choices=["fc", "conv"], help="MisGAN's networks")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=_positive, default=None)
+    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--out", required=True, help="sweep folder (made if absent; reused to resume)")
+
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
 
@@ -266,7 +290,20 @@ def _datasets(args: argparse.Namespace) -> None:
         print(status.line())
 
 
-COMMANDS = {"datasets": _datasets, "train": _train, "baseline": _baseline, "resume": _resume,
+def _sweep(args: argparse.Namespace) -> None:
+    from .sweep import Budget, Sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = ("train", "test") if args.eval_split == "both" else (args.eval_split,)
+    sweep = Sweep(args.out, args.dataset, [m.strip() for m in args.methods.split(",") if m.strip()], args.mask,
+                  args.rates, Budget.parse(args.budget), arch=args.arch, device=args.device, eval_splits=splits,
+                  seed=args.seed, data_dir=args.data_dir, limit=args.limit, mask_seed=args.mask_seed)
+    sweep.run(progress=True)
+    print((Path(args.out) / "results.md").read_text())
+
+
+COMMANDS = {"sweep": _sweep, "datasets": _datasets, "train": _train, "baseline": _baseline, "resume": _resume,
             "sample": _sample, "impute": _impute, "evaluate": _evaluate}
 
 

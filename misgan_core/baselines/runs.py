@@ -22,7 +22,7 @@ from torch import nn
 from ..data import IncompleteDataset
 from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
-from ..training import Cadence, drive
+from ..training import Cadence, StopTraining, drive
 from . import BASELINES, build_baseline
 from .fit import BaselineTrainer, is_trainable
 
@@ -32,9 +32,11 @@ SELECT_SAMPLES = 1000  # examples in the fixed subset whose imputation FID picks
 SELECT_EVERY = {"gain": 50}  # steps between selection points, per kind (GAIN degrades when trained long)
 
 
-def default_select_every(kind: str, spec: DataSpec) -> int:
-    """Best-FID selection where the paper used it (GAIN) and a FID feature extractor exists for the data."""
-    if kind not in SELECT_EVERY:
+def default_select_every(kind: str, spec: DataSpec, wanted: int | None = None) -> int:
+    """Best-FID selection where the paper used it (GAIN), or every `wanted` steps, where a FID feature extractor
+    exists for the data."""
+    every = SELECT_EVERY.get(kind, 0) if wanted is None else int(wanted)
+    if every <= 0:
         return 0
     from ..metrics import ExtractorUnavailable, feature_extractor
 
@@ -42,7 +44,7 @@ def default_select_every(kind: str, spec: DataSpec) -> int:
         feature_extractor(spec.dataset)
     except (ExtractorUnavailable, ValueError, OSError, RuntimeError):  # no LeNet / Inception for this data
         return 0
-    return SELECT_EVERY[kind]
+    return every
 
 
 def run_spec(config: dict[str, Any]) -> DataSpec:
@@ -76,6 +78,7 @@ class BaselineRun:
         # Best-FID selection (the paper's protocol for GAIN, appendix H): every `select_every` steps the
         # imputation FID of a fixed subset is measured and the best weights are kept in best.safetensors.
         self.select_every = int(config.get("select_every", 0) or 0)
+        self.patience = int(config.get("patience", 0) or 0)
         self.best_fid: float | None = None
         self.best_step: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -85,8 +88,12 @@ class BaselineRun:
     @classmethod
     def create(cls, path: str | Path, kind: str, spec: DataSpec, options: dict[str, Any] | None = None,
                seed: int = 0, batch_size: int | None = None, device: str = "cpu",
-               data: IncompleteDataset | None = None) -> BaselineRun:
-        """A new run folder for `kind` on the incomplete data `spec` describes (or `data`, when given)."""
+               data: IncompleteDataset | None = None, select_every: int | None = None,
+               patience: int = 0) -> BaselineRun:
+        """A new run folder for `kind` on the incomplete data `spec` describes (or `data`, when given).
+
+        select_every: steps between best-FID selection points (None: the method's default, GAIN's 50; 0: off).
+        patience: stop after this many selection points without a better FID (0: never stop early)."""
         if kind not in BASELINES:
             raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
         options = dict(options or {})
@@ -99,7 +106,7 @@ class BaselineRun:
             raise ValueError(f"batch size must be at least 1; got {batch_size}")
         config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
                   "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
-                  "select_every": default_select_every(kind, spec)}
+                  "select_every": default_select_every(kind, spec, select_every), "patience": int(patience)}
         run = RunDir.create(path, config)
         dev = torch.device(device)
         return cls(run, config, spec, data, model.to(dev), dev)
@@ -247,6 +254,14 @@ class BaselineRun:
         if self.best_fid is None or fid < self.best_fid:
             self.best_fid, self.best_step = fid, self.step
             self._best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.stopped_early:
+            raise StopTraining  # the driver ends cleanly: checkpoint and grids
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether `patience` selection points have passed without a better FID."""
+        return bool(self.patience and self.select_every and self.best_step is not None
+                    and self.step - self.best_step >= self.patience * self.select_every)
 
     @torch.no_grad()
     def make_grids(self, n: int = 32, save: bool = True) -> dict[str, torch.Tensor]:

@@ -1,0 +1,388 @@
+"""Sweeps: the paper's comparison (figures 5 and 9) as a grid of ordinary run folders, methods x missing rates.
+
+    python -m misgan_core sweep --dataset mnist-5k --methods misgan,gain,convac,mf,mean,zero \\
+        --mask dropout --rates 0.5 0.8 0.9 --budget paper --out sweeps/mnist-dropout
+
+Each cell is a run folder under OUT/cells/. Running the same command again skips the cells whose results are
+in OUT/results.jsonl and resumes the others from their last checkpoint. After the cells, OUT holds results.md
+(a table), and per metric and split a figure against missing rate as interactive HTML (plotly) and PNG.
+Every row says what produced it: method, steps, epochs, wall time, device, threads, split.
+
+Budgets (`Budget.parse`):
+  quick       a few hundred steps per trainable method: a smoke test, not a comparison;
+  paper       each method's epochs from the paper (appendix D and H), converted to steps for the data size:
+              MisGAN with its imputer 1000 epochs for MNIST-size images (600 for larger ones, as for CelebA);
+              GAIN 300 epochs keeping its best-FID weights (appendix H); ConvAC until the imputation FID of its
+              selection subset has not improved for PATIENCE selections, capped at the paper's 1000 epochs
+              (its CPU learning rate, 1e-2, converges in far fewer: baselines/convac.py);
+  minutes=N   every trainable method trains for N minutes of wall-clock time;
+  steps=N     every trainable method takes N steps.
+MF, mean and zero fit once in closed form under every budget.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .baselines.runs import BaselineRun
+from .catalog import METHODS, load_trainer, open_run
+from .evaluation import EVAL_SPLITS, evaluate_opened
+from .misgan import MisGAN, MisGANConfig
+from .runs import CheckpointError, RunDir, append_jsonl, read_jsonl
+from .spec import DataSpec
+from .training import StopTraining
+
+RESULTS = "results.jsonl"
+PAPER_EPOCHS = {"misgan": 1000, "misgan-large": 600, "gain": 300, "convac": 1000}
+QUICK_STEPS = {"misgan": 200, "gain": 300, "convac": 100}
+SELECT_EVERY_EPOCHS = {"gain": 1, "convac": 5}  # best-FID selection cadence under the paper budget
+PATIENCE = 4  # ConvAC stops after this many selections without a better imputation FID
+METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each trainable method trains in a sweep."""
+
+    kind: str          # quick | paper | minutes | steps
+    value: float = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        name, _, number = text.partition("=")
+        if name in ("quick", "paper") and not number:
+            return cls(name)
+        if name in ("minutes", "steps") and number:
+            try:
+                value = float(number)
+            except ValueError:
+                value = -1
+            if value > 0 and (name == "minutes" or value == int(value)):
+                return cls(name, value)
+        raise ValueError(f"budget must be quick, paper, minutes=N or steps=N (N > 0); got {text!r}")
+
+    def __str__(self) -> str:
+        return self.kind if self.kind in ("quick", "paper") else f"{self.kind}={self.value:g}"
+
+    def plan(self, kind: str, n_examples: int, batch_size: int, n_critic: int = 5,
+             image_side: int = 28) -> tuple[int, float | None]:
+        """(steps, wall-clock limit in seconds or None) for method `kind` on `n_examples` examples."""
+        if not METHODS[kind].trainable:
+            return 1, None
+        if self.kind == "steps":
+            return int(self.value), None
+        if self.kind == "minutes":
+            return 10 ** 9, 60.0 * self.value
+        if self.kind == "quick":
+            return QUICK_STEPS[kind], None
+        per_epoch = max(1, n_examples // batch_size)
+        if kind == "misgan":
+            epochs = PAPER_EPOCHS["misgan" if image_side <= 32 else "misgan-large"]
+            return math.ceil(epochs * per_epoch / n_critic), None
+        return PAPER_EPOCHS[kind] * per_epoch, None
+
+
+def square_side_for(rate: float, height: int, width: int) -> int:
+    """The observed square's side whose missing rate 1 - k^2 / (H W) is nearest to `rate` (paper, fig. 9)."""
+    k = round(math.sqrt((1.0 - rate) * height * width))
+    return max(1, min(k, height, width))
+
+
+def cell_specs(dataset: str, mask: str, rates: list[float], data_dir: str | None = None, limit: int | None = None,
+               mask_seed: int = 0, shape: tuple[int, int, int] = (1, 28, 28)) -> list[tuple[float, DataSpec]]:
+    """(nominal rate, spec) for each rate: dropout at that rate, or the square whose side gives it."""
+    out = []
+    for rate in rates:
+        if not 0 < rate < 1:
+            raise ValueError(f"missing rates must lie strictly between 0 and 1; got {rate}")
+        if mask == "dropout":
+            spec = DataSpec(dataset, data_dir, "train", limit, "dropout", missing_rate=float(rate), mask_seed=mask_seed)
+        elif mask == "square":
+            side = square_side_for(rate, shape[1], shape[2])
+            spec = DataSpec(dataset, data_dir, "train", limit, "square", mask_size=side, mask_seed=mask_seed)
+        else:
+            raise ValueError(f"a sweep varies the missing rate of dropout or square masks; got {mask!r}")
+        spec.validate()
+        out.append((float(rate), spec))
+    return out
+
+
+@dataclass
+class Cell:
+    method: str
+    rate: float
+    spec: DataSpec
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+
+class Sweep:
+    """A sweep folder: its cells, its results log, its table and figures."""
+
+    def __init__(self, out: str | Path, dataset: str, methods: list[str], mask: str, rates: list[float],
+                 budget: Budget, arch: str = "fc", device: str = "auto", eval_splits: tuple[str, ...] = EVAL_SPLITS,
+                 seed: int = 0, data_dir: str | None = None, limit: int | None = None, mask_seed: int = 0,
+                 log: Callable[[str], None] | None = None):
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        if not methods:
+            raise ValueError("name at least one method")
+        for split in eval_splits:
+            if split not in EVAL_SPLITS:
+                raise ValueError(f"evaluation split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
+        from .data import DATASETS
+
+        shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
+        self.out, self.budget, self.arch, self.device = Path(out), budget, arch, device
+        self.eval_splits, self.seed = tuple(eval_splits), seed
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.shape = shape
+        specs = cell_specs(dataset, mask, rates, data_dir, limit, mask_seed, shape)
+        self.cells = [Cell(m, rate, spec, self.out / "cells" / f"{m}-{spec.slug()}") for rate, spec in specs
+                      for m in methods]
+
+    @property
+    def results_path(self) -> Path:
+        return self.out / RESULTS
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for r in read_jsonl(self.results_path) if isinstance(r, dict)]
+
+    def done(self, cell: Cell) -> bool:
+        have = {r.get("split") for r in self.rows() if r.get("cell") == cell.id and r.get("budget") == str(self.budget)}
+        return set(self.eval_splits) <= have
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        """Train and evaluate every cell not done yet, then write the table and figures."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        total = len(self.cells)
+        started = time.perf_counter()
+        for i, cell in enumerate(self.cells, 1):
+            title = f"[{i}/{total}] {METHODS[cell.method].title} · {cell.spec.label()}"
+            if self.done(cell):
+                self.log(f"{title}: done already, skipped")
+                continue
+            self.log(f"{title}: {self._train(cell, progress)}")
+            self._evaluate(cell)
+            elapsed = time.perf_counter() - started
+            self.log(f"{title}: evaluated; {elapsed / 60:.1f} min so far")
+        rows = self.rows()
+        write_report(self.out, rows)
+        return rows
+
+    def _train(self, cell: Cell, progress: bool) -> str:
+        kind = cell.method
+        trainer = self._open_or_create(cell)
+        if isinstance(trainer, MisGAN):
+            batch, n_critic = trainer.config.batch_size, trainer.config.n_critic
+        else:
+            batch, n_critic = (trainer.trainer.batch_size if trainer.trainer is not None else 1), 1
+        steps, seconds = self.budget.plan(kind, len(trainer.data), batch, n_critic, self.shape[1])
+        remaining = max(0, steps - trainer.step)
+        if seconds is not None:
+            remaining = 0 if trainer.train_time >= seconds else steps
+        if isinstance(trainer, BaselineRun) and trainer.stopped_early:
+            remaining = 0  # its selection FID stopped improving: resuming would only repeat the check
+
+        def stop_at_deadline(t: Any) -> None:
+            if seconds is not None and t.train_time >= seconds:
+                raise StopTraining
+
+        if remaining or trainer.step == 0:
+            if kind == "misgan":
+                trainer.train(remaining, callback=stop_at_deadline, progress=progress)
+            else:
+                trainer.train(remaining, callback=stop_at_deadline, progress=progress and trainer.trainer is not None)
+        unit = METHODS[kind].step_unit
+        return (f"trained {trainer.step:,} {unit} ({trainer.epochs:.1f} epochs, {trainer.train_time / 60:.1f} min) "
+                f"in {cell.path}")
+
+    def _open_or_create(self, cell: Cell) -> MisGAN | BaselineRun:
+        path = cell.path
+        if (path / "config.json").exists():
+            run = RunDir(path)
+            if run.has_checkpoint:
+                try:
+                    if METHODS[cell.method].trainable:
+                        return load_trainer(path, device=None if cell.method != "misgan" else self._device())
+                    return BaselineRun.load(path)
+                except CheckpointError as err:
+                    raise CheckpointError(f"cell {cell.id} cannot be resumed: {err}") from err
+            # Made but never checkpointed (stopped in its first steps): nothing to keep, start it again.
+            run.delete()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(self.seed)
+        if cell.method == "misgan":
+            config = MisGANConfig(data=cell.spec, arch=self.arch, imputer=True, seed=self.seed, device=self._device(),
+                                  sample_every=500, checkpoint_every=500)
+            return MisGAN(config, run_dir=path)
+        device = "cuda" if self._device() == "cuda" and cell.method in ("gain", "convac") else "cpu"
+        patience = PATIENCE if cell.method == "convac" and self.budget.kind == "paper" else 0
+        return BaselineRun.create(path, cell.method, cell.spec, seed=self.seed, device=device,
+                                  select_every=self._select_every(cell), patience=patience)
+
+    def _select_every(self, cell: Cell) -> int | None:
+        """Selection cadence in steps: per SELECT_EVERY_EPOCHS under the paper budget, else the default."""
+        if self.budget.kind != "paper" or cell.method not in SELECT_EVERY_EPOCHS:
+            return None
+        n = len(cell.spec.load()) if cell.spec.limit is None else cell.spec.limit
+        return max(1, SELECT_EVERY_EPOCHS[cell.method] * (n // 128))
+
+    def _device(self) -> str:
+        from .device import pick_device
+
+        return str(pick_device(self.device).type)
+
+    def _evaluate(self, cell: Cell) -> None:
+        run = open_run(cell.path, device=None)
+        threads = torch.get_num_threads()
+        for split in self.eval_splits:
+            result = evaluate_opened(run, split=split)
+            row = {"cell": cell.id, "budget": str(self.budget), "method": METHODS[cell.method].title,
+                   "kind": cell.method, "dataset": cell.spec.dataset, "mask": cell.spec.mask,
+                   "missingness": cell.spec.label(), "rate": cell.rate, "missing_rate": result["missing_rate"],
+                   "steps": run.step, "epochs": None if run.epochs is None else round(run.epochs, 2),
+                   "wall_seconds": round(run.seconds, 1), "device": self._device(), "threads": threads,
+                   "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
+                   "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
+                   "best_step": run.info.get("best_step"), "time": time.time()}
+            append_jsonl(self.results_path, row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: the table and the figures (the Compare page draws the same figures from the same rows)
+
+
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest row per (cell, budget, split)."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        out[(r.get("cell"), r.get("budget"), r.get("split"))] = r
+    return sorted(out.values(), key=lambda r: (str(r.get("split")), float(r.get("rate") or 0), str(r.get("method"))))
+
+
+def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, list[tuple[float, float, dict]]]:
+    """Per method label, (missing rate, value, row) points of `metric` on `split`, by rate."""
+    out: dict[str, list[tuple[float, float, dict]]] = {}
+    for r in latest_rows(rows):
+        if r.get("split") != split or r.get(metric) is None:
+            continue
+        name = f"{r['method']} ({r.get('budget')})"
+        out.setdefault(name, []).append((float(r.get("missing_rate") or r["rate"]), float(r[metric]), r))
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in out.items()}
+
+
+# Distinct, labelled colours (Okabe-Ito, readable by colour-blind people); one per method.
+COLOURS = {"MisGAN": "#D55E00", "GAIN": "#0072B2", "ConvAC": "#009E73", "MF": "#CC79A7", "Mean": "#E69F00",
+           "Zero": "#000000"}
+
+
+def _colour(name: str) -> str:
+    return COLOURS.get(name.split(" (")[0], "#999999")
+
+
+def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
+    """The plotly figure of `metric` against missing rate, one line per method, budgets in the hover."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, pts in series(rows, metric, split).items():
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
+            line={"color": _colour(name)}, marker={"color": _colour(name)},
+            customdata=[[p[2].get("steps"), p[2].get("epochs"), p[2].get("wall_seconds")] for p in pts],
+            hovertemplate="%{y:.2f} at %{x:.0%} missing<br>%{customdata[0]} steps, %{customdata[1]} epochs, "
+                          "%{customdata[2]} s<extra>" + name + "</extra>"))
+    label = next((r.get("label") for r in rows if r.get("label")), "FID")
+    y_title = METRICS[metric] if metric == "rmse" else f"{METRICS[metric]} [{label}]"
+    fig.update_layout(xaxis_title="missing rate", yaxis_title=y_title, height=380,
+                      title=f"{METRICS[metric]} against missing rate (split: {split})",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis={"tickformat": ".0%"})
+    return fig
+
+
+def _png(rows: list[dict[str, Any]], metric: str, split: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, pts in series(rows, metric, split).items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name, color=_colour(name))
+    label = next((r.get("label") for r in rows if r.get("label")), "FID")
+    ax.set_xlabel("missing rate")
+    ax.set_ylabel(METRICS[metric] if metric == "rmse" else f"{METRICS[metric]} [{label}]", fontsize=8)
+    ax.set_title(f"{METRICS[metric]} against missing rate (split: {split})", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of every latest row, with the budget beside every number."""
+    lines = ["| split | missingness | method | budget | steps | epochs | wall time | imputation FID | "
+             "generation FID | RMSE |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any, digits: int = 2) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    for r in latest_rows(rows):
+        wall = r.get("wall_seconds")
+        lines.append(f"| {r.get('split')} | {r.get('missingness')} | {r.get('method')} | {r.get('budget')} | "
+                     f"{r.get('steps'):,} | {num(r.get('epochs'), 1)} | {num(None if wall is None else wall / 60, 1)}"
+                     f" min | {num(r.get('imputation_fid'))} | {num(r.get('fid'))} | {num(r.get('rmse'), 4)} |")
+    label = next((r.get("label") for r in rows if r.get("label")), "FID")
+    device = ", ".join(sorted({f"{r.get('device')} x{r.get('threads')} threads" for r in rows}))
+    return "\n".join(lines) + f"\n\nFID: {label}. Hardware: {device}. train: the run's own examples (the paper's " \
+                              f"protocol); test: held-out examples no method trained on.\n"
+
+
+def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """results.md and the figures (HTML and PNG per metric and split) in `out`."""
+    written = []
+    text = table(rows)
+    (out / "results.md").write_text(text)
+    written.append(out / "results.md")
+    for split in sorted({str(r.get("split")) for r in rows}):
+        for metric in METRICS:
+            if not series(rows, metric, split):
+                continue
+            html = out / f"{metric}-{split}.html"
+            figure(rows, metric, split).write_html(str(html), include_plotlyjs="cdn")
+            _png(rows, metric, split, out / f"{metric}-{split}.png")
+            written += [html, out / f"{metric}-{split}.png"]
+    return written
+
+
+def read_sweep(out: str | Path) -> list[dict[str, Any]]:
+    """The results rows of a sweep folder ([] when it has none)."""
+    return [r for r in read_jsonl(Path(out) / RESULTS) if isinstance(r, dict)]
+
+
+def find_sweeps(root: str | Path) -> list[Path]:
+    """Sweep folders (with a results.jsonl) directly under `root`, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / RESULTS).is_file()]
+    return sorted(found, key=lambda p: (p / RESULTS).stat().st_mtime, reverse=True)
+
