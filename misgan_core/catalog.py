@@ -36,6 +36,7 @@ from .spec import DataSpec
 
 RUNS_ENV = "MISGAN_RUNS_DIR"
 DATA_ENV = "MISGAN_DATA_DIR"
+SWEEPS_ENV = "MISGAN_SWEEPS_DIR"
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -81,6 +82,11 @@ def method(kind: str) -> Method:
 def runs_root() -> Path:
     """Where run folders live: $MISGAN_RUNS_DIR, else `runs/` in the working directory."""
     return Path(os.environ.get(RUNS_ENV) or "runs").resolve()
+
+
+def sweeps_root() -> Path:
+    """Where sweep folders live: $MISGAN_SWEEPS_DIR, else `sweeps/` in the working directory."""
+    return Path(os.environ.get(SWEEPS_ENV) or "sweeps").resolve()
 
 
 def data_dir() -> str | None:
@@ -436,5 +442,5 @@ __all__ = [
     "BASELINE_KINDS", "METHODS", "Method", "OpenedRun", "RunInfo", "baseline_job", "data_dir", "delete_run",
     "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
     "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
-    "running_misgan_job", "start_baseline_job", "start_misgan_job",
+    "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root",
 ]

@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-every", type=_non_negative, default=100, help="grids every N steps (0: at the end)")
     g.add_argument("--checkpoint-every", type=_non_negative, default=500,
                    help="checkpoint every N steps (0: only at the end)")
+    g.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="also checkpoint whenever this many minutes of training have passed (0: off)")
     g.add_argument("--fid-every", type=_non_negative, default=None,
                    help="live FID cadence in generator steps (default: on for datasets with a FID classifier)")
     g.add_argument("--out", required=True, help="new run folder")
@@ -195,7 +197,8 @@ def _train(args: argparse.Namespace) -> None:
         mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
-        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, fid_every=args.fid_every)
+        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)
     config.validate()
     gan = MisGAN(config, run_dir=args.out)
     print(f"run {args.out}: {gan.data.name} {gan.shape}, {len(gan.data)} examples, {config.data.missingness()}, "

@@ -100,6 +100,7 @@ class MisGANConfig:
     log_every: int = 10
     sample_every: int = 100
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0    # also checkpoint whenever this much training time has passed
     fid_every: int | None = None       # live FID every N generator steps; 0 off; None: on where a FID
     fid_samples: int = 1000            # classifier exists for the data (resolved once, when the run is made)
 
@@ -123,6 +124,8 @@ class MisGANConfig:
         for name in ("sample_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be 0 (only at the end) or more; got {getattr(self, name)}")
+        if not (self.checkpoint_minutes >= 0):
+            problems.append(f"checkpoint_minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
         if self.fid_every is not None and self.fid_every < 0:
             problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
         if self.threads is not None and self.threads < 1:
@@ -412,7 +415,7 @@ class MisGAN:
         written); Ctrl-C writes one too."""
         c = self.config
         cadence = Cadence(log_every=c.log_every, eval_every=int(c.fid_every or 0), sample_every=c.sample_every,
-                          checkpoint_every=c.checkpoint_every)
+                          checkpoint_every=c.checkpoint_every, checkpoint_minutes=c.checkpoint_minutes)
         drive(self, c.steps if steps is None else steps, cadence, callback, progress,
               progress_fields=("w_x", "w_m", "w_i"))
         return self

@@ -4,8 +4,10 @@ in one step).
 A method implements `Steppable`: one `train_step()` at a time, plus how to log, checkpoint and draw itself.
 `drive()` owns everything around the steps, once for all methods:
   - the cadence: a log line every `log_every` steps (and at the end), an evaluation point (live FID, or the
-    best-FID selection for GAIN) every `eval_every`, grids every `sample_every`, a checkpoint every
-    `checkpoint_every` and one at the end;
+    best-FID selection for GAIN) every `eval_every`, grids every `sample_every`; checkpoints after the first
+    step of a new run, every `checkpoint_every` steps, whenever `checkpoint_minutes` of training have passed
+    since the last one (so a crash loses minutes, not the half hour 500 Conv steps take on a CPU), and at
+    the end;
   - stopping: a step callback may raise StopTraining (a job asked to stop), which ends cleanly;
   - Ctrl-C: KeyboardInterrupt saves a checkpoint at the last finished step, then propagates;
   - time accounting: `train_time` sums the seconds spent in training over all sessions of a run;
@@ -39,12 +41,15 @@ class Cadence:
     eval_every: int = 0
     sample_every: int = 100
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("log_every", "eval_every", "sample_every", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be a whole number of steps, 0 or more; got {value}")
+        if not (self.checkpoint_minutes >= 0):  # also refuses NaN
+            raise ValueError(f"checkpoint minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
 
 
 @runtime_checkable
@@ -104,6 +109,8 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
     bar = progress_bar(steps, trainer.step, target) if progress else None
     trainer.begin_training()
     base_time, started = trainer.train_time, time.perf_counter()
+    fresh = trainer.step == 0
+    last_save = started
     pending: list[dict[str, Any]] = []
     interrupted = False
     c = cadence
@@ -123,8 +130,12 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
                 trainer.evaluate_point()
             if c.sample_every and step % c.sample_every == 0 and step != target:
                 trainer.make_grids()
-            if trainer.can_save and c.checkpoint_every and step % c.checkpoint_every == 0 and step != target:
+            if trainer.can_save and step != target and (
+                    (fresh and step == 1)
+                    or (c.checkpoint_every and step % c.checkpoint_every == 0)
+                    or (c.checkpoint_minutes and time.perf_counter() - last_save >= 60 * c.checkpoint_minutes)):
                 trainer.save()
+                last_save = time.perf_counter()
             if callback is not None:
                 callback(trainer)
     except StopTraining:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from misgan_core import catalog, evaluation, export
+from misgan_core import catalog, evaluation, export, sweep
 from misgan_core.catalog import BASELINE_KINDS, METHODS
 from workbench import state, widgets
 
@@ -216,49 +215,71 @@ if rows:
 else:
     st.caption("Press Evaluate to compute the table (a few seconds per method for 500 examples).")
 
-st.subheader("FID against missing rate")
-all_rows = evaluation.read_results()
-series = {k: v for k, v in evaluation.rate_series(all_rows, dataset, spec.mask).items() if len(v) >= 2}
-if series:
-    fig = go.Figure()
-    for name, pts in series.items():
-        fig.add_trace(
-            go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name)
-        )
-    label = next((r.get("fid_label") for r in all_rows if r.get("fid_label")), "FID")
-    fig.update_layout(
-        height=320,
-        xaxis_title="missing rate",
-        yaxis_title=f"imputation {label}",
-        margin=dict(l=10, r=10, t=30, b=10),
+st.subheader("Metrics against missing rate (sweeps)")
+st.caption(
+    "The paper's figures 5 and 9 from sweep folders: `python -m misgan_core sweep ... --out "
+    f"{catalog.sweeps_root()}/NAME` writes one, and this page reads the same results and draws the same "
+    "figures as the command. Hover a point for the steps, epochs and training time behind it."
+)
+sweeps = sweep.find_sweeps(catalog.sweeps_root())
+if sweeps:
+    s1, s2, s3 = st.columns(3)
+    folder = widgets.pick(s1.selectbox, "Sweep", {str(p): p.name for p in sweeps}, key="compare-sweep-folder")
+    rows = sweep.read_sweep(folder)
+    splits = sorted({str(r.get("split")) for r in rows}) or ["train"]
+    split = s2.radio(
+        "Split",
+        splits,
+        horizontal=True,
+        key="compare-sweep-split",
+        help="train: the run's own examples (the paper's protocol); test: held-out examples.",
     )
-    st.plotly_chart(fig, key="compare-sweep")
+    metric = widgets.pick(s3.radio, "Metric", sweep.METRICS, key="compare-sweep-metric", horizontal=True)
+    st.plotly_chart(sweep.figure(rows, metric, split), key="compare-sweep-figure")
+    st.dataframe(
+        [
+            {
+                "missingness": r.get("missingness"),
+                "method": r.get("method"),
+                "budget": r.get("budget"),
+                "steps": r.get("steps"),
+                "epochs": r.get("epochs"),
+                "training time (s)": r.get("wall_seconds"),
+                sweep.METRICS[metric]: r.get(metric),
+            }
+            for r in sweep.latest_rows(rows)
+            if r.get("split") == split
+        ],
+        hide_index=True,
+        width="stretch",
+    )
 else:
-    st.caption(
-        "Appears once a method has been evaluated at two or more missing rates (evaluate under dropout at "
-        "several rates, or run the quick sweep below)."
+    st.caption("No sweep folder yet. Run one from the command line, or the closed-form one below (seconds).")
+
+with st.expander("Sweep the closed-form baselines (mean, zero, MF) here, in seconds"):
+    rates = st.multiselect(
+        "Missing rates",
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        default=[0.5, 0.8, 0.9],
+        key="compare-sweep-rates",
     )
-if spec.mask == "dropout":
-    with st.expander("Quick sweep of the closed-form baselines (mean, zero, MF) over dropout rates"):
-        rates = st.multiselect(
-            "Missing rates",
-            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-            default=[0.2, 0.5, 0.8],
-            key="compare-sweep-rates",
-        )
-        kinds = widgets.pick_many(
-            "Methods",
-            {k: METHODS[k].title for k in ("mean", "zero", "mf")},
-            default=["mean", "zero"],
-            key="compare-sweep-kinds",
-        )
-        if st.button("Run the sweep", key="compare-sweep-run", disabled=not rates or not kinds):
-            bar = st.progress(0.0)
-            with widgets.guard("The sweep failed"):
-                evaluation.sweep_closed_form(
-                    spec.replace(limit=int(n_eval)),
-                    sorted(rates),
-                    kinds,
-                    progress=lambda f, t: bar.progress(f, text=t),
-                )
-                st.rerun()
+    sweep_mask = st.radio("Missingness", ["dropout", "square"], horizontal=True, key="compare-sweep-mask")
+    kinds = widgets.pick_many(
+        "Methods",
+        {k: METHODS[k].title for k in ("mean", "zero", "mf")},
+        default=["mean", "zero", "mf"],
+        key="compare-sweep-kinds",
+    )
+    if st.button("Run the sweep", key="compare-sweep-run", disabled=not rates or not kinds or spec.own_data):
+        with widgets.guard("The sweep failed"), st.spinner("Fitting and evaluating…"):
+            sweep.Sweep(
+                catalog.sweeps_root() / f"closed-form-{spec.dataset_name}-{sweep_mask}",
+                spec.dataset,
+                kinds,
+                sweep_mask,
+                sorted(rates),
+                sweep.Budget("quick"),
+                data_dir=spec.data_dir,
+                log=lambda line: None,
+            ).run(progress=False)
+            st.rerun()

@@ -196,7 +196,7 @@ class BaselineRun:
 
     def train(self, steps: int | None = None, callback: Callable[[BaselineRun], None] | None = None,
               progress: bool = False, log_every: int = 10, checkpoint_every: int = 500,
-              sample_every: int = 500) -> BaselineRun:
+              sample_every: int = 500, checkpoint_minutes: float = 5.0) -> BaselineRun:
         """`steps` more train_step calls (closed-form models: the one fit, if not done yet), then a checkpoint
         and grids. `callback(self)` runs after every step and may raise StopTraining."""
         if self.trainer is None:
@@ -204,7 +204,7 @@ class BaselineRun:
         elif steps is None:
             raise ValueError(f"say how many steps to train {self.kind} for")
         cadence = Cadence(log_every=log_every, eval_every=self.select_every, sample_every=sample_every,
-                          checkpoint_every=checkpoint_every)
+                          checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes)
         fields = ("loss_d_loss", "loss_g_loss", "loss_mse", "loss_nll")
         try:
             drive(self, steps, cadence, callback, progress, progress_fields=fields)

@@ -1,0 +1,119 @@
+"""The sweep command from a fresh folder: cells, results, table and figures; a rerun skips finished cells; a
+killed sweep resumes its unfinished cell; budgets and square sides; evaluate on the held-out split."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from misgan_core.catalog import open_run
+from misgan_core.cli import main
+from misgan_core.sweep import Budget, read_sweep, square_side_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["sweep", "--methods", "misgan,gain,mean", "--mask", "dropout", "--rates", "0.5", "0.8", "--limit", "128",
+        "--budget", "steps=3", "--threads", "1"]
+
+
+def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_once(tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    assert main([*TINY, "--out", str(out)]) == 0
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert cells == sorted(f"{m}-mnist-5k-dropout{r}" for m in ("misgan", "gain", "mean") for r in (50, 80))
+    rows = read_sweep(out)
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"train", "test"}
+    for r in rows:
+        assert r["steps"] == (1 if r["kind"] == "mean" else 3) and r["budget"] == "steps=3"
+        assert r["imputation_fid"] > 0 and r["wall_seconds"] >= 0 and r["threads"] == 1 and r["device"] == "cpu"
+        assert (r["fid"] is not None) == (r["kind"] == "misgan")  # generation FID where the method generates
+        assert r["n"] == (128 if r["split"] == "train" else 500)  # test: mnist-5k's 500 held-out digits
+    for name in ("imputation_fid-test", "imputation_fid-train", "rmse-test", "fid-train"):
+        assert (out / f"{name}.html").stat().st_size > 1000 and (out / f"{name}.png").stat().st_size > 1000
+    table = (out / "results.md").read_text()
+    assert table.count("| MisGAN | steps=3 | 3 |") == 4 and "FID (LeNet features)" in table
+    capsys.readouterr()
+
+    started = time.perf_counter()
+    assert main([*TINY, "--out", str(out)]) == 0
+    assert time.perf_counter() - started < 20
+    assert capsys.readouterr().err.count("done already, skipped") == 6
+    assert len(read_sweep(out)) == 12
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_its_unfinished_cell(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "misgan_core", "sweep", "--methods", "misgan", "--mask", "square", "--rates",
+           "0.75", "--limit", "128", "--budget", "steps=400", "--eval-split", "train", "--threads", "1",
+           "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cell = out / "cells" / "misgan-mnist-5k-square14"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (cell / "model.safetensors").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert (cell / "model.safetensors").exists(), "no checkpoint after the first step"
+    made = (cell / "config.json").stat().st_mtime
+    raw = (cell / "model.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])  # safetensors: length, then JSON
+    assert int(header["__metadata__"]["step"]) < 400
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (cell / "config.json").stat().st_mtime == made  # the same run folder, resumed, not remade
+    assert open_run(cell).step == 400
+    assert [r["steps"] for r in read_sweep(out)] == [400]
+
+
+def test_budgets_parse_and_plan() -> None:
+    assert Budget.parse("paper").plan("misgan", 4500, 64) == (14000, None)  # 1000 epochs, 70 batches, n_critic 5
+    assert Budget.parse("paper").plan("gain", 4500, 128) == (300 * 35, None)
+    assert Budget.parse("minutes=2.5").plan("convac", 4500, 128)[1] == 150.0
+    assert Budget.parse("steps=7").plan("gain", 10, 128) == (7, None)
+    assert Budget.parse("quick").plan("mean", 4500, 128) == (1, None)
+    for bad in ("fast", "steps=0", "steps=1.5", "minutes=-1", "paper=3", "steps="):
+        with pytest.raises(ValueError, match="budget must be"):
+            Budget.parse(bad)
+
+
+def test_square_sides_give_the_asked_missing_rates() -> None:
+    assert square_side_for(0.75, 28, 28) == 14
+    for rate in (0.1, 0.5, 0.8, 0.9):
+        k = square_side_for(rate, 28, 28)
+        assert abs((1 - k * k / 784) - rate) < 0.03
+
+
+def test_bad_sweep_options_are_one_line_errors(tmp_path, capsys) -> None:
+    for args, message in ((["--methods", "vae"], "unknown method 'vae'"), (["--rates", "1.0"], "strictly between"),
+                          (["--budget", "forever"], "budget must be")):
+        assert main(["sweep", *args, "--out", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_evaluate_on_the_held_out_split_for_misgan_and_a_baseline(tmp_path, capsys) -> None:
+    data = ["--limit", "64", "--mask", "dropout", "--missing-rate", "0.5"]
+    assert main(["train", *data, "--steps", "2", "--batch-size", "16", "--imputer", "--fid-every", "0",
+                 "--out", str(tmp_path / "gan")]) == 0
+    assert main(["baseline", "mf", *data, "--set", "rank=3", "--out", str(tmp_path / "mf")]) == 0
+    capsys.readouterr()
+    for run in ("gan", "mf"):
+        assert main(["evaluate", str(tmp_path / run), "--split", "test", "--samples", "50"]) == 0
+        captured = capsys.readouterr()
+        result = json.loads(captured.out.strip().splitlines()[-1])
+        assert result["split"] == "test" and result["n_imputed"] == 500 and result["imputation_fid"] > 0
+        assert "500 held-out examples" in captured.err
+    # a run that trained on every mnist-5k digit has nothing held out, and says so
+    assert main(["baseline", "mean", "--split", "all", "--out", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "all"), "--split", "test"]) == 2
+    assert "none is held out" in capsys.readouterr().err
