@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
@@ -23,8 +24,9 @@ from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import IMPUTER_MODES, MisGAN, MisGANConfig
 from .runs import CheckpointError
 from .spec import DataSpec
+from .training import TrainingInterrupted
 
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, OSError, RuntimeError)
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, TypeError, OSError, RuntimeError, SafetensorError)
 
 
 def _positive(text: str) -> int:
@@ -322,16 +324,33 @@ def main(argv: list[str] | None = None) -> int:
     return _guarded(lambda: COMMANDS[args.command](args))
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the training driver saves a checkpoint on the way out, as for Ctrl-C
+
+
 def _guarded(run: Any) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(run() or 0)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: a checkpoint was written at the last finished step; continue with `resume`",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:
+        if isinstance(err, TrainingInterrupted) and err.saved_step is not None:
+            print(f"interrupted: a checkpoint was written at step {err.saved_step}; continue with `resume`",
+                  file=sys.stderr)
+        else:
+            print("interrupted before training wrote anything", file=sys.stderr)
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if not isinstance(err, (MemoryError, EOFError)) else f"{type(err).__name__}: {text}"
 
 
 def run() -> None:

@@ -7,16 +7,25 @@ Layout of a run folder:
   metrics.jsonl        one JSON object a line: {"step", "time", ...losses and metrics}
   samples/             PNG grids, NAME_latest.png and NAME_STEP.png
 
-Writes are atomic (temporary file then rename), so a crash while saving never destroys the last
-good checkpoint.
+Writes are atomic (a uniquely named temporary file, then a rename), so a crash while saving never destroys
+the last good checkpoint, and two processes never share a temporary file. Checkpoints are pairs of weights
+and state stamped with their step; the previous pair is kept (model.prev.safetensors, state.prev.pt), and
+loading takes the newest pair whose two steps agree, saying so when it has to fall back. One process at a
+time may train a run: `RunDir.lock()` holds an exclusive lock on `.lock` (released by the kernel when the
+process dies, so a crashed training never leaves a stale lock). Readers (evaluate, sample, impute, the app)
+never write to a run folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,9 @@ from safetensors.torch import load_file, save_file
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+PREV_WEIGHTS = "model.prev.safetensors"
+PREV_STATE = "state.prev.pt"
+LOCK = ".lock"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
 
@@ -35,10 +47,32 @@ class CheckpointError(RuntimeError):
     """A run folder that cannot be used; the message says what is wrong and what to do."""
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+class RunBusy(CheckpointError):
+    """Another process is training this run."""
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """write(tmp) to a temporary file unique to this call beside `path`, then rename it over `path`; the
+    temporary file is removed when anything fails (a full disk leaves nothing behind)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _weights_step(path: Path) -> int | None:
+    """The step stamped into a weights file's metadata; None when it is unreadable or unstamped."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {})["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class RunDir:
@@ -51,15 +85,28 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
-        """Make a new run folder. Refuses to touch a folder that already holds a run."""
+        """Make a new run folder. Refuses a folder that already holds a run or other files; of two processes
+        creating one folder at once, exactly one succeeds (config.json is published with an exclusive link)."""
         run = cls(path)
         if (run.path / CONFIG).exists():
             raise CheckpointError(f"{run.path} already holds a run; continue it with "
                                   f"`python -m misgan_core resume {run.path}` or choose another --out")
-        if run.path.exists() and any(run.path.iterdir()):
+        if run.path.exists() and not run.path.is_dir():
+            raise CheckpointError(f"{run.path} is a file, not a folder; choose another --out")
+        if run.path.exists() and any(p.name != SAMPLES for p in run.path.iterdir()):
             raise CheckpointError(f"{run.path} exists and is not empty; choose another --out")
         (run.path / SAMPLES).mkdir(parents=True, exist_ok=True)
-        run.write_config(config)
+        text = json.dumps(config, indent=2, sort_keys=True)
+        fd, name = tempfile.mkstemp(prefix=f".{CONFIG}.", suffix=".tmp", dir=run.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.link(name, run.path / CONFIG)  # fails if another process published its config first
+        except FileExistsError:
+            raise CheckpointError(f"{run.path} was just made by another process; choose another --out") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
         return run
 
     @classmethod
@@ -85,40 +132,108 @@ class RunDir:
             raise CheckpointError(f"{self.path / CONFIG} does not hold a JSON object")
         return config
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's writer lock, or raise RunBusy naming the process that holds it."""
+        path = self.path / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                raise RunBusy(f"run {self.path} is being trained by process {holder}; wait for it to finish or "
+                              f"stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     @property
     def has_checkpoint(self) -> bool:
-        return (self.path / WEIGHTS).exists() and (self.path / STATE).exists()
+        return ((self.path / WEIGHTS).exists() or (self.path / PREV_WEIGHTS).exists()) and \
+            ((self.path / STATE).exists() or (self.path / PREV_STATE).exists())
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, modules: dict[str, torch.nn.Module], state: dict[str, Any]) -> None:
-        """Save module weights (safetensors) and the rest of the training state (tensors and plain data)."""
+        """Save module weights (safetensors) and the rest of the training state, both stamped with state's
+        step, keeping the previous pair. At every moment of the sequence below some weights file and some
+        state file on disk share a step, which is what load_checkpoint looks for."""
         tensors: dict[str, torch.Tensor] = {}
         for prefix, module in modules.items():
             for key, value in module.state_dict().items():
                 tensors[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous()
-        # Write the state first: a crash between the two leaves the old weights with a newer state,
-        # which load_checkpoint catches by comparing the step stamped into both.
         step = int(state.get("step", 0))
-        _atomic(self.path / STATE, lambda p: torch.save(state, p))
-        _atomic(self.path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"step": str(step)}))
+        state = {**state, "step": step}
+        fd, name = tempfile.mkstemp(prefix=f".{STATE}.", suffix=".tmp", dir=self.path)
+        os.close(fd)
+        fd2, name2 = tempfile.mkstemp(prefix=f".{WEIGHTS}.", suffix=".tmp", dir=self.path)
+        os.close(fd2)
+        new_state, new_weights = Path(name), Path(name2)
+        try:
+            torch.save(state, new_state)
+            save_file(tensors, str(new_weights), metadata={"step": str(step)})
+            if (self.path / STATE).exists() and (self.path / WEIGHTS).exists() and \
+                    self._state_step(self.path / STATE) == _weights_step(self.path / WEIGHTS):
+                os.replace(self.path / STATE, self.path / PREV_STATE)
+                os.replace(self.path / WEIGHTS, self.path / PREV_WEIGHTS)
+            os.replace(new_state, self.path / STATE)
+            os.replace(new_weights, self.path / WEIGHTS)
+        finally:
+            for tmp in (new_state, new_weights):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    @staticmethod
+    def _state_step(path: Path) -> int | None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return int(state["step"]) if isinstance(state, dict) else None
+        except Exception:  # torch raises many types for truncated or foreign files
+            return None
+
+    def checkpoint_files(self) -> tuple[Path, Path, bool]:
+        """(weights, state, fell_back): the newest weights and state files whose steps agree."""
+        weights = {p: _weights_step(p) for p in (self.path / WEIGHTS, self.path / PREV_WEIGHTS) if p.exists()}
+        states = {p: self._state_step(p) for p in (self.path / STATE, self.path / PREV_STATE) if p.exists()}
+        pairs = [(ws, w, s) for w, ws in weights.items() for s, ss in states.items() if ws is not None and ws == ss]
+        if not pairs:
+            if not weights or not states:
+                raise CheckpointError(f"{self.path} has no checkpoint yet ({WEIGHTS} and {STATE}); the run "
+                                      f"stopped before its first save: delete the folder and train again")
+            problems = [f"{p.name} is corrupt" for p, v in {**weights, **states}.items() if v is None]
+            problems += [] if problems else [
+                "weights at step " + "/".join(str(v) for v in weights.values()) + " but training state at step "
+                + "/".join(str(v) for v in states.values())]
+            raise CheckpointError(f"{self.path} holds no usable checkpoint: {'; '.join(problems)}; restore the "
+                                  f"folder from a backup or start a new run")
+        _, w, s = max(pairs, key=lambda t: t[0])
+        return w, s, w.name != WEIGHTS
 
     def load_checkpoint(self, modules: dict[str, torch.nn.Module],
-                        map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        """Load weights into `modules` (strictly: names and shapes must match) and return the state."""
-        if not self.has_checkpoint:
-            raise CheckpointError(f"{self.path} has no checkpoint yet ({WEIGHTS} and {STATE}); the run may have "
-                                  f"stopped before its first save")
+                        map_location: str | torch.device = "cpu", warn: Callable[[str], None] | None = None,
+                        ) -> dict[str, Any]:
+        """Load weights into `modules` (strictly: names and shapes must match) and return the state, from the
+        newest checkpoint whose weights and state agree on the step."""
+        weights_path, state_path, fell_back = self.checkpoint_files()
         try:
-            tensors = load_file(str(self.path / WEIGHTS), device=str(map_location))
+            tensors = load_file(str(weights_path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{self.path / WEIGHTS} is corrupt ({err}); restore it from a backup or "
+            raise CheckpointError(f"{weights_path} is corrupt ({err}); restore it from a backup or "
                                   f"start a new run") from err
         try:
-            state = torch.load(self.path / STATE, map_location=map_location, weights_only=True)
+            state = torch.load(state_path, map_location=map_location, weights_only=True)
         except Exception as err:  # torch raises several types for truncated or foreign files
-            raise CheckpointError(f"{self.path / STATE} is corrupt or not a misgan_core state file ({err}); "
+            raise CheckpointError(f"{state_path} is corrupt or not a misgan_core state file ({err}); "
                                   f"restore it from a backup or start a new run") from err
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{state_path} does not hold a training state (it holds a "
+                                  f"{type(state).__name__}); restore it from a backup or start a new run")
+        if fell_back:
+            (warn or _warn)(f"{self.path}: the newest checkpoint is incomplete or mismatched (a crash while "
+                            f"saving); using the previous one, step {state.get('step')}")
         for prefix, module in modules.items():
             own = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
             expected = module.state_dict()
@@ -163,7 +278,7 @@ class RunDir:
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop log lines past `after_step` (written after the checkpoint a resume starts from)."""
-        records = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        records = [r for r in self.read_metrics() if _step_of(r) <= after_step]
         text = "".join(json.dumps(r) + "\n" for r in records)
         _atomic(self.path / METRICS, lambda p: p.write_text(text))
 
@@ -191,17 +306,31 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON object of a JSON-lines file ([] if it does not exist), skipping a line cut short by a crash."""
+    """Every JSON object of a JSON-lines file ([] if it does not exist), skipping lines that are not objects
+    (a line cut short by a crash, or edited by hand)."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
+
+
+def _step_of(record: dict[str, Any]) -> int:
+    value = record.get("step", 0)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def list_runs(root: str | Path = "runs") -> list[RunDir]:

@@ -20,6 +20,8 @@ resuming needs no extra state and a resumed run takes exactly the batches of an 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class Steppable(Protocol):
 
     step: int
     train_time: float
+    run: Any  # a runs.RunDir when can_save
 
     def begin_training(self) -> None:
         """Networks to training mode, caches reset: called once before the first step of a session."""
@@ -96,15 +99,35 @@ class Steppable(Protocol):
     def can_save(self) -> bool: ...
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; `saved_step` is the step of the checkpoint written on the way out
+    (None when there was no run folder to write to)."""
+
+    def __init__(self, saved_step: int | None):
+        super().__init__()
+        self.saved_step = saved_step
+
+
+class TrainingDiverged(ValueError):
+    """A logged loss became NaN or infinite; nothing of the diverged steps is saved."""
+
+
 def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[Any], None] | None = None,
           progress: bool = False, progress_fields: tuple[str, ...] = ()) -> None:
     """Run `steps` more steps of `trainer` with the cadence, callback, Ctrl-C save and progress bar above.
 
     `callback(trainer)` runs after every step and may raise StopTraining. `progress_fields` are the log keys
-    shown beside the bar.
+    shown beside the bar. While it trains, the run folder's writer lock is held (RunDir.lock).
     """
     if steps < 0:
         raise ValueError(f"steps must be 0 or more; got {steps}")
+    lock = trainer.run.lock() if trainer.can_save else contextlib.nullcontext()
+    with lock:
+        _drive(trainer, steps, cadence, callback, progress, progress_fields)
+
+
+def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[Any], None] | None,
+           progress: bool, progress_fields: tuple[str, ...]) -> None:
     target = trainer.step + steps
     bar = progress_bar(steps, trainer.step, target) if progress else None
     trainer.begin_training()
@@ -114,6 +137,17 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
     pending: list[dict[str, Any]] = []
     interrupted = False
     c = cadence
+
+    def log() -> dict[str, Any]:
+        line = trainer.log(pending)
+        pending.clear()
+        bad = sorted(k for k, v in line.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:
+            raise TrainingDiverged(f"training diverged by step {trainer.step} ({', '.join(bad)} = "
+                                   f"{line[bad[0]]}); the last checkpoint is kept: lower the learning rate or "
+                                   f"check the data and options")
+        return line
+
     try:
         while trainer.step < target:
             pending.append(trainer.train_step())
@@ -122,8 +156,7 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
             if bar is not None:
                 bar.update(1)
             if (c.log_every and step % c.log_every == 0) or step == target:
-                line = trainer.log(pending)
-                pending = []
+                line = log()
                 if bar is not None and progress_fields:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in line.items() if k in progress_fields}, refresh=False)
             if c.eval_every and step % c.eval_every == 0:
@@ -143,15 +176,17 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if pending:
-            trainer.log(pending)
         trainer.train_time = base_time + time.perf_counter() - started
         if bar is not None:
             bar.close()
+    if pending:
+        log()
     if interrupted:
+        saved = None
         if trainer.can_save:
             trainer.save()  # Ctrl-C keeps everything up to the last finished step
-        raise KeyboardInterrupt
+            saved = trainer.step
+        raise TrainingInterrupted(saved)
     trainer.make_grids()
     if trainer.can_save:
         trainer.save()
