@@ -97,6 +97,20 @@ def data_dir() -> str | None:
     return "data" if Path("data").is_dir() else None
 
 
+def user_data_roots() -> list[Path]:
+    """The folders the app may read the user's own data from: the data folder and the runs folder."""
+    return [Path(data_dir() or "data").resolve(), runs_root()]
+
+
+def confined_path(text: str) -> Path | None:
+    """`text` as a path inside one of user_data_roots(), or None when it points anywhere else (the app's
+    visitors must not probe the server's folders). Relative paths are taken inside the data folder."""
+    roots = user_data_roots()
+    raw = Path(text).expanduser()
+    path = (raw if raw.is_absolute() else roots[0] / raw).resolve()
+    return path if any(path == r or path.is_relative_to(r) for r in roots) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Describing runs
 
@@ -134,9 +148,9 @@ class RunInfo:
 
     @property
     def step(self) -> int:
-        if self.demo:
-            return int(self.config.get("made_from", {}).get("step", 0))
-        return int(self.last.get("step", 0))
+        made = self.config.get("made_from")
+        value = (made.get("step", 0) if isinstance(made, dict) else 0) if self.demo else self.last.get("step", 0)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
     @property
     def seconds(self) -> float | None:
@@ -185,7 +199,7 @@ def run_info(path: str | Path, demo: bool = False) -> RunInfo:
             raise CheckpointError(f"unknown run kind {kind!r}")
         spec = run_spec(config)
         error = None
-    except (CheckpointError, OSError) as err:
+    except (CheckpointError, OSError, ValueError, TypeError) as err:
         config, kind, spec, error = {}, "unknown", None, str(err)
     last: dict[str, Any] = {}
     try:
@@ -194,8 +208,11 @@ def run_info(path: str | Path, demo: bool = False) -> RunInfo:
                 last.update(record)
     except OSError:
         pass
-    weights = (run.path / "model.safetensors").exists()
-    has_checkpoint = weights if config.get("inference_only") else run.has_checkpoint
+    try:
+        weights = (run.path / "model.safetensors").exists()
+        has_checkpoint = weights if config.get("inference_only") else run.has_checkpoint
+    except OSError as err:
+        has_checkpoint, error = False, error or str(err)
     return RunInfo(run.path, kind, config, spec, last, has_checkpoint, error, demo)
 
 
@@ -442,5 +459,6 @@ __all__ = [
     "BASELINE_KINDS", "METHODS", "Method", "OpenedRun", "RunInfo", "baseline_job", "data_dir", "delete_run",
     "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
     "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
-    "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root",
+    "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root", "confined_path",
+    "user_data_roots",
 ]

@@ -10,6 +10,8 @@ import functools
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,10 +377,17 @@ def load_user_data(path: str | Path) -> IncompleteDataset:
             if "x" not in arrays:
                 raise DatasetError(f"{path} has arrays {sorted(arrays.files)} but no 'x'; save the images as x "
                                    f"(N, H, W), (N, C, H, W) or (N, H, W, C) and the mask as m (1 = observed)")
+            for name in ("x", "m"):
+                if name in arrays and _npz_entry_bytes(arrays, name) > MAX_USER_BYTES:
+                    raise DatasetError(f"{path}: array {name!r} is larger than {MAX_USER_BYTES >> 30} GiB; "
+                                       f"split the data or use --limit with a smaller file")
             x = np.asarray(arrays["x"])
             m = np.asarray(arrays["m"]) if "m" in arrays else None
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"cannot read {path} as .npz: {err}") from err
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
+        raise DatasetError(f"cannot read {path} as .npz ({type(err).__name__}: {' '.join(str(err).split())}); "
+                           f"the file may be truncated or not made by numpy.savez") from err
     return incomplete_from_arrays(x, m, name=path.stem)
 
 
@@ -391,8 +400,10 @@ def incomplete_from_arrays(x: np.ndarray, m: np.ndarray | None = None, name: str
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise DatasetError(f"x has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) "
                            f"with 1 or 3 channels")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DatasetError(f"x has dtype {x.dtype}; expected numbers")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating) or x.dtype == np.bool_:
+        raise DatasetError(f"x has dtype {x.dtype}; expected real numbers (floats in [0, 1], or uint8 0-255)")
+    if x.shape[0] == 0 or 0 in x.shape[2:]:
+        raise DatasetError(f"x has shape {x.shape}: it holds no images")
     xf = x.astype(np.float32)
     nan = np.isnan(xf).any(axis=1, keepdims=True)
     if x.dtype == np.uint8:
@@ -403,12 +414,14 @@ def incomplete_from_arrays(x: np.ndarray, m: np.ndarray | None = None, name: str
         m = np.asarray(m)
         if m.ndim == 3:
             m = m[:, None]
+        if not np.issubdtype(m.dtype, np.number) and m.dtype != np.bool_:
+            raise DatasetError(f"m has dtype {m.dtype}; expected 0/1 numbers or booleans")
+        if not np.isin(m, (0, 1)).all():
+            raise DatasetError("m must hold only 0 (missing) and 1 (observed)")
         if m.ndim == 4 and m.shape[1] != 1 and m.shape[1:] == x.shape[1:]:
             m = m.all(axis=1, keepdims=True)  # a pixel counts as observed when all its channels are
         if m.shape != (x.shape[0], 1) + x.shape[2:]:
             raise DatasetError(f"m has shape {m.shape}; expected (N, H, W) matching x {x.shape}")
-        if not np.isin(m, (0, 1)).all():
-            raise DatasetError("m must hold only 0 (missing) and 1 (observed)")
         obs = m.astype(bool) & ~nan
     observed = np.broadcast_to(obs, xf.shape)
     vals = xf[observed]
@@ -424,6 +437,21 @@ def incomplete_from_arrays(x: np.ndarray, m: np.ndarray | None = None, name: str
                              ground_truth=False, missingness="given")
 
 
+MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs (a header claiming 20000x20000) before decoding
+MAX_USER_BYTES = 8 << 30       # refuse an .npz array whose header claims more than this
+
+
+def _npz_entry_bytes(arrays: np.lib.npyio.NpzFile, name: str) -> int:
+    """The size an .npz member's header claims, read without loading it."""
+    import numpy.lib.format as fmt
+
+    with arrays.zip.open(f"{name}.npy") as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
 def _load_png_folder(folder: Path) -> IncompleteDataset:
     from PIL import Image
 
@@ -435,15 +463,29 @@ def _load_png_folder(folder: Path) -> IncompleteDataset:
     for f in files:
         try:
             im = Image.open(f)
+            if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"{f} claims {im.size[0]}x{im.size[1]} pixels, more than the "
+                                   f"{MAX_IMAGE_PIXELS:,} an image may have here; resize it")
             im.load()
-        except OSError as err:
+        except DatasetError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise DatasetError(f"{f} claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or an "
+                               f"image far too large); resize it") from err
+        except (OSError, ValueError, SyntaxError) as err:
             raise DatasetError(f"{f} is not a readable PNG: {err}") from err
         if size is None:
             size = im.size
         elif im.size != size:
             raise DatasetError(f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
                                f"all images must share one size")
-        gray = im.mode in ("L", "LA", "1", "I", "I;16")
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            # 16-bit grey (no alpha): scale 0-65535 to 0-255; convert("L") would clip everything above 255
+            wide = np.asarray(im, dtype=np.float64)
+            images.append(np.round(wide / 65535.0 * 255.0).clip(0, 255).astype(np.uint8)[..., None])
+            masks.append(np.ones(wide.shape, dtype=bool))
+            continue
+        gray = im.mode in ("L", "LA", "1")
         rgba = np.asarray(im.convert("LA" if gray else "RGBA"))
         images.append(rgba[..., :-1])
         masks.append(rgba[..., -1] >= 128)

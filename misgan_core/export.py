@@ -54,7 +54,10 @@ def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
             width, height = probe.size
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageInputError(f"this image claims more than {MAX_UPLOAD_PIXELS:,} pixels; upload a smaller one") \
+            from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageInputError("this file is not a readable image; upload a PNG or JPEG") from err
     if fmt not in ACCEPTED_FORMATS:
         raise ImageInputError(f"this is a {fmt} image; upload a PNG or JPEG instead")

@@ -130,10 +130,15 @@ class MisGANConfig:
             problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1; got {self.threads}")
-        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature", "tau"):
+        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 problems.append(f"{name} must be a finite non-negative number; got {value}")
+        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
+            problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
+        if not math.isfinite(self.tau):
+            problems.append(f"tau must be a finite number (the fill value of f_tau); got {self.tau}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -151,12 +156,33 @@ class MisGANConfig:
         raw_data = d.get("data", d)
         if not isinstance(raw_data, dict):
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
+        defaults = cls()
+        for name in known - {"data"}:
+            if name in d and not _same_type(d[name], getattr(defaults, name)):
+                wanted = type(getattr(defaults, name)).__name__
+                raise CheckpointError(f"config field {name!r} holds {d[name]!r}, not a {wanted}; fix config.json "
+                                      f"or start a new run")
         try:
             data = DataSpec.from_dict(raw_data)
             config = cls(data=data, **{k: v for k, v in d.items() if k in known and k != "data"})
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"config does not describe a MisGAN run: {err}") from err
         return config
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    """Whether a config.json value fits a field whose default is `default` (None fields take anything)."""
+    if default is None:
+        return True
+    if value is None:
+        return False
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type(default))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -338,8 +338,14 @@ def list_runs(root: str | Path = "runs") -> list[RunDir]:
     root = Path(root)
     if not root.is_dir():
         return []
+    def made(run: RunDir) -> float:
+        try:
+            return (run.path / CONFIG).stat().st_mtime
+        except OSError:  # deleted while we looked
+            return 0.0
+
     runs = [RunDir(p) for p in root.iterdir() if (p / CONFIG).exists()]
-    return sorted(runs, key=lambda r: (r.path / CONFIG).stat().st_mtime, reverse=True)
+    return sorted(runs, key=made, reverse=True)
 
 
 def now() -> float:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from misgan_core import DatasetError, DataSpec, OpenedRun, open_run, pick_device
+from misgan_core import DatasetError, DataSpec, OpenedRun, catalog, open_run, pick_device
 from misgan_core.grids import show_missing, to_pil
 from misgan_core.jobs import Job, JobSnapshot
 from misgan_core.masks import MASK_PROCESSES
@@ -265,12 +265,24 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         help="mnist-5k ships with the app and works offline.",
     )
     if choice == OWN_DATA:
-        path = st.text_input(
+        roots = catalog.user_data_roots()
+        text = st.text_input(
             "Path to an .npz with x and m, or a folder of PNGs with alpha",
             key=f"{key}-own-path",
-            placeholder="/path/to/data.npz",
-        )
-        return path.strip() or None
+            placeholder=str(roots[0] / "my-data.npz"),
+            help="The app reads your files only from under " + " or ".join(f"`{r}`" for r in roots) + ".",
+        ).strip()
+        if not text:
+            return None
+        path = catalog.confined_path(text)
+        if path is None:
+            st.error(
+                "For safety the app reads data only from under "
+                + " or ".join(f"`{r}`" for r in roots)
+                + ": copy your file there (or set MISGAN_DATA_DIR) and give its path."
+            )
+            return None
+        return str(path)
     status = next(s for s in statuses if s.name == choice)
     if status.status != "present":
         st.error(f"Dataset {choice} is not on this machine. {status.how_to_get}")

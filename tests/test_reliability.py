@@ -1,0 +1,359 @@
+"""Run folders under crashes and concurrent use, and bad input of every kind: a clear one-line error or a valid
+result, never another exception, never lost or changed data."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from misgan_core import CheckpointError, DatasetError, DataSpec, MisGAN, MisGANConfig, RunDir, open_run
+from misgan_core.catalog import run_info
+from misgan_core.cli import main
+from misgan_core.data import incomplete_from_arrays, load_user_data
+from misgan_core.export import ImageInputError, image_to_tensor
+from misgan_core.runs import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _tiny_run(path: Path, steps: int = 2, **kw) -> MisGAN:
+    config = MisGANConfig(data=DataSpec(limit=64), steps=steps, batch_size=16, fid_every=0, imputer=True,
+                          sample_every=1000, **kw)
+    return MisGAN(config, run_dir=path).train()
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[float, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- fuzzing the readers ------------------------------------------------------------------------------
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@FUZZ
+@given(data=st.binary(max_size=600), cut=st.integers(0, 2000), seed=st.integers(0, 2 ** 16))
+def test_npz_loader_gives_a_dataset_or_a_clear_error(tmp_path, data, cut, seed) -> None:
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(0, 5, size=int(rng.integers(1, 5))))
+    dtype = rng.choice(["float32", "float64", "uint8", "int16", "complex64", "bool"])
+    valid = _npz_bytes(x=(rng.random(shape) * 2 - 0.5).astype(dtype), m=rng.integers(-1, 3, size=shape))
+    for i, blob in enumerate((data, valid, valid[:cut])):
+        path = tmp_path / f"f{i}.npz"
+        path.write_bytes(blob)
+        try:
+            out = load_user_data(path)
+        except DatasetError as err:
+            assert str(err) and "\n" not in str(err).strip()
+        else:
+            observed = out.m.bool().expand_as(out.x)
+            assert out.x.dtype == torch.float32 and torch.isfinite(out.x).all()
+            assert ((out.x[observed] >= 0) & (out.x[observed] <= 1)).all() and set(out.m.unique().tolist()) <= {0, 1}
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small, well-formed PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        _chunk(b"IEND", b"")
+
+
+@FUZZ
+@given(blob=st.binary(max_size=400), cut=st.integers(1, 300))
+def test_png_folder_loader_gives_a_dataset_or_a_clear_error(tmp_path, blob, cut) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir(exist_ok=True)
+    for f in folder.iterdir():
+        f.unlink()
+    good = io.BytesIO()
+    Image.new("LA", (8, 8), (200, 255)).save(good, "PNG")
+    (folder / "a.png").write_bytes(good.getvalue())
+    (folder / "b.png").write_bytes(blob if blob[:1] != b"\x89" else good.getvalue()[:cut])
+    try:
+        out = load_user_data(folder)
+    except DatasetError as err:
+        assert "\n" not in str(err).strip()
+    else:
+        assert out.shape == (1, 8, 8) and len(out) == 2
+
+
+def test_decompression_bombs_and_16_bit_pngs(tmp_path) -> None:
+    from PIL import Image
+
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    (bomb / "a.png").write_bytes(_png_claiming(20000, 20000))
+    with pytest.raises(DatasetError, match="pixels"):
+        load_user_data(bomb)
+    (bomb / "a.png").write_bytes(_png_claiming(8000, 8000))  # under Pillow's own limit, over ours
+    with pytest.raises(DatasetError, match="8000x8000"):
+        load_user_data(bomb)
+    with pytest.raises(ImageInputError):
+        image_to_tensor(_png_claiming(20000, 20000), (1, 28, 28))
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    values = np.full((4, 4), 32768, dtype=np.uint16)  # mid grey in 16 bits
+    Image.fromarray(values).save(wide / "a.png")
+    out = load_user_data(wide)
+    assert float(out.x.mean()) == pytest.approx(128 / 255, abs=1 / 255)  # scaled, not clipped to white
+
+
+@pytest.mark.parametrize("m,message", [
+    (np.full((2, 3, 4, 4), 2), "only 0"), (np.full((2, 3, 4, 4), -1), "only 0"),
+])
+def test_per_channel_masks_with_bad_values_are_refused(m, message) -> None:
+    with pytest.raises(DatasetError, match=message):
+        incomplete_from_arrays(np.random.rand(2, 3, 4, 4).astype(np.float32), m)
+
+
+def test_complex_data_is_refused() -> None:
+    with pytest.raises(DatasetError, match="real numbers"):
+        incomplete_from_arrays(np.ones((2, 4, 4), dtype=np.complex64))
+
+
+@FUZZ
+@given(blob=st.binary(max_size=300))
+def test_uploads_give_an_image_or_a_clear_error(blob) -> None:
+    try:
+        out = image_to_tensor(blob, (1, 28, 28))
+    except ImageInputError as err:
+        assert str(err)
+    else:
+        assert out.shape == (1, 1, 28, 28)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=3), max_leaves=8)
+
+
+_COPIES = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("good") / "run"
+    _tiny_run(path)
+    return path
+
+
+@FUZZ
+@given(field=st.sampled_from(["arch", "steps", "data", "imputer", "batch_size", "kind", "tau", "betas", "lr"]),
+       value=json_values, lines=st.lists(json_values, max_size=5))
+def test_config_and_metrics_fuzz_give_a_listing_and_a_clear_error(tmp_path, good_run, field, value, lines) -> None:
+    import shutil
+
+    run = tmp_path / f"r{next(_COPIES)}"
+    shutil.copytree(good_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config[field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    with open(run / "metrics.jsonl", "a") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    info = run_info(run)  # never raises: a broken folder is listed with its reason
+    assert isinstance(info.step, int) and isinstance(info.title, str)
+    assert all(isinstance(r, dict) for r in read_jsonl(run / "metrics.jsonl"))
+    try:
+        opened = open_run(run)
+    except (CheckpointError, DatasetError, ValueError) as err:
+        assert str(err)
+    else:
+        assert opened.step == 2
+
+
+def test_a_state_file_holding_a_tensor_or_a_corrupt_best_file_is_a_clear_error(tmp_path, capsys) -> None:
+    _tiny_run(tmp_path / "r")  # checkpoints at step 1 (kept as the previous pair) and step 2
+    torch.save(torch.zeros(3), tmp_path / "r" / "state.pt")
+    assert open_run(tmp_path / "r").step == 1  # falls back to the previous checkpoint, and says so
+    assert "using the previous one, step 1" in capsys.readouterr().err
+    torch.save(torch.zeros(3), tmp_path / "r" / "state.prev.pt")
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        open_run(tmp_path / "r")
+    assert main(["baseline", "gain", "--limit", "64", "--steps", "2", "--out", str(tmp_path / "g")]) == 0
+    (tmp_path / "g" / "best.safetensors").write_bytes(b"not safetensors")
+    assert main(["evaluate", str(tmp_path / "g")]) == 2
+    assert "best.safetensors is corrupt" in capsys.readouterr().err
+
+
+def _exit_code(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as err:  # argparse's own errors
+        return int(err.code)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--tau", "nan"], "tau must be a finite number"),
+    (["train", "--threads", "0"], "must be at least 1"),
+    (["train", "--limit", "-1"], "limit must be a positive"),
+    (["train", "--fid-every", "-1"], "must be 0 or more"),
+    (["train", "--checkpoint-minutes", "nan"], "checkpoint_minutes"),
+    (["baseline", "gain", "--set", "colour=3"], "has no option 'colour'"),
+    (["train", "--dataset", "missing.npz"], "does not exist"),
+])
+def test_bad_options_are_one_line_errors_and_leave_nothing(tmp_path, capsys, args, message) -> None:
+    assert _exit_code([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_resume_with_negative_steps_is_refused(good_run, capsys) -> None:
+    assert _exit_code(["resume", str(good_run), "--steps", "-5"]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_nan_losses_stop_training_and_write_nothing_of_the_diverged_steps(tmp_path) -> None:
+    from misgan_core.training import Cadence, TrainingDiverged, drive
+
+    class Diverging:
+        step, train_time, history, grids, can_save, run = 0, 0.0, [], {}, True, RunDir(tmp_path)
+        saves: list[int] = []
+
+        def begin_training(self) -> None: ...
+
+        def train_step(self) -> dict:
+            self.step += 1
+            return {"loss": float("nan") if self.step >= 15 else 1.0}
+
+        def log(self, records: list[dict]) -> dict:
+            return {"step": self.step, **records[-1]}
+
+        def evaluate_point(self) -> None: ...
+
+        def make_grids(self, n: int = 64, save: bool = True) -> dict:
+            return {}
+
+        def save(self) -> None:
+            self.saves.append(self.step)
+
+    trainer = Diverging()
+    with pytest.raises(TrainingDiverged, match="diverged by step 20"):
+        drive(trainer, 100, Cadence(log_every=10, checkpoint_every=10))
+    assert trainer.saves == [1, 10]  # never a checkpoint of a NaN step
+
+
+# -- readers never write ------------------------------------------------------------------------------
+
+
+def test_readers_change_nothing_in_a_run_folder(tmp_path) -> None:
+    run = tmp_path / "r"
+    _tiny_run(run)
+    with open(run / "metrics.jsonl", "a") as f:  # lines a training still running wrote after its checkpoint
+        f.write(json.dumps({"step": 3, "time": 9.0, "loss_dx": 1.0}) + "\n")
+    before = _snapshot(run)
+    assert main(["evaluate", str(run), "--samples", "20"]) == 0
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["impute", str(run), "-n", "2", "--out", str(tmp_path / "i")]) == 0
+    assert open_run(run).step == 2 and run_info(run).step == 3
+    assert _snapshot(run) == before
+
+
+# -- one writer per run -------------------------------------------------------------------------------
+
+
+def _resume_cmd(run: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "misgan_core", "resume", str(run), "--steps", str(steps), "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_one_trains_and_the_other_is_told_who(tmp_path) -> None:
+    run = tmp_path / "r"
+    _tiny_run(run)
+    first = subprocess.Popen(_resume_cmd(run, 300), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (run / ".lock").read_text().strip() != str(first.pid):
+        time.sleep(0.05)
+    second = subprocess.run(_resume_cmd(run, 5), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    assert f"is being trained by process {first.pid}" in second.stderr
+    # a reader at the same time works and changes nothing
+    assert subprocess.run([sys.executable, "-m", "misgan_core", "evaluate", str(run), "--samples", "20"], cwd=ROOT,
+                          env=ENV, capture_output=True, timeout=300).returncode == 0
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss_dx" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 302  # no duplicate steps
+    # the lock died with its holder: the next resume goes ahead
+    assert subprocess.run(_resume_cmd(run, 2), cwd=ROOT, env=ENV, capture_output=True, timeout=300).returncode == 0
+
+
+def test_racing_creates_give_the_folder_to_exactly_one(tmp_path) -> None:
+    import threading
+
+    results: list[str] = []
+
+    def create(i: int) -> None:
+        try:
+            RunDir.create(tmp_path / "same", {"kind": "misgan", "who": i})
+            results.append("made")
+        except CheckpointError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["made"] + ["refused"] * 7
+    assert json.loads((tmp_path / "same" / "config.json").read_text())["kind"] == "misgan"
+
+
+# -- crashes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_never_leaves_a_mismatched_checkpoint(tmp_path) -> None:
+    """Checkpoint after every step, kill -9 at random times (often inside a checkpoint write): the folder
+    always resumes from a checkpoint whose weights and state agree, losing at most one checkpoint interval."""
+    rng = random.Random(0)
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "misgan_core", "train", "--limit", "64", "--batch-size", "16", "--steps", "100000",
+           "--checkpoint-every", "1", "--fid-every", "0", "--threads", "1", "--imputer", "--out", str(run)]
+    subprocess.run([*cmd[:-2], "--steps", "1", "--out", str(run)], cwd=ROOT, env=ENV, check=True, timeout=300)
+    trials = 10
+    for trial in range(trials):
+        proc = subprocess.Popen(_resume_cmd(run, 100000), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(4.0 + rng.random() * 3.0)  # start-up, then a random moment of training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        weights, state, _ = RunDir(run).checkpoint_files()
+        stamped = json.loads(weights.read_bytes()[8:8 + int.from_bytes(weights.read_bytes()[:8], "little")])
+        saved = torch.load(state, weights_only=True)
+        assert int(stamped["__metadata__"]["step"]) == int(saved["step"]), trial
+        logged = max(r["step"] for r in read_jsonl(run / "metrics.jsonl"))
+        assert logged - int(saved["step"]) <= 10, trial  # at most the steps since the last checkpoint
+    final = subprocess.run(_resume_cmd(run, 3), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
