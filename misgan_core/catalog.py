@@ -197,7 +197,7 @@ def run_info(path: str | Path, demo: bool = False) -> RunInfo:
         kind = str(config.get("kind", "misgan"))
         if kind not in METHODS:
             raise CheckpointError(f"unknown run kind {kind!r}")
-        spec = run_spec(config)
+        spec = MisGANConfig.from_dict(config).data if kind == "misgan" else run_spec(config)
         error = None
     except (CheckpointError, OSError, ValueError, TypeError) as err:
         config, kind, spec, error = {}, "unknown", None, str(err)

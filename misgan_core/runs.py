@@ -274,7 +274,9 @@ class RunDir:
         append_jsonl(self.path / METRICS, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS)
+        """The log's records; lines that are not objects with a numeric step are skipped."""
+        return [r for r in read_jsonl(self.path / METRICS)
+                if isinstance(r.get("step", 0), (int, float)) and not isinstance(r.get("step", 0), bool)]
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop log lines past `after_step` (written after the checkpoint a resume starts from)."""

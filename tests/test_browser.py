@@ -68,6 +68,19 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> No
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f}s")
 
 
+def _listening(port: int) -> list[str]:
+    """Hex local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.append(address)
+    return found
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A streamlit server on a free port, with a runs folder holding a tiny trained run with an imputer."""
@@ -91,8 +104,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             "true",
             "--server.port",
             str(port),
-            "--server.address",
-            "127.0.0.1",
             "--browser.gatherUsageStats",
             "false",
             "--server.fileWatcherType",
@@ -106,6 +117,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
+        # Private by default (.streamlit/config.toml): the server listens on the loopback address only.
+        assert _listening(port) and all(a in ("0100007F", "00000000000000000000000001000000") for a in _listening(port))
         yield url, runs
     finally:
         proc.terminate()

@@ -370,6 +370,30 @@ def test_runs_lists_exports_and_deletes_with_confirmation(runs_with_model: Path)
     assert not runs_with_model.exists()
 
 
+def test_broken_run_folders_leave_every_page_working(runs_with_model: Path, fake_canvas) -> None:
+    root = runs_with_model.parent
+    for name, text in (("bad-json", "{not json"), ("bad-types", '{"kind": "misgan", "steps": "ten"}'),
+                       ("bad-kind", '{"kind": "vae"}'), ("bad-data", '{"kind": "gain", "data": [1]}')):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(text)
+    (root / "tiny-imp" / "metrics.jsonl").open("a").write('[1, 2]\n"text"\n{"step": "x"}\n')
+    for page in ("home", "train", "inpaint", "compare", "runs"):
+        at = _app(page)
+        _no_exceptions(at)
+    table = _app("runs").dataframe[0].value
+    assert sum(1 for p in table["problem"] if p) == 4
+
+
+def test_own_data_paths_outside_the_data_and_runs_folders_are_refused(runs_dir: Path) -> None:
+    at = _app("train")
+    box = at.selectbox(key="train-dataset")
+    box.set_value(next(o for o in box.options if o.startswith("your own data"))).run()
+    at.text_input(key="train-own-path").set_value("/etc").run()
+    _no_exceptions(at)
+    assert any("reads data only from under" in e for e in _errors(at))
+    assert not any("/etc" in e and "exist" in e for e in _errors(at))  # says nothing of what is there
+
+
 # ---------------------------------------------------------------------------------------------
 # Theory
 
