@@ -493,7 +493,8 @@ class MisGAN:
         return line
 
     def evaluate_point(self) -> None:
-        """A live FID point (metrics.LiveFID: a cheap FID of fixed-noise Gx samples)."""
+        """A live FID point (metrics.LiveFID: a cheap FID of fixed-noise Gx samples), and with an imputer the
+        imputation FID of a fixed subset."""
         from .metrics import LiveFID
 
         if self._live_fid is None:
@@ -502,6 +503,13 @@ class MisGAN:
                                      n_samples=self.config.fid_samples)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
         record = {"step": self.step, "time": round(self.train_time, 3), "fid": value}
+        if self.nets.gi is not None and self.data.ground_truth:
+            # The imputer's curve: imputation FID of a fixed subset of the training examples, fixed noise
+            # (the same subset and seed as GAIN's and ConvAC's best-FID selection, so the curves compare).
+            from .metrics import imputation_fid
+
+            subset = self.data.subset(slice(0, min(1000, len(self.data))))
+            record["imputation_fid"] = imputation_fid(self, subset, self._live_fid.extractor, seed=0)
         self.history.append(record)
         if self.run is not None:
             self.run.log_metrics(record)

@@ -356,9 +356,54 @@ def table(rows: list[dict[str, Any]]) -> str:
                               f"protocol); test: held-out examples no method trained on.\n"
 
 
+def training_curves(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """Per missingness, per method: (step, seconds, imputation FID) points logged while the cells trained (the
+    fixed 1000-example subset every method is scored on during training)."""
+    curves: dict[str, dict[str, list[tuple[int, float, float]]]] = {}
+    for r in latest_rows(rows):
+        if r.get("split") != "train":
+            continue
+        points = [(int(m["step"]), float(m.get("time", 0.0)), float(m["imputation_fid"]))
+                  for m in RunDir(out / "cells" / str(r.get("cell"))).read_metrics()
+                  if isinstance(m.get("imputation_fid"), (int, float))]
+        if points:
+            curves.setdefault(str(r.get("missingness")), {})[str(r.get("method"))] = points
+    return curves
+
+
+def _curves_png(name: str, by_method: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for method, pts in by_method.items():
+        for ax, i in zip(axes, (0, 1), strict=True):
+            ax.plot([p[i] / (1 if i == 0 else 60) for p in pts], [p[2] for p in pts], label=method,
+                    color=_colour(method))
+    axes[0].set_xlabel("steps (MisGAN: generator steps)")
+    axes[1].set_xlabel("training time (minutes)")
+    for ax in axes:
+        ax.set_ylabel("imputation FID, 1000 training examples", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Imputation FID while training: {name}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
-    """results.md and the figures (HTML and PNG per metric and split) in `out`."""
+    """results.md, the figures (HTML and PNG per metric and split) and the training curves in `out`."""
     written = []
+    for i, (name, by_method) in enumerate(sorted(training_curves(out, rows).items())):
+        path = out / f"curves-{i}.png"
+        _curves_png(name, by_method, path)
+        written.append(path)
     text = table(rows)
     (out / "results.md").write_text(text)
     written.append(out / "results.md")
