@@ -36,8 +36,12 @@ class ImageInputError(ValueError):
 # Uploads
 
 
-def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str = "auto") -> torch.Tensor:
+def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str = "auto",
+                    notes: list[str] | None = None) -> torch.Tensor:
     """Decode a PNG or JPEG and convert it to (1, C, H, W) float32 in [0, 1] for a model of `shape`.
+
+    `notes`, when given, receives a sentence for everything done to the image on the way (colour to grey,
+    crop, resize, inversion), for the page to tell the person.
 
     Non-square images are centre-cropped to a square first, then resized (Lanczos) to H x W. Transparent
     pixels are composited on black. For one-channel models, `invert='auto'` inverts images whose border is
@@ -74,16 +78,28 @@ def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str
         raise ImageInputError(
             f"the {fmt} file is damaged or truncated ({err}); save it again and retry"
         ) from err
+    said = notes if notes is not None else []
+    rgb = np.asarray(rgba.convert("RGB"), dtype=np.int16)
+    coloured = bool(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).max() > 8)
+    if c == 1 and coloured:
+        said.append("this colour image was converted to grey: the model works on grey images")
+    if c == 3 and not coloured:
+        said.append("this grey image was copied into three colour channels for the colour model")
     background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
     flat = Image.alpha_composite(background, rgba).convert("L" if c == 1 else "RGB")
     side = min(flat.size)
     left, top = (flat.width - side) // 2, (flat.height - side) // 2
+    if flat.width != flat.height:
+        said.append(f"cropped from {flat.width}x{flat.height} to its centre {side}x{side} square")
     square = flat.crop((left, top, left + side, top + side))
+    if (side, side) != (w, h):
+        said.append(f"resized from {side}x{side} to the model's {w}x{h} pixels")
     resized = square.resize((w, h), Image.LANCZOS)
     arr = np.asarray(resized, dtype=np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if c == 1 and _should_invert(arr[0], invert):
         arr = 1.0 - arr
+        said.append("inverted (dark on light became light on dark, like the training digits)")
     return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
 
 

@@ -15,6 +15,17 @@ def show_missing(x: torch.Tensor, m: torch.Tensor, grey: float = MISSING_GREY) -
     return torch.where(m.bool(), x, torch.full_like(x, grey))
 
 
+MISSING_COLOUR = (1.0, 0.25, 0.25)  # a colour no grey image has, for pages that show one image large
+
+
+def show_missing_colour(x: torch.Tensor, m: torch.Tensor, colour: tuple[float, float, float] = MISSING_COLOUR
+                        ) -> torch.Tensor:
+    """x as RGB with missing pixels in `colour`, so that they cannot be mistaken for grey image pixels."""
+    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    fill = torch.tensor(colour, dtype=x.dtype).view(1, 3, 1, 1).expand_as(rgb)
+    return torch.where(m.bool(), rgb, fill)
+
+
 def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (rows*H, cols*W, C) uint8 array with thin separators."""
     images = images.detach().to("cpu", torch.float32).clamp(0, 1)
@@ -29,10 +40,12 @@ def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: flo
     return arr
 
 
-def to_pil(images: torch.Tensor, nrow: int = 8, scale: int = 1):
+def to_pil(images: torch.Tensor, nrow: int = 8, scale: int = 1, pad: int = 1):
+    """A PIL image of the grid, each image pixel drawn as a scale x scale block. With one image and pad=0,
+    image pixel (i, j) covers exactly canvas pixels [i*scale, (i+1)*scale) x [j*scale, (j+1)*scale)."""
     from PIL import Image
 
-    arr = grid_array(images, nrow=nrow)
+    arr = grid_array(images, nrow=nrow, pad=pad)
     img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

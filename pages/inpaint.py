@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 import torch
 
 from misgan_core import catalog, export
 from misgan_core.catalog import METHODS
-from misgan_core.grids import show_missing, to_pil
+from misgan_core.grids import show_missing_colour, to_pil
 from workbench import widgets
 
 st.title("Inpaint")
@@ -74,7 +72,6 @@ with left:
         )
         x = run.data.x[int(index) : int(index) + 1]
         truth = run.data.ground_truth
-        source_id = f"data-{index}"
     else:
         upload = st.file_uploader(
             "PNG or JPEG image",
@@ -92,17 +89,25 @@ with left:
             st.info("Upload an image to paint on.")
             st.stop()
         data = upload.getvalue()
-        source_id = "upload-" + hashlib.md5(data).hexdigest()[:10]
+        notes: list[str] = []
         try:
             x = export.image_to_tensor(
-                data, run.shape, invert={"auto": "auto", "yes": True, "no": False}[invert]
+                data, run.shape, invert={"auto": "auto", "yes": True, "no": False}[invert], notes=notes
             )
         except export.ImageInputError as err:
             st.error(f"Cannot use {upload.name}: {err}")
             st.stop()
+        if notes:
+            st.info(f"{upload.name}: " + "; ".join(notes) + ".")
 
     t1, t2 = st.columns(2)
-    tool = t1.radio("Tool", ["Brush", "Rectangle"], key="inpaint-tool", horizontal=True)
+    tool = t1.radio(
+        "Tool",
+        ["Brush", "Rectangle"],
+        key="inpaint-tool",
+        horizontal=True,
+        help="Rectangle: drag a box; exactly the pixels inside it are painted.",
+    )
     meaning = t2.radio(
         "Paint marks",
         ["missing", "observed"],
@@ -113,17 +118,20 @@ with left:
     brush = st.slider("Brush size (canvas pixels)", 5, 60, 25, key="inpaint-brush", disabled=tool != "Brush")
     scale = max(2, 280 // max(h, w))
     st.caption(f"Paint on the {w}x{h} image, shown {scale}x larger. Use the canvas toolbar to undo or clear.")
+    # No grid padding around the background, so canvas pixel (i, j) lies on image pixel (i // scale, j // scale),
+    # the same blocks mask_from_canvas averages; rectangles are drawn without an outline, so they cover
+    # exactly what was dragged. The key leaves out the example: the painted mask stays when it changes.
     result = st_canvas(
         fill_color="rgba(255, 64, 64, 1.0)",
-        stroke_width=int(brush),
+        stroke_width=int(brush) if tool == "Brush" else 0,
         stroke_color="rgba(255, 64, 64, 1.0)",
-        background_image=to_pil(x, nrow=1, scale=scale),
+        background_image=to_pil(x, nrow=1, scale=scale, pad=0),
         update_streamlit=True,
         height=h * scale,
         width=w * scale,
         drawing_mode="freedraw" if tool == "Brush" else "rect",
         return_image_data=True,
-        key=f"inpaint-canvas-{chosen.path.name}-{source_id}",
+        key=f"inpaint-canvas-{h}x{w}-{tool}",
     )
 
 with right:
@@ -148,10 +156,14 @@ with right:
         st.stop()
     mean, std = export.summarise_draws(draws)
     big = widgets.grid_scale(h, 140)
-    i1, i2, i3 = st.columns(3)
-    i1.image(to_pil(show_missing(x, m), nrow=1, scale=big), caption="Input (missing in grey)")
-    i2.image(to_pil(mean, nrow=1, scale=big), caption=f"Mean of {int(draws_k)} draws")
-    i3.image(to_pil(export.std_image(std), nrow=1, scale=big), caption="Per-pixel std (white = uncertain)")
+    for col, title, image in zip(
+        st.columns(3),
+        ("Input (missing in red)", f"Mean of {int(draws_k)} draws", "Per-pixel std (white = uncertain)"),
+        (show_missing_colour(x, m), mean, export.std_image(std)),
+        strict=True,
+    ):
+        col.markdown(f"**{title}**")
+        col.image(to_pil(image, nrow=1, scale=big, pad=0))
     st.markdown(f"**{int(draws_k)} imputations** (each a different draw of the imputer's noise)")
     widgets.show_grid(draws[:, 0], None, nrow=min(int(draws_k), 4), target=84)
 
@@ -179,6 +191,10 @@ else:
             name = mm.title if mm.kind == "misgan" or short in results else short
             results[name] = out[0]
     if picked:
-        grid, cols = export.side_by_side(x, m, results, truth=truth)
-        st.caption("Columns: " + " | ".join(cols))
-        widgets.show_grid(grid, None, nrow=len(cols), target=112)
+        shown = {"Input (missing in red)": show_missing_colour(x, m)}
+        if truth:
+            shown["Truth"] = x
+        shown.update(results)
+        for col, (title, image) in zip(st.columns(len(shown)), shown.items(), strict=True):
+            col.markdown(f"**{title}**")
+            col.image(to_pil(image, nrow=1, scale=widgets.grid_scale(h, 112), pad=0))

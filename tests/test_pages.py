@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from misgan_core import DataSpec, MisGAN, MisGANConfig
+from misgan_core import DataSpec, MisGAN, MisGANConfig, open_run
 from misgan_core.jobs import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +39,18 @@ def _fake_canvas_module(painted: str = "top") -> types.ModuleType:
         calls.append(kwargs)
         h, w = int(kwargs["height"]), int(kwargs["width"])  # type: ignore[arg-type]
         rgba = np.zeros((h, w, 4), dtype=np.uint8)
-        if painted == "top":
+        if module.painted == "top":  # type: ignore[attr-defined]
             rgba[: h // 2, :, :] = (255, 64, 64, 255)
+        elif module.painted == "corners":  # type: ignore[attr-defined]
+            # one image pixel's worth of stroke in the top-left and bottom-right corners of the canvas
+            scale = w // 28
+            rgba[:scale, :scale] = (255, 64, 64, 255)
+            rgba[-scale:, -scale:] = (255, 64, 64, 255)
         return _FakeCanvasResult(rgba if kwargs.get("return_image_data") else None)
 
     module.st_canvas = st_canvas  # type: ignore[attr-defined]
     module.calls = calls  # type: ignore[attr-defined]
+    module.painted = painted  # type: ignore[attr-defined]
     return module
 
 
@@ -275,13 +281,31 @@ def test_inpaint_paints_and_shows_k_draws(runs_with_model: Path, fake_canvas: ty
     at.slider(key="inpaint-k").set_value(5).run()
     _no_exceptions(at)
     assert any("5 imputations" in m.value for m in at.markdown)
-    captions = _captions(at)
-    assert any("Mean of 5 draws" in c for c in captions)
-    assert any("std" in c for c in captions)
+    headers = [m.value for m in at.markdown]
+    assert any("Mean of 5 draws" in c for c in headers)
+    assert any("std" in c for c in headers)
     at.radio(key="inpaint-tool").set_value("Rectangle").run()
     assert fake_canvas.calls[-1]["drawing_mode"] == "rect"
+    assert fake_canvas.calls[-1]["stroke_width"] == 0  # the rectangle covers exactly what was dragged
     at.radio(key="inpaint-meaning").set_value("observed").run()
     assert _metric(at, "Missing pixels") == "50%"
+
+
+def test_inpaint_maps_canvas_pixels_to_image_pixels_exactly(runs_with_model: Path, fake_canvas) -> None:
+    fake_canvas.painted = "corners"
+    at = _app("inpaint")
+    at.selectbox(key="inpaint-run").set_value(
+        next(o for o in at.selectbox(key="inpaint-run").options if "demo" not in o)).run()
+    call = fake_canvas.calls[-1]
+    background = np.asarray(call["background_image"])
+    assert background.shape[:2] == (280, 280)  # the image alone, no grid padding squeezed in
+    run = open_run(runs_with_model)
+    first = round(float(run.data.x[0, 0, 0, 0]) * 255)
+    assert (background[:10, :10] == first).all()  # image pixel (0, 0) is canvas pixels 0-9 x 0-9
+    # one image pixel's worth of stroke in each corner hides exactly 2 of the 784 pixels
+    assert _metric(at, "Missing pixels") == f"{2 / 784:.0%}"
+    at.number_input(key="inpaint-index").set_value(1).run()
+    assert fake_canvas.calls[-1]["key"] == call["key"]  # the painted mask stays when the example changes
 
 
 def test_inpaint_bad_uploads_show_readable_messages(

@@ -218,3 +218,14 @@ def test_run_zip_bytes(tmp_path) -> None:  # noqa: ANN001
         ]
     with pytest.raises(FileNotFoundError):
         export.run_zip_bytes(tmp_path)
+
+
+def test_a_one_pixel_stroke_at_each_border_hides_exactly_that_pixel() -> None:
+    """The Inpaint canvas shows a 28x28 image as 280x280 (no padding): a stroke covering canvas pixels
+    [10 i, 10 i + 10) x [10 j, 10 j + 10) hides image pixel (i, j) and no other."""
+    for i, j in [(0, 0), (0, 27), (27, 0), (27, 27), (0, 13), (13, 27), (27, 13), (13, 0)]:
+        rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+        rgba[10 * i:10 * i + 10, 10 * j:10 * j + 10] = (255, 64, 64, 255)
+        m = export.mask_from_canvas(rgba, (28, 28))
+        hidden = (m[0, 0] == 0).nonzero().tolist()
+        assert hidden == [[i, j]], (i, j, hidden)
