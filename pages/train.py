@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from misgan_core import MisGANConfig, catalog
@@ -69,16 +71,83 @@ imputer = c3.checkbox(
 default_fid = default_fid_every(dataset) if dataset and not own_data else 0
 with st.expander("Hyper-parameters (defaults are the paper's)"):
     h1, h2, h3, h4 = st.columns(4)
-    batch_size = h1.number_input("Batch size", 1, 4096, 64, key="train-batch")
-    n_critic = h2.number_input("Critic steps per generator step", 1, 50, 5, key="train-ncritic")
-    alpha = h3.number_input("alpha (Gm's share of L_x)", 0.0, 10.0, 0.2, 0.05, key="train-alpha")
-    beta = h4.number_input("beta (Gx's share of L_i)", 0.0, 10.0, 0.1, 0.05, key="train-beta")
-    lr = h1.number_input("Learning rate", 1e-6, 1e-1, 1e-4, format="%.5f", key="train-lr")
-    tau = h2.number_input("tau (fill value of f_tau)", 0.0, 1.0, 0.0, 0.1, key="train-tau")
-    temperature = h3.number_input("Mask temperature lambda", 0.01, 5.0, 0.66, 0.01, key="train-temp")
-    seed = h4.number_input("Seed", 0, 1_000_000, 0, key="train-seed")
-    fid_every = h1.number_input("Live FID every N steps (0 = off)", 0, 100_000, default_fid, key="train-fid")
-    sample_every = h2.number_input("Save sample grids every N steps", 1, 100_000, 100, key="train-sample")
+    batch_size = h1.number_input(
+        "Batch size", 1, 4096, 64, key="train-batch", help="Examples per minibatch. Paper: 64 (WGAN-GP's default)."
+    )
+    n_critic = h2.number_input(
+        "Critic steps per generator step",
+        1,
+        50,
+        5,
+        key="train-ncritic",
+        help="Critic updates (one minibatch each) before every generator update. Paper: 5 (WGAN-GP).",
+    )
+    alpha = h3.number_input(
+        "alpha (Gm's share of L_x)",
+        0.0,
+        10.0,
+        0.2,
+        0.05,
+        key="train-alpha",
+        help="Eq. 7: Gm minimises L_m + alpha L_x, so masks are also judged with the data. Paper: 0.2.",
+    )
+    beta = h4.number_input(
+        "beta (Gx's share of L_i)",
+        0.0,
+        10.0,
+        0.1,
+        0.05,
+        key="train-beta",
+        help="Eq. 10: with the imputer, Gx also minimises beta L_i, pulling its samples toward imputed "
+        "data. Paper: 0.1.",
+    )
+    lr = h1.number_input(
+        "Learning rate",
+        1e-6,
+        1e-1,
+        1e-4,
+        format="%.5f",
+        key="train-lr",
+        help="Adam (betas 0.5, 0.9) for Gx, Gm and the critics; the imputer uses 2e-4. Paper: 1e-4.",
+    )
+    tau = h2.number_input(
+        "tau (fill value of f_tau)",
+        -1.0,
+        1.0,
+        0.0,
+        0.1,
+        key="train-tau",
+        help="Eq. 3: the masking operator writes tau where a pixel is missing. Paper: 0.",
+    )
+    temperature = h3.number_input(
+        "Mask temperature lambda",
+        0.01,
+        5.0,
+        0.66,
+        0.01,
+        key="train-temp",
+        help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66.",
+    )
+    seed = h4.number_input(
+        "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
+        "seed and settings train the same run."
+    )
+    fid_every = h1.number_input(
+        "Live FID every N steps (0 = off)",
+        0,
+        100_000,
+        default_fid,
+        key="train-fid",
+        help="A cheap FID of 1,000 Gx samples (and the imputer's imputation FID) for the live curves.",
+    )
+    sample_every = h2.number_input(
+        "Save sample grids every N steps",
+        1,
+        100_000,
+        100,
+        key="train-sample",
+        help="Grids of Gx and Gm samples and imputations written to the run folder's samples/.",
+    )
 
 config = None
 if dataset:
@@ -130,12 +199,18 @@ if start and config is not None:
 # Live area
 
 
+def _misgan_jobs() -> list:
+    """MisGAN trainings only: baseline fits have their own panel on Compare."""
+    return [j for j in registry().jobs() if j.kind == "misgan"]
+
+
 def _picked() -> None:
-    st.session_state["train_job"] = str(st.session_state["train-job-select"]).split(" · ")[0]
+    labels = st.session_state.get("train-job-labels", {})
+    st.session_state["train_job"] = labels.get(st.session_state["train-job-select"])
 
 
 def _current_job_id() -> str | None:
-    jobs = registry().jobs()
+    jobs = _misgan_jobs()
     if not jobs:
         return None
     ids = [j.id for j in jobs]
@@ -144,9 +219,12 @@ def _current_job_id() -> str | None:
         alive = [j for j in jobs if j.alive]
         wanted = (alive or jobs)[-1].id
     if len(jobs) > 1:
-        labels = {j.id: f"{j.id} · {j.label}" for j in reversed(jobs)}
-        st.session_state["train-job-select"] = labels[wanted]
-        st.selectbox("Job", list(labels.values()), key="train-job-select", on_change=_picked)
+        # Shown by what they are (method, data and missingness, budget); started time tells twins apart.
+        labels = {f"{j.label} (started {time.strftime('%H:%M:%S', time.localtime(j.started_at))})": j.id
+                  for j in reversed(jobs)}
+        st.session_state["train-job-labels"] = labels
+        st.session_state["train-job-select"] = next(k for k, v in labels.items() if v == wanted)
+        st.selectbox("Job", list(labels), key="train-job-select", on_change=_picked)
     st.session_state["train_job"] = wanted
     return wanted
 
@@ -158,6 +236,10 @@ def _live(job_id: str) -> None:
         return
     snap = job.snapshot()
     st.markdown(widgets.job_summary(snap) + f"  \nRun folder: `{job.key}`")
+    config = getattr(job.trainer, "config", None)
+    if config is not None:
+        with st.expander("Settings of this job (the form above is for the next one)"):
+            st.json(config.to_dict(), expanded=False)
     widgets.job_controls(job, snap, key=job.id)
     widgets.job_progress(snap)
     widgets.show_job_grids(snap)

@@ -441,3 +441,19 @@ def test_theory_shows_equal_null_spaces_and_identifiability(runs_dir: Path) -> N
     at.run()
     _no_exceptions(at)
     assert any("too" in e for e in _errors(at))
+
+
+def test_train_settings_survive_a_visit_to_another_page(runs_dir: Path) -> None:
+    at = _app("train")
+    at.selectbox(key="train-mask").set_value(
+        next(o for o in at.selectbox(key="train-mask").options if o.startswith("Independent dropout"))
+    ).run()
+    at.slider(key="train-rate").set_value(0.8).run()
+    at.number_input(key="train-steps").set_value(400).run()
+    at.switch_page("../pages/compare.py").run()
+    _no_exceptions(at)
+    at.switch_page("../pages/train.py").run()
+    _no_exceptions(at)
+    assert at.number_input(key="train-steps").value == 400
+    assert at.slider(key="train-rate").value == 0.8
+    assert _metric(at, "Expected missing rate") == "80.0%"

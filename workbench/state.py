@@ -14,10 +14,22 @@ from misgan_core.catalog import data_dir, runs_root
 from misgan_core.data import DatasetStatus
 from misgan_core.device import DeviceInfo, configure_threads, device_info
 
-__all__ = ["DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets", "device_info",
-           "init_process", "on_gpu", "quickstart_config", "runs_root"]
+__all__ = ["KEPT_WIDGET_PREFIXES", "DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets",
+           "device_info", "init_process", "keepable", "on_gpu", "quickstart_config", "runs_root"]
 
 _THREADS: int | None = None
+# Widget keys whose values survive page changes (see Home.py); buttons and uploads are left out.
+KEPT_WIDGET_PREFIXES = ("train-", "compare-", "inpaint-", "theory-")
+
+
+def keepable(value: object) -> bool:
+    """Values of widgets whose state may be set (selections, numbers, text); not buttons' and checkboxes'
+    booleans, whose keys Streamlit refuses to set, nor uploads."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value)
+    return isinstance(value, (int, float, str))
 
 
 def init_process() -> int:
