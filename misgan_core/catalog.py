@@ -393,8 +393,9 @@ def start_misgan_job(config: MisGANConfig, root: str | Path | None = None, run_d
 
 def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed: int = 0,
                        root: str | Path | None = None, registry_: JobRegistry | None = None,
-                       threads: int | None = None) -> tuple[Job, bool]:
-    """Fit a baseline in the background (or return the job already fitting it). (job, started)."""
+                       threads: int | None = None, after: Job | None = None) -> tuple[Job, bool]:
+    """Fit a baseline in the background (or return the job already fitting it). (job, started).
+    With `after`, it waits for that job to end before it starts."""
     m = method(kind)
     if kind == "misgan":
         raise ValueError("MisGAN trains with start_misgan_job")
@@ -412,7 +413,7 @@ def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed
         path.parent.mkdir(parents=True, exist_ok=True)
         return reg.start(str(path), lambda: BaselineRun.create(path, kind, spec, seed=seed), steps,
                          label=describe(kind, spec, steps=steps if m.trainable else None), threads=threads,
-                         kind=kind), True
+                         kind=kind, after=after), True
 
 
 def resume_job(path: str | Path, steps: int, threads: int | None = None,

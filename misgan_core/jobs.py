@@ -37,7 +37,7 @@ class JobSnapshot:
     key: str
     label: str
     kind: str                   # the method: misgan, gain, ...
-    status: str                 # starting | running | paused | finished | stopped | failed
+    status: str                 # queued | starting | running | paused | finished | stopped | failed
     step: int
     target: int
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -62,9 +62,10 @@ class Job:
     _ids = itertools.count(1)
 
     def __init__(self, key: str, label: str, make_trainer: Callable[[], Trainer], steps: int,
-                 threads: int | None = None, kind: str = "misgan"):
+                 threads: int | None = None, kind: str = "misgan", after: Job | None = None):
         self.id = f"job-{next(self._ids)}"
         self.key, self.label, self.kind = key, label, kind
+        self._after = after  # wait for this job to end first: two trainings on a small CPU at once are slower
         self._make_trainer = make_trainer
         self._steps = steps
         self._threads = threads
@@ -137,6 +138,17 @@ class Job:
 
     def _run(self) -> None:
         try:
+            if self._after is not None and self._after.alive:
+                with self._lock:
+                    self._status = "queued"
+                while self._after.alive and not self._stop_event.is_set():
+                    self._after.join(0.2)
+                with self._lock:
+                    self._status = "starting"
+                if self._stop_event.is_set():
+                    with self._lock:
+                        self._status = "stopped"
+                    return
             if self._threads is not None:
                 configure_threads(self._threads)
             trainer = self._make_trainer()
@@ -203,13 +215,13 @@ class JobRegistry:
         atexit.register(self.stop_all)
 
     def start(self, key: str, make_trainer: Callable[[], Trainer], steps: int, label: str | None = None,
-              threads: int | None = None, kind: str = "misgan") -> Job:
+              threads: int | None = None, kind: str = "misgan", after: Job | None = None) -> Job:
         key = _normalise(key)
         with self._lock:
             for job in self._jobs.values():
                 if job.key == key and job.alive:
                     return job
-            job = Job(key, label or key, make_trainer, steps, threads, kind)
+            job = Job(key, label or key, make_trainer, steps, threads, kind, after)
             self._jobs[job.id] = job
             return job.start()
 

@@ -115,9 +115,14 @@ if st.button(
     disabled=not to_fit,
     help="Fits in the background (GAIN and ConvAC take minutes on a CPU); results appear here.",
 ):
-    for kind, steps in to_fit:
+    # Closed-form fits (seconds) go first and show as soon as they are done; the trainable ones fit one after
+    # another, since two trainings at once on a small CPU are each slower.
+    previous = None
+    for kind, steps in sorted(to_fit, key=lambda ks: METHODS[ks[0]].trainable):
         with widgets.guard(f"Could not start {METHODS[kind].title}"):
-            catalog.start_baseline_job(kind, spec, steps)
+            job, _ = catalog.start_baseline_job(kind, spec, steps, after=previous if METHODS[kind].trainable else None)
+            if METHODS[kind].trainable:
+                previous = job
     st.rerun()
 
 @st.fragment(run_every=2)

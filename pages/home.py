@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from misgan_core import catalog
@@ -89,7 +91,8 @@ st.subheader("Jobs")
 
 @st.fragment(run_every=3)
 def jobs_panel() -> None:
-    snaps = [job.snapshot() for job in registry().jobs()]
+    # Jobs whose run folder was deleted since are no longer listed.
+    snaps = [job.snapshot() for job in registry().jobs() if job.alive or Path(job.key).exists()]
     if not snaps:
         st.caption("No training jobs in this server process yet.")
         return
@@ -98,7 +101,7 @@ def jobs_panel() -> None:
         st.progress(
             snap.progress,
             text=f"{snap.steps_per_s:.2f} steps/s, ETA {widgets.fmt_seconds(snap.eta_s)}"
-            if not snap.done
+            if snap.status == "running"
             else snap.status,
         )
         if snap.error:

@@ -51,7 +51,12 @@ table = [
 st.dataframe(table, hide_index=True, width="stretch")
 
 names = [r.name for r in infos]
-name = st.selectbox("Run", names, key="runs-selected")
+# The selection is checked against the folders on disk before the selector is drawn, so after a delete (here
+# or in another session) the selector and everything below it name the same run.
+if st.session_state.get("runs-selected") not in names:
+    st.session_state["runs-selected"] = names[0]
+name = st.selectbox("Run", names, key="runs-selected", format_func=lambda n: next(
+    f"{n} · {r.title}" for r in infos if r.name == n))
 info = next(r for r in infos if r.name == name)
 job = catalog.job_for_run(info.path)
 busy = job is not None and job.alive
@@ -75,7 +80,7 @@ with tab_overview:
             name = png.stem[: -len("_latest")]
             col.image(str(png), caption=widgets.GRID_TITLES.get(name, name), width="stretch")
     history = RunDir(info.path).read_metrics()
-    widgets.show_curves(history, key_prefix=f"runs-{info.name}")
+    widgets.show_curves(history, key_prefix=f"runs-{info.name}", live_fid=info.kind == "misgan")
     with st.expander("Config"):
         st.code(json.dumps(info.config, indent=2, sort_keys=True), language="json")
 
@@ -111,7 +116,7 @@ with tab_actions:
     if st.button("Delete run", key="runs-delete", type="primary", disabled=not confirm or busy):
         with widgets.guard(f"Could not delete {info.name}"):
             catalog.delete_run(info.path)
-            st.session_state.pop("runs-selected", None)
+            st.session_state.pop(f"runs-confirm-{info.name}", None)
             st.toast(f"Deleted {info.name}")
             st.rerun()
 

@@ -175,3 +175,16 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path):
     assert out.returncode == 0, out.stderr
     step = json.loads(out.stdout.splitlines()[-1])["step"]
     assert step >= 12  # at least the first logged steps survived the interrupt
+
+
+def test_a_job_started_after_another_waits_for_it(tmp_path):
+    reg = JobRegistry()
+    first = start_misgan_job(small(), run_dir=tmp_path / "a", registry_=reg)[0]
+    second = reg.start(str(tmp_path / "b"), lambda: __import__("misgan_core").MisGAN(small(steps=2),
+                       run_dir=tmp_path / "b"), 2, label="second", after=first)
+    assert wait_for(lambda: first.snapshot().status == "running")
+    time.sleep(0.5)
+    assert second.snapshot().status == "queued" and not (tmp_path / "b").exists()
+    first.stop()
+    second.join(120)
+    assert second.snapshot().status == "finished" and second.snapshot().step == 2

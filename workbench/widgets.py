@@ -80,6 +80,27 @@ def show_grid(
     )
 
 
+# What each logged curve is, for legends; the paper's names (section 2, eq. 4-10).
+CURVE_NAMES = {
+    "w_x": "W_x: data critic's Wasserstein estimate (falls as Gx, Gm fit)",
+    "w_m": "W_m: mask critic's Wasserstein estimate (falls as Gm fits)",
+    "w_i": "W_i: imputer critic's Wasserstein estimate (falls as Gi fits)",
+    "loss_dx": "Dx loss (critic: -W_x + gradient penalty)",
+    "loss_dm": "Dm loss (critic: -W_m + gradient penalty)",
+    "loss_di": "Di loss (critic: -W_i + gradient penalty)",
+    "loss_gx": "Gx loss (-E[Dx], eq. 6)",
+    "loss_gm": "Gm loss (-E[Dm], eq. 7)",
+    "loss_gi": "Gi loss (-E[Di], eq. 9)",
+    "fid": "live FID of 1,000 Gx samples",
+    "imputation_fid": "imputation FID of 1,000 training examples",
+}
+CURVES_HELP = (
+    "W_x, W_m, W_i are the critics' estimates of the Wasserstein distance between real and generated data, "
+    "masks and imputations: lower is better, and they fall as training succeeds. The loss curves are what "
+    "each network minimises; a GAN's losses need not fall, so judge progress by W and by FID (lower is better)."
+)
+
+
 def curves_figure(
     history: Sequence[dict[str, Any]], keys: Sequence[str], x: str, title: str, y_title: str = ""
 ) -> go.Figure:
@@ -91,16 +112,20 @@ def curves_figure(
             xs, ys = zip(*pts, strict=True)
             fig.add_trace(
                 go.Scatter(
-                    x=list(xs), y=list(ys), mode="lines+markers" if len(pts) < 30 else "lines", name=key
+                    x=list(xs),
+                    y=list(ys),
+                    mode="lines+markers" if len(pts) < 30 else "lines",
+                    name=CURVE_NAMES.get(key, key),
                 )
             )
     fig.update_layout(
         title=title,
-        height=300,
+        height=320,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis_title="generator steps" if x == "step" else "training time (s)",
+        xaxis_title="steps" if x == "step" else "training time (s)",
         yaxis_title=y_title,
         showlegend=len(fig.data) > 1,
+        legend=dict(orientation="h", y=-0.25),
     )
     return fig
 
@@ -119,13 +144,26 @@ def loss_keys(history: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def show_curves(
-    history: Sequence[dict[str, Any]], key_prefix: str, fid_label: str = "FID (LeNet features)"
+    history: Sequence[dict[str, Any]], key_prefix: str, fid_label: str = "FID (LeNet features)",
+    live_fid: bool = True,
 ) -> None:
-    """Losses and live FID against steps and against time, four charts with distinct keys."""
+    """Losses and live FID against steps and against time, with the latest FID as a number."""
     losses = loss_keys(history)
     if not losses:
         st.caption("Curves appear after the first logged steps.")
         return
+    fids = [r for r in history if _finite(r.get("fid")) or _finite(r.get("imputation_fid"))]
+    if fids:
+        cols = st.columns(4)
+        for col, key, name in ((cols[0], "fid", "Live FID (Gx samples)"),
+                               (cols[1], "imputation_fid", "Imputation FID (1,000 examples)")):
+            points = [r for r in fids if _finite(r.get(key))]
+            if points:
+                delta = points[-1][key] - points[-2][key] if len(points) > 1 else None
+                col.metric(name, f"{points[-1][key]:.1f}", None if delta is None else f"{delta:+.1f}",
+                           delta_color="inverse", help=f"{fid_label}, at step {points[-1]['step']}; lower is "
+                                                       f"better. The change is since the previous point.")
+    st.caption(CURVES_HELP)
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(
@@ -135,19 +173,19 @@ def show_curves(
         st.plotly_chart(
             curves_figure(history, losses, "time", "Losses vs time"), key=f"{key_prefix}-loss-time"
         )
-    if any("fid" in r for r in history):
+    if fids:
         c3, c4 = st.columns(2)
         with c3:
             st.plotly_chart(
-                curves_figure(history, ["fid"], "step", f"Live {fid_label} vs steps"),
+                curves_figure(history, ["fid", "imputation_fid"], "step", f"{fid_label} vs steps"),
                 key=f"{key_prefix}-fid-step",
             )
         with c4:
             st.plotly_chart(
-                curves_figure(history, ["fid"], "time", f"Live {fid_label} vs time"),
+                curves_figure(history, ["fid", "imputation_fid"], "time", f"{fid_label} vs time"),
                 key=f"{key_prefix}-fid-time",
             )
-    else:
+    elif live_fid:
         st.caption("No live FID points yet (they come every `fid_every` steps when it is on).")
 
 
@@ -184,12 +222,15 @@ def job_summary(snap: JobSnapshot) -> str:
 
 
 def job_progress(snap: JobSnapshot, key: str = "") -> None:
-    """Status line, progress bar, speed and ETA of one job."""
-    st.progress(snap.progress, text=f"{snap.status}: step {snap.step} of {snap.target}")
+    """Status line, progress bar and, while it runs, speed and ETA of one job."""
+    st.progress(snap.progress, text=f"{snap.status}: step {snap.step:,} of {snap.target:,}")
     c1, c2, c3 = st.columns(3)
-    c1.metric("Step", f"{snap.step}")
-    c2.metric("Steps/s", f"{snap.steps_per_s:.2f}" if snap.steps_per_s else "-")
-    c3.metric("ETA", fmt_seconds(snap.eta_s))
+    c1.metric("Step", f"{snap.step:,}")
+    if snap.status == "running":
+        c2.metric("Steps/s", f"{snap.steps_per_s:.2f}" if snap.steps_per_s else "-")
+        c3.metric("ETA", fmt_seconds(snap.eta_s))
+    else:
+        c2.metric("Status", snap.status)
     if snap.error:
         st.error(f"Training failed: {snap.error}. The run folder keeps the full report in error.log.")
 
