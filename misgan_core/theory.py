@@ -26,20 +26,20 @@ MAX_VECTORS = (
 
 @dataclass(frozen=True)
 class DiscreteProblem:
-    """n features with values in `values`; vectors and masks listed in a fixed (lexicographic) order."""
+    """n pixels with values in `values`; vectors and masks listed in a fixed (lexicographic) order."""
 
     n: int
     values: tuple[int, ...]
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"need at least one feature; got n={self.n}")
+            raise ValueError(f"need at least one pixel; got n={self.n}")
         if len(self.values) < 2 or len(set(self.values)) != len(self.values):
-            raise ValueError(f"need at least two distinct feature values; got {list(self.values)}")
+            raise ValueError(f"need at least two distinct pixel values; got {list(self.values)}")
         if len(self.values) ** self.n > MAX_VECTORS:
             raise ValueError(
                 f"{len(self.values)}^{self.n} = {len(self.values) ** self.n} data vectors is too "
-                f"many for this exact analysis (at most {MAX_VECTORS}); use fewer features or values"
+                f"many for this exact analysis (at most {MAX_VECTORS}); use fewer pixels or values"
             )
 
     @property

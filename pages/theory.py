@@ -9,6 +9,10 @@ from misgan_core import theory
 from workbench import widgets
 
 st.title("Theory: does the fill value τ matter?")
+st.caption(
+    "Section 3 of [Li, Jiang and Marlin, *MisGAN: Learning from Incomplete Data with Generative Adversarial "
+    "Networks*, ICLR 2019](https://openreview.net/forum?id=S1lDV3RcKm)."
+)
 st.markdown(
     "Take *n* pixels that each take a value in a small set P. A mask distribution q says which pixels are "
     "observed; masking a vector s with f_τ replaces its missing pixels by τ. The **transition matrix** "
@@ -22,7 +26,18 @@ st.markdown(
 
 c1, c2, c3 = st.columns(3)
 n = c1.number_input("Pixels n", 1, 4, 2, key="theory-n")
-k = c2.number_input("Values per pixel |P|", 2, 4, 2, key="theory-k")
+# Only sizes the exact analysis can take are offered: |P|^n data vectors, at most theory.MAX_VECTORS.
+max_k = max(2, min(4, int(theory.MAX_VECTORS ** (1 / int(n)) + 1e-9)))
+if st.session_state.get("theory-k", 2) > max_k:
+    st.session_state["theory-k"] = max_k
+k = c2.number_input(
+    "Values per pixel |P|",
+    2,
+    max_k,
+    min(2, max_k),
+    key="theory-k",
+    help=f"|P|^n vectors, at most {theory.MAX_VECTORS} for the exact analysis.",
+)
 values = tuple(range(int(k)))
 Q_KINDS = {
     "dropout-never-full": "dropout, never fully observed (q(1) = 0)",
