@@ -111,6 +111,100 @@ def confined_path(text: str) -> Path | None:
     return path if any(path == r or path.is_relative_to(r) for r in roots) else None
 
 
+MAX_UPLOAD_BYTES = 2 << 30    # what an uploaded archive may unpack to
+MAX_UPLOAD_FILES = 200_000
+
+
+def uploads_root() -> Path:
+    """Where the app keeps uploaded data: DATA_DIR/uploads."""
+    return user_data_roots()[0] / "uploads"
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Keep an uploaded .npz, or a .zip of PNGs (alpha 0 = missing), under uploads_root() and check it with the
+    engine's loaders; returns the path to train on. The same content uploaded again gives the same path."""
+    import zipfile
+
+    from .data import DatasetError, load_user_data
+
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:60] or "upload"
+    digest = hashlib.sha1(data).hexdigest()[:8]
+    root = uploads_root()
+    root.mkdir(parents=True, exist_ok=True)
+    suffix = Path(name).suffix.lower()
+    if suffix == ".npz":
+        path = root / f"{stem}-{digest}.npz"
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    elif suffix == ".zip":
+        path = root / f"{stem}-{digest}"
+        if not path.exists():
+            import io
+            import shutil
+            import tempfile
+
+            staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=root))
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    members = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(".png")]
+                    if len(members) > MAX_UPLOAD_FILES or sum(i.file_size for i in members) > MAX_UPLOAD_BYTES:
+                        raise DatasetError(f"{name} unpacks to more than {MAX_UPLOAD_FILES:,} files or "
+                                           f"{MAX_UPLOAD_BYTES >> 30} GiB; upload a smaller archive")
+                    for i, info in enumerate(members):
+                        # flat, sanitised names: nothing in an archive may write outside its folder
+                        target = staging / f"{i:07d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(info.filename).name)}"
+                        with archive.open(info) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+            except (zipfile.BadZipFile, OSError, ValueError) as err:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise DatasetError(f"{name} is not a readable .zip archive ({err})") from err
+            except DatasetError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if not any(staging.iterdir()):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise DatasetError(f"{name} holds no .png files; zip PNG images whose alpha is 0 where pixels "
+                                   f"are missing")
+            os.replace(staging, path)
+    else:
+        raise DatasetError(f"{name}: upload an .npz with arrays x and m, or a .zip of PNG images with alpha")
+    try:
+        load_user_data(path)
+    except DatasetError:
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def download_dataset(name: str) -> str:
+    """Download a built-in dataset into the data folder with torchvision; a readable error without network."""
+    from .data import DATASETS, DatasetError, dataset_status, load_complete
+
+    if name not in DATASETS or not DATASETS[name].downloadable:
+        how = DATASETS[name].how_to_get if name in DATASETS else "it is not a built-in dataset"
+        raise DatasetError(f"{name} cannot be downloaded by the app; {how}")
+    root = data_dir() or "data"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        load_complete(name, root, download=True, limit=1)
+    except DatasetError:
+        raise
+    except Exception as err:  # urllib, http and torchvision raise many kinds when there is no network
+        raise DatasetError(f"could not download {name} into {Path(root).resolve()} ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:160]}); this machine may have no network. "
+                           f"{DATASETS[name].how_to_get}") from err
+    if dataset_status(name, root).status != "present":
+        raise DatasetError(f"{name} was downloaded but is not where the workbench looks; {DATASETS[name].how_to_get}")
+    return str(Path(root).resolve())
+
+
 # ---------------------------------------------------------------------------------------------
 # Describing runs
 
@@ -461,5 +555,5 @@ __all__ = [
     "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
     "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
     "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root", "confined_path",
-    "user_data_roots",
+    "user_data_roots", "uploads_root", "save_upload", "download_dataset",
 ]

@@ -8,6 +8,7 @@ import streamlit as st
 
 from misgan_core import catalog, evaluation, export, sweep
 from misgan_core.catalog import BASELINE_KINDS, METHODS
+from misgan_core.grids import show_missing, to_pil
 from workbench import state, widgets
 
 st.title("Compare imputation methods")
@@ -20,8 +21,13 @@ st.caption(
 c1, c2 = st.columns([1, 1], gap="large")
 with c1:
     st.subheader("Data and missingness")
-    dataset = widgets.dataset_picker("compare", allow_own=False)
-    params = widgets.missingness_picker("compare")
+    dataset = widgets.dataset_picker("compare")
+    own_data = dataset is not None and dataset not in {s.name for s in state.datasets()}
+    params = (
+        {"mask": "square", "mask_size": 14, "missing_rate": 0.5, "missing_rate_range": None}
+        if own_data
+        else widgets.missingness_picker("compare")
+    )
     mask_seed = st.number_input("Mask seed", 0, 10_000, 0, key="compare-mask-seed")
     n_eval = st.number_input(
         "Examples to evaluate",
@@ -170,14 +176,26 @@ for name, info in available.items():
             opened[name].require_imputer(), data.x[:show_n], data.m[:show_n], draws=1
         )[0]
 if results:
-    grid, titles = export.side_by_side(data.x[:show_n], data.m[:show_n], results)
-    st.caption("Columns: " + " | ".join(titles))
-    widgets.show_grid(grid, None, nrow=len(titles), target=56)
+    shown = {"Input (missing in grey)": show_missing(data.x[:show_n], data.m[:show_n])}
+    if data.ground_truth:
+        shown["Truth"] = data.x[:show_n]
+    shown.update(results)
+    for col, (title, images) in zip(st.columns(len(shown)), shown.items(), strict=True):
+        col.markdown(f"**{title}**")  # a header over its own column
+        col.image(to_pil(images, nrow=1, scale=widgets.grid_scale(images.shape[-2], 56)))
 
 st.subheader("Imputation FID and RMSE")
 key = f"compare-results-{spec.label()}-{int(n_eval)}"
+if not data.ground_truth:
+    st.info(
+        "FID and RMSE compare imputations with the complete data, and your own incomplete data has none: "
+        "compare the imputations above by eye, or evaluate on a built-in dataset with masks drawn."
+    )
 if st.button(
-    f"Evaluate {len(opened)} method(s) on {len(data)} examples", key="compare-evaluate", type="primary"
+    f"Evaluate {len(opened)} method(s) on {len(data)} examples",
+    key="compare-evaluate",
+    type="primary",
+    disabled=not data.ground_truth,
 ):
     rows = []
     bar = st.progress(0.0, text="evaluating")

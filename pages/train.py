@@ -27,9 +27,11 @@ with settings:
         params = {"mask": "square", "mask_size": 14, "missing_rate": 0.5, "missing_rate_range": None}
     else:
         params = widgets.missingness_picker("train")
-    mask_seed = st.number_input(
-        "Mask seed (masks are drawn once per example)", 0, 10_000, 0, key="train-mask-seed"
-    )
+    mask_seed = 0
+    if not own_data:  # own data brings its masks: there is nothing to seed
+        mask_seed = st.number_input(
+            "Mask seed (masks are drawn once per example)", 0, 10_000, 0, key="train-mask-seed"
+        )
     limit = st.number_input(
         "Use only the first N examples (0 = all)", 0, 1_000_000, 0, step=500, key="train-limit"
     )

@@ -306,6 +306,21 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         help="mnist-5k ships with the app and works offline.",
     )
     if choice == OWN_DATA:
+        upload = st.file_uploader(
+            "Upload your incomplete data",
+            type=["npz", "zip"],
+            key=f"{key}-upload",
+            help="An .npz with x (N, H, W) or (N, C, H, W) in [0, 1] or uint8 and m (1 = observed) or NaN in x; "
+            "or a .zip of PNG images whose alpha channel is 0 where pixels are missing.",
+        )
+        if upload is not None:
+            try:
+                path = catalog.save_upload(upload.name, upload.getvalue())
+            except DatasetError as err:
+                st.error(f"Cannot use {upload.name}: {error_text(err)}")
+                return None
+            st.caption(f"Kept as `{path}`.")
+            return str(path)
         roots = catalog.user_data_roots()
         text = st.text_input(
             "Path to an .npz with x and m, or a folder of PNGs with alpha",
@@ -326,7 +341,17 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         return str(path)
     status = next(s for s in statuses if s.name == choice)
     if status.status != "present":
-        st.error(f"Dataset {choice} is not on this machine. {status.how_to_get}")
+        where = catalog.user_data_roots()[0]
+        st.error(f"Dataset {choice} is not on this machine (the data folder is `{where}`). {status.how_to_get}")
+        if status.status == "downloadable" and st.button(
+            f"Download {choice} into {where}", key=f"{key}-download",
+            help="Needs a network connection; torchvision fetches the files into the data folder.",
+        ):
+            with st.spinner(f"Downloading {choice}…"):
+                try:
+                    st.success(f"{choice} is now in {catalog.download_dataset(choice)}.")
+                except DatasetError as err:
+                    st.error(error_text(err))
         return None
     return choice
 
