@@ -314,10 +314,9 @@ def list_runs(root: str | Path | None = None, include_demo: bool = True) -> list
     """Every run folder under `root` (default: runs_root()), newest first, then the shipped demo model."""
     out = [run_info(r.path) for r in list_run_dirs(root or runs_root())]
     if include_demo:
-        from .demo import DEMO_DIR, demo_available
+        from .demo import demo_dirs
 
-        if demo_available():
-            out.append(run_info(DEMO_DIR, demo=True))
+        out.extend(run_info(folder, demo=True) for folder in demo_dirs())
     return out
 
 
@@ -540,9 +539,9 @@ def baseline_job(kind: str, spec: DataSpec, seed: int = 0, registry_: JobRegistr
 
 def delete_run(path: str | Path) -> None:
     """Delete a run folder; refused while a job trains it, and for the shipped demo."""
-    from .demo import DEMO_DIR
+    from .demo import demo_dirs
 
-    if Path(path).resolve() == DEMO_DIR.resolve():
+    if Path(path).resolve() in {d.resolve() for d in demo_dirs()}:
         raise ValueError("the shipped demo model cannot be deleted")
     job = job_for_run(path)
     if job is not None and job.alive:

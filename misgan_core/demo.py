@@ -1,12 +1,13 @@
-"""The shipped demo model: FC MisGAN with its imputer, trained on mnist-5k, so Inpaint works at once.
+"""The shipped demo models: FC MisGAN with its imputer, trained on mnist-5k, so Inpaint works at once.
 
-It is an inference-only run folder in misgan_core/assets/demo-mnist-fc-rect: config.json (the training
-config plus {"inference_only": [...]} and how it was made), model.safetensors (Gx, Gm and Gi in float16,
-about 4 MB) and metrics.jsonl (the training log). Remake it with:
-
-    python -m misgan_core train --dataset mnist-5k --mask rect --arch fc --steps 3000 --imputer --seed 0 \\
-        --out runs/demo-source
-    python -c "from misgan_core.demo import export_demo; export_demo('runs/demo-source')"
+Each is an inference-only run folder in misgan_core/assets/demo-*: config.json (the training config plus
+{"inference_only": [...]} and how it was made: command, budget, figures), model.safetensors (Gx, Gm and Gi in
+float16, about 4 MB) and metrics.jsonl (the training log).
+  demo-mnist-fc-square14    square 14x14 observed (75% missing), the paper's budget (1000 epochs)
+  demo-mnist-fc-dropout80   independent dropout 80%, the paper's budget
+  demo-mnist-fc-rect        rectangle observation, 3000 generator steps (the first demo)
+The first two are the sweep's cells (README, "Reproducing the paper"); remake one from any run with
+    python -c "from misgan_core.demo import export_demo; export_demo('RUN', 'misgan_core/assets/demo-NAME')"
 """
 
 from __future__ import annotations
@@ -21,12 +22,24 @@ from safetensors.torch import save_file
 
 from .misgan import MisGAN
 
-DEMO_DIR = Path(__file__).parent / "assets" / "demo-mnist-fc-rect"
+ASSETS = Path(__file__).parent / "assets"
+DEMO_DIR = ASSETS / "demo-mnist-fc-rect"
+# The order Inpaint offers them in: the paper's budget first.
+DEMO_NAMES = ("demo-mnist-fc-square14", "demo-mnist-fc-dropout80", "demo-mnist-fc-rect")
 SHIPPED = ["gx", "gm", "gi"]  # what a user of the demo needs: samples, masks, imputations
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+
+
 def demo_available() -> bool:
-    return (DEMO_DIR / "model.safetensors").exists() and (DEMO_DIR / "config.json").exists()
+    return bool(demo_dirs())
+
+
+def demo_dirs() -> list[Path]:
+    """The shipped demo folders present, best first."""
+    return [ASSETS / n for n in DEMO_NAMES if _complete(ASSETS / n)]
 
 
 def load_demo(device: str | None = None) -> MisGAN:

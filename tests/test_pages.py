@@ -266,7 +266,7 @@ def test_inpaint_without_runs_explains_what_to_do(runs_dir: Path, fake_canvas: t
                                                   monkeypatch) -> None:
     import misgan_core.demo
 
-    monkeypatch.setattr(misgan_core.demo, "DEMO_DIR", runs_dir / "no-demo")  # as if no demo shipped
+    monkeypatch.setattr(misgan_core.demo, "ASSETS", runs_dir / "no-demo")  # as if no demo shipped
     at = _app("inpaint")
     assert any("No trained MisGAN run" in i.value for i in at.info)
 

@@ -298,9 +298,11 @@ def test_two_resumes_at_once_one_trains_and_the_other_is_told_who(tmp_path) -> N
     second = subprocess.run(_resume_cmd(run, 5), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2
     assert f"is being trained by process {first.pid}" in second.stderr
-    # a reader at the same time works and changes nothing
+    # readers at the same time work: evaluate from the CLI, and the app's loader (open_run, run_info)
     assert subprocess.run([sys.executable, "-m", "misgan_core", "evaluate", str(run), "--samples", "20"], cwd=ROOT,
                           env=ENV, capture_output=True, timeout=300).returncode == 0
+    opened = open_run(run)
+    assert opened.imputer is not None and opened.step >= 2 and run_info(run).usable
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss_dx" in r]
