@@ -616,6 +616,9 @@ class MisGAN:
             # A shipped model (misgan_core.demo): generators and imputer only, no training state.
             gan.step = run.load_weights_only(gan.nets.modules(), raw["inference_only"], map_location=gan.device)
             gan.history = run.read_metrics()
+            gan.batches = gan.step * config.n_critic  # for its budget: epochs and training time
+            gan.train_time = float(next((r["time"] for r in reversed(gan.history)
+                                         if isinstance(r.get("time"), (int, float))), 0.0))
             gan.run = None  # nothing may write into a shipped model's folder
             return gan
         state = run.load_checkpoint(gan.nets.modules(), map_location=gan.device)

@@ -144,7 +144,9 @@ with right:
         st.error(f"Cannot read the painted mask: {err}")
         st.stop()
     observed = float(m.mean())
-    st.metric("Missing pixels", f"{1 - observed:.0%}")
+    hidden = int((m == 0).sum())
+    st.metric("Missing pixels", f"{1 - observed:.0%}", help="the share of the image's pixels the mask hides")
+    st.caption(f"{hidden:,} of {h * w:,} pixels missing")
     if observed >= 1.0:
         st.info("Nothing is missing yet: paint over part of the image (or switch 'Paint marks' to observed).")
         st.stop()

@@ -193,6 +193,9 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     limit.press("Enter")
     _settle(page)
     page.get_by_role("button", name="Start training").click()
+    # the job is named by what it trains (method, data, missingness, budget), and its own settings are shown
+    page.get_by_text("mnist-5k (first 500), square 14x14 observed · 300 generator steps").first.wait_for()
+    page.get_by_text("Settings of this job").first.wait_for()
     page.get_by_text("Gx samples").first.wait_for(timeout=90_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=90_000)
     page.wait_for_timeout(3000)
@@ -225,16 +228,52 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     for i in range(1, 21):
         page.mouse.move(box["x"] + box["width"] * (0.1 + 0.04 * i), y + box["height"] * 0.01 * i, steps=2)
     page.mouse.up()
-    page.get_by_text("8 imputations").first.wait_for(timeout=60_000)
+    try:
+        page.get_by_text("8 imputations").first.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)  # what the page showed instead
+        raise
     page.get_by_text("Mean of 8 draws").first.wait_for()
-    page.get_by_text("Columns: truth | input | MisGAN (this run)").first.wait_for()  # the baselines beside it
+    page.get_by_text("MisGAN (this run)").first.wait_for()  # the other methods beside it, under headers
+    page.get_by_text("Truth", exact=True).first.wait_for()
     _settle(page)
     page.screenshot(path=str(SHOTS / "inpaint.png"), full_page=True)
 
-    for name, file in (("Runs", "runs"), ("Theory", "theory")):
-        _open(page, url, name)
+    # The border-pixel stroke: a rectangle over canvas pixels 0-9 (top left) and 270-279 (bottom right) of
+    # the 280-pixel canvas hides exactly image pixels (0, 0) and (27, 27), no neighbour.
+    page.get_by_text("Rectangle", exact=True).first.click()
+    _settle(page)
+    canvas = page.locator("canvas.upper-canvas").first
+    box = canvas.bounding_box()
+    for corner in (0, 270):
+        page.mouse.move(box["x"] + corner + 0.5, box["y"] + corner + 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + corner + 9.5, box["y"] + corner + 9.5, steps=4)
+        page.mouse.up()
         _settle(page)
-        page.screenshot(path=str(SHOTS / f"{file}.png"), full_page=True)
+    page.get_by_text("2 of 784 pixels missing").first.wait_for(timeout=60_000)
+
+    # Runs: delete a run, then the selector and the page below it name the same, existing run.
+    _open(page, url, "Runs")
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    doomed = next(p.name for p in runs.iterdir() if (p / "config.json").exists() and p.name != "tiny-imputer")
+    page.get_by_role("combobox", name="Run").click()
+    page.get_by_role("option").filter(has_text=doomed).first.click()
+    _settle(page)
+    page.get_by_text("Resume, download, delete").first.click()
+    page.get_by_text(f"Yes, delete {doomed} and every file in it").first.click()
+    page.get_by_role("button", name="Delete run").first.click()
+    _settle(page)
+    page.wait_for_timeout(2000)
+    assert not (runs / doomed).exists()
+    shown = page.get_by_role("combobox", name="Run").input_value()
+    assert doomed not in shown and shown.strip(), shown
+    assert shown.split(" · ")[0].strip() in page.get_by_text("Yes, delete").first.inner_text()  # the same run below
+
+    _open(page, url, "Theory")
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "theory.png"), full_page=True)
     page.get_by_text("identical").first.wait_for()
     assert any("mnist-5k" in p.name and p.name != "tiny-imputer" for p in runs.iterdir()), \
         "the Train page made no run folder"
