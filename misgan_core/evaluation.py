@@ -56,9 +56,10 @@ def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
         result = evaluate(spec.dataset, data=data, sample_fn=run.sampler, imputer=run.imputer,
                           n_samples=n_samples if n_samples is not None else len(data), seed=seed,
                           batch_size=batch_size)
+    result["eval_seconds"] = result.pop("seconds")  # "seconds" is the run's training time (its budget)
     return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
             "dataset": spec.dataset, "missingness": data.missingness, "split": split,
-            "split_label": split_label(split, len(data)), **run.budget(), **run.info, **result}
+            "split_label": split_label(split, len(data)), **run.info, **result, **run.budget()}
 
 
 def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, device: str | None = None,

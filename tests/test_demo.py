@@ -45,3 +45,21 @@ def test_export_demo_round_trip(tmp_path):
 
 def test_demo_data_is_the_embedded_digits():
     assert load_demo().data.x.shape[1:] == load_complete("mnist-5k").x.shape[1:]
+
+
+@pytest.mark.parametrize("name", ["demo-mnist-fc-square14", "demo-mnist-fc-dropout80"])
+def test_paper_budget_demos_ship_with_their_record_and_impute(name):
+    from misgan_core import open_run
+    from misgan_core.demo import ASSETS, demo_dirs
+
+    folder = ASSETS / name
+    assert folder in demo_dirs() and demo_dirs()[0].name == "demo-mnist-fc-square14"  # Inpaint's default
+    assert (folder / "model.safetensors").stat().st_size < 6 * 2**20
+    made = json.loads((folder / "config.json").read_text())["made_from"]
+    assert made["command"].startswith("python -m misgan_core sweep") and made["step"] == 14000
+    assert set(made["figures"]) == {"train", "test"} and made["figures"]["test"]["imputation_fid"] > 0
+    run = open_run(folder)
+    assert run.step == 14000 and run.budget()["epochs"] == pytest.approx(1000, rel=0.01)
+    x, m = run.data.x[:4], run.data.m[:4]
+    out = run.imputer.impute(x, m, draws=2)
+    assert torch.equal(out[:, m.bool().expand_as(x)], x[m.bool().expand_as(x)].expand(2, -1))
