@@ -159,13 +159,164 @@ class QuadrantObservation(MaskProcess):
         return "quadrant observation (one of four)"
 
 
+# ---------------------------------------------------------------------------------------------
+# Missingness that depends on the data (MAR and MNAR). Each is rate-matched on the dataset it masks: its
+# parameter (an offset or a threshold) is found so that the dataset's missing rate is `rate`.
+
+
+class DataDependentProcess(MaskProcess):
+    """A process whose masks depend on the images: `sample_for(x, generator)` -> (N, 1, H, W) masks."""
+
+    needs_data = True
+    rate: float = 0.5
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise ValueError(f"{self.describe()} depends on the images; draw its masks with sample_for(x)")
+
+    def sample_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def expected_missing_rate(self, height: int, width: int) -> float:
+        return float(self.rate)  # rate-matched on the data it masks
+
+    def _check_rate(self, most: float = 1.0) -> None:
+        if not (isinstance(self.rate, (int, float)) and 0.0 < self.rate < most):
+            raise ValueError(f"missing rate must lie in (0, {most:g}) for {self.name}; got {self.rate}")
+
+
+def _bisect(f: object, target: float, lo: float, hi: float, iters: int = 60) -> float:
+    """The c in [lo, hi] with f(c) = target for f decreasing in c."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > target:  # type: ignore[operator]
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _intensity(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) per-pixel intensity: the mean over channels."""
+    return x.mean(dim=1, keepdim=True)
+
+
+@dataclass
+class SelfMasking(DataDependentProcess):
+    """MNAR self-masking: each pixel is missing with probability sigmoid(k (v - c)) for its own value v
+    (direction high: bright pixels go missing, as with sensor saturation), or sigmoid(k (c - v)) (low);
+    c is found by bisection so that the dataset's missing rate is `rate`."""
+
+    rate: float = 0.5
+    steepness: float = 20.0
+    direction: str = "high"
+    name = "self-masking"
+
+    def __post_init__(self) -> None:
+        self._check_rate()
+        if self.direction not in ("high", "low"):
+            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+        if not (self.steepness > 0):
+            raise ValueError(f"steepness must be positive; got {self.steepness}")
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Each pixel's missing probability; the offset c is set by bisection for the dataset's rate."""
+        u = _intensity(x).double() * (1.0 if self.direction == "high" else -1.0)  # larger u: more likely missing
+        c = _bisect(lambda c: float(torch.sigmoid(self.steepness * (u - c)).mean()), self.rate,
+                    float(u.min()) - 2.0, float(u.max()) + 2.0)
+        return torch.sigmoid(self.steepness * (u - c)).float()
+
+    def sample_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        p = self.probabilities(x)
+        return (torch.rand(p.shape, generator=generator) >= p).float()
+
+    def describe(self) -> str:
+        return f"self-masking ({self.direction} values missing), rate {self.rate:g}"
+
+
+@dataclass
+class Censoring(DataDependentProcess):
+    """MNAR censoring: every pixel above (high) or below (low) a value threshold is missing; the threshold is
+    the dataset's quantile that gives `rate`. Ties at the threshold (MNIST's many exact zeros) are broken by
+    a seeded random order, so the rate is met exactly."""
+
+    rate: float = 0.5
+    direction: str = "high"
+    name = "censor"
+
+    def __post_init__(self) -> None:
+        self._check_rate()
+        if self.direction not in ("high", "low"):
+            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+
+    def sample_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        v = _intensity(x).flatten()
+        k = int(round(self.rate * v.numel()))
+        # order pixels by value (ties by a random key), the k most extreme are missing
+        key = torch.rand(v.shape, generator=generator, dtype=torch.float64) * 1e-9
+        score = (v.double() + key) if self.direction == "high" else -(v.double() - key)
+        missing = torch.zeros(v.numel(), dtype=torch.bool)
+        missing[torch.topk(score, k).indices] = True
+        return (~missing).float().view(x.shape[0], 1, *x.shape[2:])
+
+    def describe(self) -> str:
+        return f"censoring ({self.direction} values missing), rate {self.rate:g}"
+
+
+@dataclass
+class IntensityMAR(DataDependentProcess):
+    """MAR: the central `region` x `region` square is always observed; every other pixel of an example is
+    missing with probability sigmoid(a (z - b)), z the standardised mean intensity of that example's observed
+    square, b found by bisection so that the dataset's missing rate is `rate` (at most the share of pixels
+    outside the square)."""
+
+    rate: float = 0.5
+    region: int = 10
+    steepness: float = 3.0
+    name = "mar"
+
+    def _region(self, height: int, width: int) -> torch.Tensor:
+        if not 1 <= self.region < min(height, width):
+            raise ValueError(f"observed region {self.region} must be smaller than the {height}x{width} image")
+        keep = torch.zeros(height, width, dtype=torch.bool)
+        top, left = (height - self.region) // 2, (width - self.region) // 2
+        keep[top:top + self.region, left:left + self.region] = True
+        return keep
+
+    def sample_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        keep = self._region(h, w)
+        free = float((~keep).float().mean())
+        self._check_rate(most=free)
+        v = _intensity(x)[:, 0]
+        z = v[:, keep].mean(1).double()
+        z = (z - z.mean()) / z.std().clamp_min(1e-12)
+        target = self.rate / free  # the free pixels' missing probability on average
+        b = _bisect(lambda b: float(torch.sigmoid(self.steepness * (z - b)).mean()), target, -20.0, 20.0)
+        p = torch.sigmoid(self.steepness * (z - b)).float().view(n, 1, 1, 1).expand(n, 1, h, w)
+        m = (torch.rand((n, 1, h, w), generator=generator) >= p).float()
+        m[:, :, keep] = 1.0
+        return m
+
+    def describe(self) -> str:
+        return f"MAR (central {self.region}x{self.region} observed, the rest missing by its brightness), " \
+               f"rate {self.rate:g}"
+
+
 MASK_PROCESSES = {"square": SquareObservation, "dropout": IndependentDropout, "rect": RectangleObservation,
-                  "quadrants": QuadrantObservation}
+                  "quadrants": QuadrantObservation, "self-masking": SelfMasking, "censor": Censoring,
+                  "mar": IntensityMAR}
+DATA_DEPENDENT = ("self-masking", "censor", "mar")
 
 
 def make_mask_process(name: str, mask_size: int = 14, missing_rate: float = 0.5,
-                      missing_rate_range: tuple[float, float] | None = None) -> MaskProcess:
+                      missing_rate_range: tuple[float, float] | None = None, direction: str = "high") -> MaskProcess:
     """Build a process from the options the CLI and the pages offer."""
+    if name == "self-masking":
+        return SelfMasking(missing_rate, direction=direction)
+    if name == "censor":
+        return Censoring(missing_rate, direction=direction)
+    if name == "mar":
+        return IntensityMAR(missing_rate)
     if name == "square":
         return SquareObservation(mask_size)
     if name == "dropout":
@@ -181,7 +332,7 @@ def make_incomplete(data: CompleteData, process: MaskProcess, seed: int = 0) -> 
     """Draw one fixed mask per example (as in the paper, masks are not redrawn per epoch)."""
     n, _, h, w = data.x.shape
     gen = torch.Generator().manual_seed(seed)
-    m = process.sample(n, h, w, gen)
+    m = process.sample_for(data.x, gen) if getattr(process, "needs_data", False) else process.sample(n, h, w, gen)
     if (m.flatten(1).sum(1) == 0).any():
         # A fully missing example carries no information; a process that makes one is misconfigured.
         raise ValueError(f"{process.describe()} produced an example with no observed pixel; lower the "

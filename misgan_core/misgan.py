@@ -25,6 +25,7 @@ from .critic_gradients import critic_loss
 from .data import IncompleteDataset
 from .device import pick_device
 from .imputers import check_incomplete_batch, paste_observed
+from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
 from .models import Networks, build_networks
 from .runs import CheckpointError, RunDir
@@ -114,6 +115,9 @@ class MisGANConfig:
             problems.append(f"arch must be 'fc' or 'conv'; got {self.arch!r}")
         if self.imputer_mode not in IMPUTER_MODES:
             problems.append(f"imputer mode must be one of {', '.join(IMPUTER_MODES)}; got {self.imputer_mode!r}")
+        if self.imputer and self.imputer_mode == "target" and self.data.mask in DATA_DEPENDENT:
+            problems.append(f"imputer mode 'target' draws masks without data; {self.data.mask} masks depend on "
+                            f"the images: use --imputer-mode joint")
         if self.imputer and self.imputer_mode != "joint" and not self.pretrained:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
         if self.ambient_masks not in ("learned", "real"):

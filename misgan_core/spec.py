@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .data import SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
-from .masks import MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
+from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
-          "mask_seed")
+          "mask_direction", "mask_seed")
 # What a split holds (data.load_complete): 'train' keeps mnist-5k's 500 held-out digits back, so that every run
 # has examples it never saw; 'all' is every training example (runs made before splits existed); 'test' is the
 # held-out part (or the dataset's test set), for evaluation.
@@ -42,6 +42,7 @@ class DataSpec:
     mask_size: int = 14                      # side of the observed square (square)
     missing_rate: float = 0.5                # per-pixel missing probability (dropout)
     missing_rate_range: tuple[float, float] | None = None  # per-example dropout rate drawn from this range
+    mask_direction: str = "high"             # self-masking / censor: bright (high) or dark (low) pixels go missing
     mask_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,11 +82,19 @@ class DataSpec:
             if self.mask == "dropout" and not all(isinstance(r, (int, float)) and math.isfinite(r)
                                                   and 0 <= r < 1 for r in rates):
                 problems.append(f"missing rate must lie in [0, 1); got {', '.join(str(r) for r in rates)}")
+            if self.mask in DATA_DEPENDENT:
+                if self.missing_rate_range:
+                    problems.append(f"{self.mask} takes one --missing-rate, not a range")
+                if not (isinstance(self.missing_rate, (int, float)) and 0 < self.missing_rate < 1):
+                    problems.append(f"missing rate must lie in (0, 1) for {self.mask}; got {self.missing_rate}")
+                if self.mask_direction not in ("high", "low"):
+                    problems.append(f"mask direction must be 'high' or 'low'; got {self.mask_direction!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
     def mask_process(self) -> MaskProcess:
-        return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range)
+        return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range,
+                                 self.mask_direction)
 
     def missingness(self) -> str:
         """The missingness in words, e.g. 'square observation 14x14'."""
@@ -105,6 +114,12 @@ class DataSpec:
             if short:
                 return f"dropout{pct[0]}" if lo == hi else f"dropout{pct[0]}-{pct[1]}"
             return f"dropout {pct[0]}%" if lo == hi else f"dropout {pct[0]}%-{pct[1]}%"
+        if self.mask in DATA_DEPENDENT:
+            pct = round(self.missing_rate * 100)
+            way = f"-{self.mask_direction}" if self.mask != "mar" else ""
+            if short:
+                return f"{self.mask}{way}{pct}"
+            return f"{self.mask}{' ' + self.mask_direction if way else ''} {pct}%"
         return self.mask
 
     def label(self) -> str:
@@ -129,6 +144,8 @@ class DataSpec:
         elif self.mask == "dropout":
             params = (round(self.missing_rate, 6), self.missing_rate_range) if not self.missing_rate_range \
                 else (self.missing_rate_range,)
+        elif self.mask in DATA_DEPENDENT:
+            params = (round(self.missing_rate, 6), self.mask_direction if self.mask != "mar" else None)
         else:
             params = ()
         return (self.dataset, self.mask, params, self.mask_seed)
@@ -200,6 +217,8 @@ class DataSpec:
         g.add_argument("--missing-rate", type=float, default=0.5, help="missing probability per pixel (dropout)")
         g.add_argument("--missing-rate-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="draw each example's dropout rate uniformly from this range")
+        g.add_argument("--mask-direction", default="high", choices=["high", "low"],
+                       help="self-masking and censor: bright (high) or dark (low) pixels go missing")
         g.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed per-example masks")
 
     @classmethod
@@ -207,6 +226,6 @@ class DataSpec:
         spec = cls(dataset=args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, mask=args.mask,
                    mask_size=args.mask_size, missing_rate=args.missing_rate,
                    missing_rate_range=tuple(args.missing_rate_range) if args.missing_rate_range else None,
-                   mask_seed=args.mask_seed)
+                   mask_direction=args.mask_direction, mask_seed=args.mask_seed)
         spec.validate()
         return spec

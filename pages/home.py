@@ -17,7 +17,8 @@ st.markdown(
     "generator* Gx whose complete samples are masked with Gm's masks and judged against the real incomplete "
     "data by a critic, so Gx must produce complete images whose every masked view looks real. An optional "
     "*imputer* Gi then fills in the missing pixels of a real example, drawing a different plausible "
-    "completion each time (Li, Jiang and Marlin, ICLR 2019)."
+    "completion each time ([Li, Jiang and Marlin, ICLR 2019](https://openreview.net/forum?id=S1lDV3RcKm); "
+    "[the authors' code](https://github.com/steveli/misgan))."
 )
 
 left, right = st.columns([3, 2])

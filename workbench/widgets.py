@@ -26,6 +26,9 @@ MASK_LABELS = {
     "dropout": "Independent dropout (each pixel missing at random)",
     "rect": "Rectangle observation (sides 25%-75% of the image)",
     "quadrants": "Quadrant observation (one of four quadrants)",
+    "self-masking": "Self-masking, MNAR (a pixel's own value sets its chance to be missing)",
+    "censor": "Censoring, MNAR (pixels past a value threshold are missing)",
+    "mar": "MAR (the centre is observed; the rest goes missing by its brightness)",
 }
 GRID_TITLES = {
     "data": "Training data (missing in grey)",
@@ -378,6 +381,17 @@ def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> d
             out["missing_rate"] = 0.5 * (lo + hi)
         else:
             out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, 0.5, 0.05, key=f"{key}-rate")
+    elif mask in ("self-masking", "censor", "mar"):
+        out["missing_rate"] = st.slider(
+            "Missing rate (matched on the dataset)", 0.05, 0.9 if mask != "mar" else 0.8, 0.5, 0.05,
+            key=f"{key}-dd-rate", help="The process's offset or threshold is chosen so that this share of the "
+            "dataset's pixels goes missing; which ones depends on the images.",
+        )
+        if mask != "mar":
+            out["mask_direction"] = st.radio(
+                "Which pixels go missing", ["high", "low"], horizontal=True, key=f"{key}-direction",
+                format_func={"high": "bright ones (saturation)", "low": "dark ones"}.get,
+            )
     return out
 
 
@@ -386,7 +400,8 @@ def data_spec(dataset: str, params: dict[str, Any], mask_seed: int = 0, limit: i
     rng = params.get("missing_rate_range")
     return DataSpec(dataset=dataset, data_dir=state.data_dir(), limit=limit or None, mask=params["mask"],
                     mask_size=int(params["mask_size"]), missing_rate=float(params["missing_rate"]),
-                    missing_rate_range=tuple(rng) if rng else None, mask_seed=int(mask_seed))
+                    missing_rate_range=tuple(rng) if rng else None,
+                    mask_direction=params.get("mask_direction", "high"), mask_seed=int(mask_seed))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
