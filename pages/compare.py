@@ -21,13 +21,7 @@ st.caption(
 c1, c2 = st.columns([1, 1], gap="large")
 with c1:
     st.subheader("Data and missingness")
-    dataset = widgets.dataset_picker("compare")
-    own_data = dataset is not None and dataset not in {s.name for s in state.datasets()}
-    params = (
-        {"mask": "square", "mask_size": 14, "missing_rate": 0.5, "missing_rate_range": None}
-        if own_data
-        else widgets.missingness_picker("compare")
-    )
+    dataset, own_data, params = widgets.data_picker("compare")
     mask_seed = st.number_input("Mask seed", 0, 10_000, 0, key="compare-mask-seed")
     n_eval = st.number_input(
         "Examples to evaluate",

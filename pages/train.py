@@ -20,13 +20,7 @@ st.caption(
 settings, preview = st.columns([1, 1], gap="large")
 with settings:
     st.subheader("Data and missingness")
-    dataset = widgets.dataset_picker("train")
-    own_data = dataset is not None and dataset not in {s.name for s in state.datasets()}
-    if own_data:
-        st.info("Your own data brings its masks (alpha channel, m array or NaN), so no missingness is drawn.")
-        params = {"mask": "square", "mask_size": 14, "missing_rate": 0.5, "missing_rate_range": None}
-    else:
-        params = widgets.missingness_picker("train")
+    dataset, own_data, params = widgets.data_picker("train")
     mask_seed = 0
     if not own_data:  # own data brings its masks: there is nothing to seed
         mask_seed = st.number_input(

@@ -359,6 +359,17 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
     return choice
 
 
+def data_picker(key: str) -> tuple[str | None, bool, dict[str, Any]]:
+    """Dataset and missingness: (dataset, whether it is the user's own data, missingness parameters). Own data
+    brings its masks, so no missingness is offered for it."""
+    dataset = dataset_picker(key)
+    own = dataset is not None and dataset not in {s.name for s in state.datasets()}
+    if own:
+        st.info("Your own data brings its masks (alpha channel, m array or NaN), so no missingness is drawn.")
+        return dataset, True, {"mask": "square", "mask_size": 14, "missing_rate": 0.5, "missing_rate_range": None}
+    return dataset, False, missingness_picker(key)
+
+
 def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, Any]:
     """Missingness process and its parameters, as DataSpec fields (see `data_spec`)."""
     h = shape[1]
