@@ -8,7 +8,7 @@ import streamlit as st
 
 from misgan_core import catalog, evaluation, export, sweep
 from misgan_core.catalog import BASELINE_KINDS, METHODS
-from misgan_core.grids import show_missing, to_pil
+from misgan_core.grids import show_missing_colour, to_pil
 from workbench import state, widgets
 
 st.title("Compare imputation methods")
@@ -170,7 +170,7 @@ for name, info in available.items():
             opened[name].require_imputer(), data.x[:show_n], data.m[:show_n], draws=1
         )[0]
 if results:
-    shown = {"Input (missing in grey)": show_missing(data.x[:show_n], data.m[:show_n])}
+    shown = {"Input (missing in red)": show_missing_colour(data.x[:show_n], data.m[:show_n])}
     if data.ground_truth:
         shown["Truth"] = data.x[:show_n]
     shown.update(results)
