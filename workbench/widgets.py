@@ -123,12 +123,12 @@ def curves_figure(
             )
     fig.update_layout(
         title=title,
-        height=320,
+        height=400,
         margin=dict(l=10, r=10, t=40, b=10),
         xaxis_title="steps" if x == "step" else "training time (s)",
         yaxis_title=y_title,
         showlegend=len(fig.data) > 1,
-        legend=dict(orientation="h", y=-0.25),
+        legend=dict(orientation="h", yanchor="top", y=-0.35, font=dict(size=10)),
     )
     return fig
 
