@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import streamlit as st
 
@@ -238,10 +239,14 @@ st.caption(
     f"{catalog.sweeps_root()}/NAME` writes one, and this page reads the same results and draws the same "
     "figures as the command. Hover a point for the steps, epochs and training time behind it."
 )
-sweeps = sweep.find_sweeps(catalog.sweeps_root())
+# Your sweeps first, then the paper-budget sweeps measured for the README (docs/reproduction).
+SHIPPED_SWEEPS = Path(__file__).resolve().parent.parent / "docs" / "reproduction"
+sweeps = sweep.find_sweeps(catalog.sweeps_root()) + sweep.find_sweeps(SHIPPED_SWEEPS)
 if sweeps:
     s1, s2, s3 = st.columns(3)
-    folder = widgets.pick(s1.selectbox, "Sweep", {str(p): p.name for p in sweeps}, key="compare-sweep-folder")
+    names = {str(p): p.name + (" (shipped: README, Reproducing the paper)" if p.parent == SHIPPED_SWEEPS else "")
+             for p in sweeps}
+    folder = widgets.pick(s1.selectbox, "Sweep", names, key="compare-sweep-folder")
     rows = sweep.read_sweep(folder)
     splits = sorted({str(r.get("split")) for r in rows}) or ["train"]
     split = s2.radio(
