@@ -95,7 +95,11 @@ class RunDir:
             raise CheckpointError(f"{run.path} is a file, not a folder; choose another --out")
         if run.path.exists() and any(p.name != SAMPLES for p in run.path.iterdir()):
             raise CheckpointError(f"{run.path} exists and is not empty; choose another --out")
-        (run.path / SAMPLES).mkdir(parents=True, exist_ok=True)
+        try:
+            (run.path / SAMPLES).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"cannot make the run folder {run.path} ({err.strerror or err}); choose another "
+                                  f"--out") from err
         text = json.dumps(config, indent=2, sort_keys=True)
         fd, name = tempfile.mkstemp(prefix=f".{CONFIG}.", suffix=".tmp", dir=run.path)
         try:
@@ -112,6 +116,8 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise CheckpointError(f"{run.path} is a file, not a run folder; give the folder a run was written to")
         if not run.path.is_dir():
             raise CheckpointError(f"{run.path} is not a run folder (it does not exist)")
         if not (run.path / CONFIG).exists():

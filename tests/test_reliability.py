@@ -359,3 +359,15 @@ def test_kill_9_at_random_moments_never_leaves_a_mismatched_checkpoint(tmp_path)
         assert logged - int(saved["step"]) <= 10, trial  # at most the steps since the last checkpoint
     final = subprocess.run(_resume_cmd(run, 3), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
+
+
+def test_paths_that_are_files_or_under_files_are_one_line_errors(tmp_path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out, message in ((afile, "is a file, not a folder"), (afile / "sub", "cannot make the run folder")):
+        assert _exit_code(["train", "--limit", "64", "--steps", "1", "--fid-every", "0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert _exit_code(["impute", str(afile), "--out", str(tmp_path / "o")]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    assert afile.read_text() == "not a folder"
