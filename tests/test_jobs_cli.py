@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from misgan_core import DataSpec, MisGANConfig
+from misgan_core import DataSpec, MisGAN, MisGANConfig
 from misgan_core.catalog import resume_job, start_misgan_job
 from misgan_core.jobs import JobRegistry
 from misgan_core.spec import FIELDS as DATA_FIELDS
@@ -180,8 +180,8 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path):
 def test_a_job_started_after_another_waits_for_it(tmp_path):
     reg = JobRegistry()
     first = start_misgan_job(small(), run_dir=tmp_path / "a", registry_=reg)[0]
-    second = reg.start(str(tmp_path / "b"), lambda: __import__("misgan_core").MisGAN(small(steps=2),
-                       run_dir=tmp_path / "b"), 2, label="second", after=first)
+    second = reg.start(str(tmp_path / "b"), lambda: MisGAN(small(steps=2), run_dir=tmp_path / "b"), 2,
+                       label="second", after=first)
     assert wait_for(lambda: first.snapshot().status == "running")
     time.sleep(0.5)
     assert second.snapshot().status == "queued" and not (tmp_path / "b").exists()
