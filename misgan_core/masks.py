@@ -179,6 +179,10 @@ class DataDependentProcess(MaskProcess):
     def expected_missing_rate(self, height: int, width: int) -> float:
         return float(self.rate)  # rate-matched on the data it masks
 
+    def _check_direction(self) -> None:
+        if getattr(self, "direction", "high") not in ("high", "low"):
+            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+
     def _check_rate(self, most: float = 1.0) -> None:
         if not (isinstance(self.rate, (int, float)) and 0.0 < self.rate < most):
             raise ValueError(f"missing rate must lie in (0, {most:g}) for {self.name}; got {self.rate}")
@@ -213,8 +217,7 @@ class SelfMasking(DataDependentProcess):
 
     def __post_init__(self) -> None:
         self._check_rate()
-        if self.direction not in ("high", "low"):
-            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+        self._check_direction()
         if not (self.steepness > 0):
             raise ValueError(f"steepness must be positive; got {self.steepness}")
 
@@ -245,8 +248,7 @@ class Censoring(DataDependentProcess):
 
     def __post_init__(self) -> None:
         self._check_rate()
-        if self.direction not in ("high", "low"):
-            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+        self._check_direction()
 
     def sample_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         v = _intensity(x).flatten()

@@ -194,8 +194,9 @@ class RunDir:
 
     @staticmethod
     def _state_step(path: Path) -> int | None:
+        """The step a state file holds. Memory-mapped: the optimizer tensors (tens of MB) are not read."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return int(state["step"]) if isinstance(state, dict) else None
         except Exception:  # torch raises many types for truncated or foreign files
             return None

@@ -232,14 +232,14 @@ class Sweep:
             return MisGAN(config, run_dir=path)
         device = "cuda" if self._device() == "cuda" and cell.method in ("gain", "convac") else "cpu"
         patience = PATIENCE if cell.method == "convac" and self.budget.kind == "paper" else 0
-        return BaselineRun.create(path, cell.method, cell.spec, seed=self.seed, device=device,
-                                  select_every=self._select_every(cell), patience=patience)
+        data = cell.spec.load()  # loaded once: the run keeps it, and its size sets the selection cadence
+        return BaselineRun.create(path, cell.method, cell.spec, seed=self.seed, device=device, data=data,
+                                  select_every=self._select_every(cell, len(data)), patience=patience)
 
-    def _select_every(self, cell: Cell) -> int | None:
+    def _select_every(self, cell: Cell, n: int) -> int | None:
         """Selection cadence in steps: per SELECT_EVERY_EPOCHS under the paper budget, else the default."""
         if self.budget.kind != "paper" or cell.method not in SELECT_EVERY_EPOCHS:
             return None
-        n = len(cell.spec.load()) if cell.spec.limit is None else cell.spec.limit
         return max(1, SELECT_EVERY_EPOCHS[cell.method] * (n // 128))
 
     def _device(self) -> str:
