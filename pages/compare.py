@@ -171,7 +171,8 @@ for name, info in available.items():
             opened[name].require_imputer(), data.x[:show_n], data.m[:show_n], draws=1
         )[0]
 if results:
-    shown = {"Input (missing in red)": show_missing_colour(data.x[:show_n], data.m[:show_n])}
+    st.caption("Missing pixels are drawn in red in the Input column.")
+    shown = {"Input": show_missing_colour(data.x[:show_n], data.m[:show_n])}
     if data.ground_truth:
         shown["Truth"] = data.x[:show_n]
     shown.update(results)
@@ -221,7 +222,7 @@ if rows:
             "RMSE (missing pixels)": r["rmse"],
             "missing rate": r["missing_rate"],
             "examples": r["n"],
-            "seconds": r["seconds"],
+            "evaluation (s)": r["seconds"],
         }
         for r in rows
     ]

@@ -193,7 +193,7 @@ else:
             name = mm.title if mm.kind == "misgan" or short in results else short
             results[name] = out[0]
     if picked:
-        shown = {"Input (missing in red)": show_missing_colour(x, m)}
+        shown = {"Input": show_missing_colour(x, m)}
         if truth:
             shown["Truth"] = x
         shown.update(results)
