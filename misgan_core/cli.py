@@ -22,6 +22,7 @@ from .catalog import METHODS, load_trainer, open_run
 from .data import DatasetError, list_datasets, load_user_data
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import IMPUTER_MODES, MisGAN, MisGANConfig
+from .models import TemperatureSigmoid
 from .runs import CheckpointError
 from .spec import DataSpec
 from .training import TrainingInterrupted
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--tau", type=float, default=0.0, help="fill value of the masking operator f_tau")
     g.add_argument("--temperature", type=float, default=0.66)
-    g.add_argument("--mask-activation", default="sigmoid", choices=["sigmoid", "hard-sigmoid", "straight-through"])
+    g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
+                   help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
+                        "exact 0 and 1 (needed at high missing rates)")
     g.add_argument("--no-mask-critic", action="store_true", help="the AmbientGAN ablation: no mask critic Dm")
     g.add_argument("--ambient-masks", default="learned", choices=["learned", "real"],
                    help="without Dm: learn Gm from L_x alone, or feed real masks")

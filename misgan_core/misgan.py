@@ -240,9 +240,10 @@ class MisGAN:
         self._order = EpochOrder(len(self._x), config.batch_size, config.seed, self.device)
         self._live_fid = None
         self._reconcile_log = False  # set by load(): metrics.jsonl may hold lines past the checkpoint
-        self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # see _critic_samples
+        self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
         self._batch_norm_generators = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
-                                          for mod in self.nets.gx.modules())
+                                          for net in (self.nets.gx, self.nets.gi) if net is not None
+                                          for mod in net.modules())
         if isinstance(run_dir, RunDir):
             self.run = run_dir
         elif run_dir is not None:
@@ -327,19 +328,26 @@ class MisGAN:
         idx = torch.randint(0, len(self._m), (n,), generator=self.noise, device=self.device)
         return self._m[idx]
 
-    def _critic_samples(self, b: int, masks: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Gx (and Gm) samples for this critic step, each from fresh noise.
+    def _critic_samples(self, b: int, masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Gx and Gm samples for this critic step, each from fresh noise, and with an imputer (joint or
+        standalone) the imputations of this step's real minibatch.
 
-        The generators change only in generator steps, so the samples of all the critic steps up to the next
-        one come from one forward pass over all their noise: the same samples, in fewer and larger products.
-        Not with batch norm (DCGAN), whose statistics are per minibatch.
+        The generators and the imputer change only in generator steps, so everything the critic steps up to the
+        next one need comes from one forward pass per network over all of them (the minibatches ahead are
+        known: training.EpochOrder is a function of the batch number): the same computation in fewer and larger
+        products. Not with batch norm (DCGAN, the U-Net imputer), whose statistics are per minibatch.
         """
+        c = self.config
         if not self._samples_ahead:
-            k = 1 if self._batch_norm_generators else self.config.n_critic - self.batches % self.config.n_critic
+            k = 1 if self._batch_norm_generators else c.n_critic - self.batches % c.n_critic
             with torch.no_grad():
                 xs = self.nets.gx(self._z(k * b)).split(b)
                 ms = self._fake_masks(k * b).split(b) if masks else (None,) * k
-            self._samples_ahead = list(zip(xs, ms, strict=True))
+                imputed: tuple[torch.Tensor | None, ...] = (None,) * k
+                if c.imputer and c.imputer_mode != "target":
+                    idx = torch.cat([self._order.indices(self.batches + j) for j in range(k)])
+                    imputed = self.impute_batch(self._x[idx], self._m[idx], train=True).split(b)
+            self._samples_ahead = list(zip(xs, ms, imputed, strict=True))
         return self._samples_ahead.pop(0)
 
     def _fake_masks(self, n: int) -> torch.Tensor:
@@ -354,11 +362,10 @@ class MisGAN:
         c, nets, b = self.config, self.nets, len(x)
         out: dict[str, torch.Tensor] = {}
         gen_side = self.config.imputer_mode == "joint" or not c.imputer
-        fake_x, fake_m = self._critic_samples(b, gen_side)
-        with torch.no_grad():
-            if c.imputer:
-                if c.imputer_mode == "target":
-                    x, m = self._target_batch(b)
+        fake_x, fake_m, imputed = self._critic_samples(b, gen_side)
+        if c.imputer and c.imputer_mode == "target":
+            with torch.no_grad():
+                x, m = self._target_batch(b)
                 imputed = self.impute_batch(x, m, train=True)
         losses = []
         if gen_side:
@@ -409,12 +416,16 @@ class MisGAN:
                 with torch.no_grad():
                     x, m = self._target_batch(b)
             imputed = self.impute_batch(x, m, train=True)
-            loss_i = -nets.di(imputed).mean()
-            total = total + loss_i
-            out["loss_gi"] = loss_i
             if gen_side and c.beta:
-                # Gx's share of L_i (eq. 10): pull Gx samples toward the imputed real data.
-                total = total + c.beta * nets.di(fake_x).mean()
+                # Gx's share of L_i (eq. 10), beta * E[Di(Gx(z))], pulls Gx samples toward the imputed real
+                # data; one Di pass serves both terms.
+                scores = nets.di(torch.cat([imputed, fake_x]))
+                loss_i = -scores[:b].mean()
+                total = total + loss_i + c.beta * scores[b:].mean()
+            else:
+                loss_i = -nets.di(imputed).mean()
+                total = total + loss_i
+            out["loss_gi"] = loss_i
         gens = [k for k in ("gx", "gm", "gi") if k in self.optimizers]
         for k in gens:
             self.optimizers[k].zero_grad(set_to_none=True)

@@ -25,6 +25,7 @@ from misgan_core import (
 )
 from misgan_core.critic_gradients import critic_loss, gradient_penalty_autograd
 from misgan_core.misgan import scale_grad
+from misgan_core.training import EpochOrder
 from misgan_core.models import Critic, TemperatureSigmoid, build_networks
 from misgan_core.spec import FIELDS as DATA_FIELDS
 
@@ -461,6 +462,27 @@ def test_critic_steps_sample_a_whole_cycle_from_the_current_generators():
     assert critic_phase == [(name, n * b, n * step) for step in range(3) for name in ("gx", "gm")]
     assert [call[:3] for call in calls if call[3]] == [(name, b, n * (step + 1)) for step in range(3)
                                                        for name in ("gx", "gm")]
+
+
+def test_critic_steps_impute_their_own_minibatches_in_one_pass():
+    """With the imputer, the n_critic critic steps' imputations come from one Gi pass over exactly the
+    minibatches those steps train on (in order), after each generator update."""
+    gan = MisGAN(tiny_config(steps=2, imputer=True))
+    inputs = []
+    gan.nets.gi.register_forward_hook(
+        lambda mod, inp, out: inputs.append((inp[0].detach().clone(), gan.batches))
+        if mod.training and not torch.is_grad_enabled() else None)  # training's critic phase, not the grids
+    gan.train()
+    n = gan.config.n_critic
+    assert [batches for _, batches in inputs] == [0, n]
+    order = EpochOrder(len(gan.data), gan.config.batch_size, gan.config.seed)
+    for fed, start in inputs:
+        idx = torch.cat([order.indices(start + j) for j in range(n)])
+        x, m = gan.data.x[idx], gan.data.m[idx]
+        observed = m.bool()
+        assert fed.shape == x.shape
+        assert torch.equal(fed[observed], x[observed])  # observed pixels as they are, noise elsewhere
+        assert bool(((fed[~observed] >= 0) & (fed[~observed] < 1)).all())
 
 
 @pytest.mark.parametrize("size", [32, 64])
