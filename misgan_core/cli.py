@@ -22,7 +22,7 @@ from .catalog import METHODS, load_trainer, open_run
 from .data import DatasetError, list_datasets, load_user_data
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import IMPUTER_MODES, MisGAN, MisGANConfig
-from .models import TemperatureSigmoid
+from .models import MASK_MODELS, TemperatureSigmoid
 from .runs import CheckpointError
 from .spec import DataSpec
 from .training import TrainingInterrupted
@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--n-critic", type=_positive, default=5)
     g.add_argument("--alpha", type=float, default=0.2)
     g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--tau", type=float, default=0.0, help="fill value of the masking operator f_tau")
+    g.add_argument("--tau", type=float, default=None,
+                   help="fill value of the masking operator f_tau (default 0; -1 with a mask model that sees the "
+                        "image)")
+    g.add_argument("--mask-model", default="independent", choices=list(MASK_MODELS),
+                   help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
+                        "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
     g.add_argument("--temperature", type=float, default=0.66)
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
@@ -198,7 +203,8 @@ def _report(trainer: MisGAN | BaselineRun, kind: str) -> None:
 def _train(args: argparse.Namespace) -> None:
     config = MisGANConfig(
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
-        n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, temperature=args.temperature,
+        n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
+        temperature=args.temperature,
         mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,

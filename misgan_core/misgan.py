@@ -6,6 +6,18 @@ WGAN-GP; every `n_critic` batches the generators are updated once:
   Gm minimises L_m + alpha * L_x                                eq. 7
   Gi minimises L_i                                              eq. 9
 `steps` counts generator updates, so a run of S steps sees S * n_critic batches.
+
+Missingness that depends on the data (`mask_model`, issue 14). The paper's factorisation p(x, m) = p(x) p(m)
+(MCAR) lets eq. 4 and 5 match the masked data and the masks separately. Under MNAR the mask is drawn given the
+complete image, m ~ Gm(eps, x) with x = Gx(z), and the two are no longer independent, so the data critic
+judges them jointly: with tau outside the data range (tau = -1 unless set) f_tau(x, m) is one-to-one in
+(x_obs, m), and
+  L_x(Dx, Gx, Gm) = E_(x,m)~p_data [Dx(f_tau(x, m))] - E_z,eps [Dx(f_tau(Gx(z), Gm(eps, Gx(z))))]     (cf. eq. 4)
+  L_m(Dm, Gm)     = E_m~p_data [Dm(m)] - E_z,eps [Dm(Gm(eps, Gx(z)))]   (Gx(z) held fixed)          (cf. eq. 5)
+  min_Gx max_Dx L_x;   min_Gm max_Dm L_m + alpha * L_x                                        (cf. eq. 6, 7)
+L_x reaches Gx through the pixels and through the masks they cause. Matching the law of f_tau(x, m)
+matches the observed-data law p(x_obs, m), which is all the data show; whether that fixes p(x) is the
+identifiability question, answered by the mask model's restrictions (models.SelfMaskingMaskModel).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from .device import pick_device
 from .imputers import check_incomplete_batch, paste_observed
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
-from .models import Networks, build_networks
+from .models import MASK_MODELS, Networks, build_networks
 from .runs import CheckpointError, RunDir
 from .spec import FIELDS as DATA_FIELDS
 from .spec import DataSpec
@@ -75,7 +87,8 @@ class MisGANConfig:
     # model
     arch: str = "fc"                   # fc | conv (conv: 28x28 WGAN-GP layout, 32/64 DCGAN layout)
     latent: int = 128
-    tau: float = 0.0
+    tau: float | None = None           # None: 0 (the paper) for the independent mask model, -1 otherwise
+    mask_model: str = "independent"    # independent Gm(eps) | self-masking | conditional Gm(eps, x): MNAR
     temperature: float = 0.66
     mask_activation: str = "sigmoid"   # sigmoid | hard-sigmoid | straight-through
     mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
@@ -141,8 +154,18 @@ class MisGANConfig:
         if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
             problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
-        if not math.isfinite(self.tau):
+        if self.tau is not None and not math.isfinite(self.tau):
             problems.append(f"tau must be a finite number (the fill value of f_tau); got {self.tau}")
+        if self.mask_model not in MASK_MODELS:
+            problems.append(f"mask model must be one of {', '.join(MASK_MODELS)}; got {self.mask_model!r}")
+        elif self.mask_model != "independent":
+            if self.tau is not None and 0 <= self.tau <= 1:
+                problems.append(f"mask model {self.mask_model!r} needs tau outside the data range [0, 1] so that "
+                                f"the data critic sees which entries are missing; leave --tau unset (-1) or "
+                                f"pass e.g. --tau -1")
+            if not self.mask_critic and self.ambient_masks == "real":
+                problems.append(f"mask model {self.mask_model!r} generates masks from images; it cannot be "
+                                f"combined with --ambient-masks real")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -209,6 +232,8 @@ class MisGAN:
         config.validate()
         if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
+        if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image (module docstring)
+            config = dataclasses.replace(config, tau=0.0 if config.mask_model == "independent" else -1.0)
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -219,7 +244,8 @@ class MisGAN:
             torch.manual_seed(config.seed)
             self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
                                                  temperature=config.temperature,
-                                                 mask_activation=config.mask_activation, latent=config.latent)
+                                                 mask_activation=config.mask_activation, latent=config.latent,
+                                                 mask_model=config.mask_model)
         for module in self.nets.modules().values():
             module.to(self.device)
             if config.arch == "conv":
@@ -341,8 +367,9 @@ class MisGAN:
         if not self._samples_ahead:
             k = 1 if self._batch_norm_generators else c.n_critic - self.batches % c.n_critic
             with torch.no_grad():
-                xs = self.nets.gx(self._z(k * b)).split(b)
-                ms = self._fake_masks(k * b).split(b) if masks else (None,) * k
+                all_x = self.nets.gx(self._z(k * b))
+                xs = all_x.split(b)
+                ms = self._fake_masks(k * b, all_x).split(b) if masks else (None,) * k
                 imputed: tuple[torch.Tensor | None, ...] = (None,) * k
                 if c.imputer and c.imputer_mode != "target":
                     idx = torch.cat([self._order.indices(self.batches + j) for j in range(k)])
@@ -350,10 +377,15 @@ class MisGAN:
             self._samples_ahead = list(zip(xs, ms, imputed, strict=True))
         return self._samples_ahead.pop(0)
 
-    def _fake_masks(self, n: int) -> torch.Tensor:
+    def _fake_masks(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """n masks from Gm; the mask models that see the image get the complete images x (Gx samples)."""
         c = self.config
         if not c.mask_critic and c.ambient_masks == "real":
             return self._real_masks_like(n)
+        if c.mask_model == "self-masking":
+            return self.nets.gm(x, self._uniform(n, 1, *self.shape[1:]))
+        if c.mask_model == "conditional":
+            return self.nets.gm(self._z(n), x)
         return self.nets.gm(self._z(n))
 
     # -- one step ------------------------------------------------------------------------------
@@ -399,15 +431,21 @@ class MisGAN:
                 critic.requires_grad_(False)  # generators' step needs no critic weight gradients
         total = torch.zeros((), device=self.device)
         gen_side = not c.imputer or c.imputer_mode == "joint"
+        sees_x = gen_side and c.mask_model != "independent" and "gm" in self.optimizers
         if gen_side:
             fake_x = nets.gx(self._z(b))
-            fake_m = self._fake_masks(b)
-            # L_x's generator term reaches Gx in full and Gm scaled by alpha (eq. 6 and 7).
-            loss_x = -nets.dx(f_tau(fake_x, scale_grad(fake_m, c.alpha) if fake_m.requires_grad else fake_m,
-                                    c.tau)).mean()
+            fake_m = self._fake_masks(b, fake_x)
+            if sees_x:
+                # m = Gm(eps, Gx(z)): L_x reaches Gx along both paths (its pixels and the masks they cause);
+                # Gm's share is scaled by alpha after the backward pass, and L_m follows it (below).
+                loss_x = -nets.dx(f_tau(fake_x, fake_m, c.tau)).mean()
+            else:
+                # L_x's generator term reaches Gx in full and Gm scaled by alpha (eq. 6 and 7).
+                loss_x = -nets.dx(f_tau(fake_x, scale_grad(fake_m, c.alpha) if fake_m.requires_grad else fake_m,
+                                        c.tau)).mean()
             total = total + loss_x
             out["loss_gx"] = loss_x
-            if c.mask_critic:
+            if c.mask_critic and not sees_x:
                 loss_m = -nets.dm(fake_m).mean()
                 total = total + loss_m
                 out["loss_gm"] = loss_m
@@ -430,6 +468,15 @@ class MisGAN:
         for k in gens:
             self.optimizers[k].zero_grad(set_to_none=True)
         total.backward()
+        if sees_x:
+            for p in nets.gm.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(c.alpha)
+            if c.mask_critic:
+                # Eq. 7's L_m for Gm alone: the images it sees are held fixed, so L_m does not move Gx.
+                loss_m = -nets.dm(self._fake_masks(b, fake_x.detach())).mean()
+                loss_m.backward()
+                out["loss_gm"] = loss_m
         self._adam_step(gens)
         for critic in critics:
             if critic is not None:
@@ -538,8 +585,29 @@ class MisGAN:
 
     @torch.no_grad()
     def sample_masks(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n masks from Gm (values in [0, 1]; binary for the hard variants)."""
-        return self._generate(self.nets.gm, n, generator)
+        """n masks from Gm (values in [0, 1]; binary for the hard variants). A mask model that sees the image
+        masks fresh Gx samples."""
+        if self.config.mask_model == "independent":
+            return self._generate(self.nets.gm, n, generator)
+        return self.sample_with_masks(n, generator)[1]
+
+    @torch.no_grad()
+    def sample_with_masks(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n pairs (x, m) from the model: complete Gx samples and the masks Gm gives them (for the independent
+        mask model the two are independent draws)."""
+        gen = generator or torch.Generator().manual_seed(0)
+        x = self.sample(n, gen)
+        gm, was = self.nets.gm, self.nets.gm.training
+        gm.eval()
+        xd = x.to(self.device)
+        if self.config.mask_model == "self-masking":
+            m = gm(xd, torch.rand(n, 1, *self.shape[1:], generator=gen).to(self.device))
+        elif self.config.mask_model == "conditional":
+            m = gm(torch.randn(n, self.config.latent, generator=gen).to(self.device), xd)
+        else:
+            m = gm(torch.randn(n, self.config.latent, generator=gen).to(self.device))
+        gm.train(was)
+        return x, m.float().cpu()
 
     def _generate(self, net: nn.Module, n: int, generator: torch.Generator | None) -> torch.Tensor:
         was = net.training

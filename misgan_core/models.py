@@ -132,6 +132,62 @@ class DCGANGenerator(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# Mask models that see the image (MNAR): Gm(eps, x)
+
+MASK_MODELS = ("independent", "self-masking", "conditional")
+
+
+def logistic_noise(u: torch.Tensor) -> torch.Tensor:
+    """Logistic(0, 1) noise from uniform u: log u - log(1 - u), clamped away from 0 and 1."""
+    u = u.clamp(1e-6, 1 - 1e-6)
+    return torch.log(u) - torch.log1p(-u)
+
+
+class SelfMaskingMaskModel(nn.Module):
+    """Each pixel observed with probability sigmoid(a_d * x_d + b_d), learned a and b per pixel: the missingness
+    of a pixel depends on its own value only (self-masking MNAR). A draw is a relaxed Bernoulli (binary
+    concrete: the output activation of logit + logistic noise, Maddison et al. 2017), so gradients reach a, b
+    and the pixel values.
+
+    Identifiable where a fully parametric mechanism like this one is combined with dependence between pixels:
+    each other pixel is a "shadow variable" for x_d (associated with x_d, independent of m_d given x_d), the
+    condition of Miao and Tchetgen Tchetgen (2016, Biometrika 103(2)) under completeness; a single variable
+    with an unrestricted self-masking mechanism is not identifiable (Mohan and Pearl 2021, JASA 116(534)).
+    The Theory page shows both on a two-pixel case.
+    """
+
+    def __init__(self, mask_shape: tuple[int, int, int], output: nn.Module):
+        super().__init__()
+        self.mask_shape = tuple(mask_shape)
+        self.slope = nn.Parameter(torch.zeros(mask_shape))
+        self.offset = nn.Parameter(torch.zeros(mask_shape))
+        self.output = output
+
+    def observed_logit(self, x: torch.Tensor) -> torch.Tensor:
+        return self.slope * x.mean(1, keepdim=True) + self.offset  # RGB: one mask per pixel, on its intensity
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        # output(l + noise) = sigma_lambda(l + noise): a binary-concrete draw at temperature lambda.
+        return self.output(self.observed_logit(x) + logistic_noise(u))
+
+
+class ConditionalMaskGenerator(nn.Module):
+    """Gm(eps, x): an FC network fed the latent noise and the (generated) complete image, for missingness that
+    may depend on the whole image (MAR or general MNAR): FC(latent + D, 256)-FC(256, 512)-FC(512, D_mask)."""
+
+    def __init__(self, shape: tuple[int, int, int], mask_shape: tuple[int, int, int], output: nn.Module,
+                 latent: int = LATENT):
+        super().__init__()
+        self.mask_shape = tuple(mask_shape)
+        self.net = nn.Sequential(nn.Linear(latent + math.prod(shape), 256), nn.ReLU(), nn.Linear(256, 512),
+                                 nn.ReLU(), nn.Linear(512, math.prod(mask_shape)))
+        self.output = output
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.net(torch.cat([z, x.flatten(1)], 1))).view(-1, *self.mask_shape)
+
+
+# ---------------------------------------------------------------------------------------------
 # Critics
 
 
@@ -277,8 +333,12 @@ def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
 
 
 def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
-                   mask_activation: str = "sigmoid", latent: int = LATENT) -> Networks:
-    """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W)."""
+                   mask_activation: str = "sigmoid", latent: int = LATENT,
+                   mask_model: str = "independent") -> Networks:
+    """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
+    independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
+    if mask_model not in MASK_MODELS:
+        raise ValueError(f"unknown mask model {mask_model!r}; choose one of {', '.join(MASK_MODELS)}")
     shape = tuple(shape)  # type: ignore[assignment]
     _check_shape(arch, shape)
     c, h, _ = shape
@@ -296,8 +356,14 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
             return fc_critic(in_shape)
         return conv_critic28(in_shape) if h == 28 else dcgan_critic(in_shape)
 
-    nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gen(mask_shape, TemperatureSigmoid(temperature, mask_activation)),
-                    dx=critic(shape), dm=critic(mask_shape))
+    mask_output = TemperatureSigmoid(temperature, mask_activation)
+    if mask_model == "self-masking":
+        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output)
+    elif mask_model == "conditional":
+        gm = ConditionalMaskGenerator(shape, mask_shape, mask_output, latent)
+    else:
+        gm = gen(mask_shape, mask_output)
+    nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(shape), dm=critic(mask_shape))
     if imputer:
         nets.gi = FCImputerNet(shape) if h < 32 else UNetImputerNet(shape)
         nets.di = critic(shape)

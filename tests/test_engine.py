@@ -25,9 +25,9 @@ from misgan_core import (
 )
 from misgan_core.critic_gradients import critic_loss, gradient_penalty_autograd
 from misgan_core.misgan import scale_grad
-from misgan_core.training import EpochOrder
 from misgan_core.models import Critic, TemperatureSigmoid, build_networks
 from misgan_core.spec import FIELDS as DATA_FIELDS
+from misgan_core.training import EpochOrder
 
 
 def tiny_config(**kw) -> MisGANConfig:
