@@ -215,3 +215,160 @@ def identifiability(t: np.ndarray, p_x: np.ndarray, tol: float = 1e-7) -> Identi
                 best_gap, alternative = gap, np.clip(sol, 0.0, None)
     unique = bool((ranges[:, 1] - ranges[:, 0]).max() <= tol)
     return Identifiability(unique, ranges, None if unique else alternative)
+
+
+# ---------------------------------------------------------------------------------------------
+# When the mask depends on the value (MNAR)
+#
+# Under MNAR the mask is drawn given the complete vector, so the model is a joint law pi(x, m) =
+# p_x(x) q(m | x), and the data show only the observed-data law O(m, x_obs) = sum over the x that agree with
+# x_obs on m's observed entries of pi(x, m). Whether p_x is determined by O depends on the mechanisms one
+# allows:
+#   unrestricted  any q(m | x): pi is any joint law and O = A pi is linear, so every null vector of A whose
+#                 x-marginal is non-zero moves p_x without moving O. Not identifiable (Mohan and Pearl 2021).
+#   self-masking  q(m | x) = prod_d r_d(x_d)^m_d (1 - r_d(x_d))^(1 - m_d): pixel d's chance of being observed
+#                 depends only on its own value. With dependent pixels each one is a shadow variable for the
+#                 others (Miao and Tchetgen Tchetgen 2016), and p_x is identified; with independent pixels
+#                 each pixel is a one-variable problem (|P| - 1 + |P| unknowns, |P| observed numbers): not.
+
+MNAR_MECHANISMS = ("unrestricted", "self-masking")
+
+
+@dataclass(frozen=True)
+class MNARCheck:
+    mechanism: str
+    parameters: int                # free parameters of (p_x, the mechanism)
+    observed: int                  # free numbers in the observed-data law
+    rank: int                      # rank of d(observed law) / d(parameters) at the truth
+    identified: bool               # p_x is the only one that gives this observed law
+    alternative: np.ndarray | None  # another p_x with the same observed law, when there is one
+    observed_gap: float            # max |O(alternative) - O(truth)|: ~0 when the alternative is real
+    spread: float                  # max |p_x - p_x'| over the laws found that fit O exactly
+
+
+def observation_matrix(problem: DiscreteProblem) -> np.ndarray:
+    """A: joint law pi(x, m) (column x * |M| + m) -> observed-data law O(m, x_obs) (one row per mask and
+    assignment of its observed entries)."""
+    vectors, masks = problem.vectors, problem.masks
+    rows: dict[tuple, int] = {}
+    entries = []
+    for i, x in enumerate(vectors):
+        for j, m in enumerate(masks):
+            key = (m, tuple(a for a, b in zip(x, m, strict=True) if b))
+            rows.setdefault(key, len(rows))
+            entries.append((rows[key], i * len(masks) + j))
+    a = np.zeros((len(rows), len(vectors) * len(masks)))
+    for r, c in entries:
+        a[r, c] = 1.0
+    return a
+
+
+def self_masking_joint(problem: DiscreteProblem, p_x: np.ndarray, observed_prob: np.ndarray) -> np.ndarray:
+    """pi(x, m) for self-masking with observed_prob[d, k] = P(pixel d observed | x_d = values[k])."""
+    value_index = {v: k for k, v in enumerate(problem.values)}
+    masks = np.array(problem.masks)
+    pi = np.zeros((len(problem.vectors), len(masks)))
+    for i, x in enumerate(problem.vectors):
+        r = np.array([observed_prob[d, value_index[v]] for d, v in enumerate(x)])
+        pi[i] = p_x[i] * np.prod(np.where(masks == 1, r, 1 - r), axis=1)
+    return pi.reshape(-1)
+
+
+def brightness_masking(problem: DiscreteProblem, high: float = 0.9, low: float = 0.3) -> np.ndarray:
+    """A self-masking mechanism in which brighter values are observed less often: P(observed | value) falls
+    linearly from `high` (smallest value) to `low` (largest), the same for every pixel."""
+    r = np.linspace(high, low, len(problem.values))
+    return np.tile(r, (problem.n, 1))
+
+
+def dependent_pixels(problem: DiscreteProblem, strength: float = 0.8) -> np.ndarray:
+    """A p_x in which the pixels tend to share a value (probability `strength` on the constant vectors)."""
+    vectors = problem.vectors
+    constant = np.array([len(set(v)) == 1 for v in vectors], dtype=float)
+    p = strength * constant / constant.sum() + (1 - strength) * (1 - constant) / max(1, (1 - constant).sum())
+    return normalise(p)
+
+
+def independent_pixels(problem: DiscreteProblem, seed: int = 0) -> np.ndarray:
+    """A p_x whose pixels are independent, each with its own random marginal."""
+    rng = np.random.default_rng(seed)
+    marginals = rng.uniform(0.2, 1.0, size=(problem.n, len(problem.values)))
+    marginals /= marginals.sum(1, keepdims=True)
+    index = {v: k for k, v in enumerate(problem.values)}
+    return normalise([np.prod([marginals[d, index[v]] for d, v in enumerate(x)]) for x in problem.vectors])
+
+
+def mnar_check(problem: DiscreteProblem, p_x: np.ndarray, observed_prob: np.ndarray, mechanism: str,
+               starts: int = 16, seed: int = 0) -> MNARCheck:
+    """Is p_x identified from the observed-data law of (p_x, a self-masking truth), when the analyst allows
+    `mechanism` ('unrestricted' or 'self-masking')?"""
+    if mechanism not in MNAR_MECHANISMS:
+        raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(MNAR_MECHANISMS)}")
+    p_x = normalise(p_x, "data distribution")
+    n_vec, n_mask = len(problem.vectors), len(problem.masks)
+    a = observation_matrix(problem)
+    truth = self_masking_joint(problem, p_x, observed_prob)
+    observed = a @ truth
+    marginal = np.kron(np.eye(n_vec), np.ones((1, n_mask)))  # pi -> p_x
+    if mechanism == "unrestricted":
+        tangent = null_space(np.ones((1, a.shape[1])))  # directions that keep pi summing to one
+        rank = int(np.linalg.matrix_rank(a @ tangent, tol=1e-9))
+        # The range of each p_x(x) over all joint laws with this observed law (two linear programs per x).
+        from scipy.optimize import linprog
+
+        best, alternative = 0.0, None
+        for i in range(n_vec):
+            for sign in (1.0, -1.0):
+                res = linprog(-sign * marginal[i], A_eq=a, b_eq=observed, bounds=(0, None), method="highs")
+                if res.status == 0 and abs(float(marginal[i] @ res.x) - p_x[i]) > best:
+                    best, alternative = abs(float(marginal[i] @ res.x) - p_x[i]), res.x
+        if alternative is None or best < 1e-9:
+            return MNARCheck(mechanism, a.shape[1] - 1, a.shape[0] - 1, rank, True, None, 0.0, 0.0)
+        return MNARCheck(mechanism, a.shape[1] - 1, a.shape[0] - 1, rank, False, marginal @ alternative,
+                         float(np.abs(a @ alternative - observed).max()), best)
+
+    from scipy.optimize import least_squares
+
+    n_values = len(problem.values)
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = np.concatenate([theta[:n_vec - 1], [0.0]])
+        p = np.exp(logits - logits.max())
+        r = 1 / (1 + np.exp(-theta[n_vec - 1:].reshape(problem.n, n_values)))
+        return p / p.sum(), r
+
+    def observed_law(theta: np.ndarray) -> np.ndarray:
+        p, r = unpack(theta)
+        return a @ self_masking_joint(problem, p, r)
+
+    params = n_vec - 1 + problem.n * n_values
+    theta0 = np.concatenate([np.log(np.clip(p_x[:-1], 1e-12, None) / max(p_x[-1], 1e-12)),
+                             np.log(observed_prob / (1 - observed_prob)).reshape(-1)])
+    h = 1e-6
+    jac = np.stack([(observed_law(theta0 + h * e) - observed_law(theta0 - h * e)) / (2 * h)
+                    for e in np.eye(params)], axis=1)
+    rank = int(np.linalg.matrix_rank(jac, tol=1e-7))
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(starts):
+        fit = least_squares(lambda t: observed_law(t) - observed, rng.normal(0, 1.5, params), xtol=1e-14,
+                            ftol=1e-14, gtol=1e-14, max_nfev=4000)
+        if np.abs(fit.fun).max() < 1e-9:
+            fits.append(unpack(fit.x)[0])
+    distances = [float(np.abs(f - p_x).max()) for f in fits]
+    spread = max(distances, default=0.0)
+    identified = rank == params and spread < 1e-4
+    alternative = fits[int(np.argmax(distances))] if fits and not identified else None
+    gap = float(np.abs(a @ self_masking_joint(problem, alternative, _refit_r(problem, alternative, a, observed))
+                       - observed).max()) if alternative is not None else 0.0
+    return MNARCheck(mechanism, params, a.shape[0] - 1, rank, identified, alternative, gap, spread)
+
+
+def _refit_r(problem: DiscreteProblem, p: np.ndarray, a: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The self-masking mechanism that best reproduces `observed` together with data law p."""
+    from scipy.optimize import least_squares
+
+    shape = (problem.n, len(problem.values))
+    fit = least_squares(lambda t: a @ self_masking_joint(problem, p, 1 / (1 + np.exp(-t.reshape(shape))))
+                        - observed, np.zeros(shape[0] * shape[1]), xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    return 1 / (1 + np.exp(-fit.x.reshape(shape)))

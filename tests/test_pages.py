@@ -448,6 +448,18 @@ def test_theory_shows_equal_null_spaces_and_identifiability(runs_dir: Path) -> N
     assert not _errors(at)  # 4 pixels offer at most 3 values: never a size it then refuses
 
 
+def test_theory_mnar_case_contrasts_unrestricted_and_self_masking(runs_dir: Path) -> None:
+    at = _app("theory")
+    table = at.dataframe[-2].value
+    verdict = dict(zip(table["mechanisms allowed"], table["p_x identified"], strict=True))
+    assert verdict == {"unrestricted": "no", "self-masking": "yes"}
+    assert "another p_x (unrestricted)" in at.dataframe[-1].value.columns
+    at.selectbox(key="theory-mnar-px").set_value("independent").run()
+    _no_exceptions(at)
+    table = at.dataframe[-2].value
+    assert list(table["p_x identified"]) == ["no", "no"]
+
+
 def test_train_settings_survive_a_visit_to_another_page(runs_dir: Path) -> None:
     at = _app("train")
     at.selectbox(key="train-mask").set_value(

@@ -229,3 +229,26 @@ def test_a_one_pixel_stroke_at_each_border_hides_exactly_that_pixel() -> None:
         m = export.mask_from_canvas(rgba, (28, 28))
         hidden = (m[0, 0] == 0).nonzero().tolist()
         assert hidden == [[i, j]], (i, j, hidden)
+
+
+def test_mnar_unrestricted_is_not_identified_and_self_masking_is_with_dependent_pixels():
+    problem = theory.DiscreteProblem(2, (0, 1))
+    mechanism = theory.brightness_masking(problem)
+    p_x = theory.dependent_pixels(problem)
+    observed = theory.observation_matrix(problem) @ theory.self_masking_joint(problem, p_x, mechanism)
+
+    free = theory.mnar_check(problem, p_x, mechanism, "unrestricted")
+    assert not free.identified and free.parameters > free.observed
+    assert free.alternative is not None and abs(free.alternative.sum() - 1) < 1e-9
+    assert np.abs(free.alternative - p_x).max() > 0.1 and free.observed_gap < 1e-9  # same data, other p_x
+
+    masked = theory.mnar_check(problem, p_x, mechanism, "self-masking")
+    assert masked.identified and masked.rank == masked.parameters == 7 and masked.alternative is None
+    assert masked.spread < 1e-6  # every exact fit from random starts recovers p_x
+    assert observed.sum() == pytest.approx(1.0)
+
+    # Independent pixels: no shadow variable, and self-masking is no longer enough.
+    alone = theory.mnar_check(problem, theory.independent_pixels(problem), mechanism, "self-masking")
+    assert not alone.identified and alone.rank < alone.parameters and alone.observed_gap < 1e-8
+    with pytest.raises(ValueError, match="unknown mechanism"):
+        theory.mnar_check(problem, p_x, mechanism, "logistic")
