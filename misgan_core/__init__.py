@@ -43,12 +43,16 @@ from .masks import (
     make_mask_process,
 )
 from .misgan import MisGAN, MisGANConfig, f_tau
+from .models import MASK_MODELS, TemperatureSigmoid
 from .runs import CheckpointError, RunDir
 from .spec import DataSpec
 from .training import StopTraining
 
+MASK_ACTIVATIONS = TemperatureSigmoid.KINDS
+
 __all__ = [
-    "METHODS", "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "Imputer", "IncompleteDataset",
+    "MASK_ACTIVATIONS", "MASK_MODELS", "METHODS",
+    "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "Imputer", "IncompleteDataset",
     "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "OpenedRun", "QuadrantObservation",
     "RectangleObservation", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
     "evaluate_run", "f_tau", "gradient_penalty", "list_datasets", "list_runs", "load_complete",

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from misgan_core import MisGANConfig, catalog
+from misgan_core import MASK_ACTIVATIONS, MASK_MODELS, MisGANConfig, catalog
 from misgan_core.jobs import registry
 from misgan_core.metrics import default_fid_every
 from workbench import state, widgets
@@ -124,6 +124,21 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         key="train-temp",
         help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66.",
     )
+    mask_model = h4.selectbox(
+        "Mask model",
+        list(MASK_MODELS),
+        key="train-mask-model",
+        help="Gm: independent of the image (the paper; right for MCAR missingness), self-masking (each "
+        "pixel's own value sets its chance to be missing) or conditional Gm(eps, x), for missingness that "
+        "depends on the data. The last two make the data critic judge masked data and masks jointly (tau -1).",
+    )
+    mask_activation = h1.selectbox(
+        "Mask activation",
+        list(MASK_ACTIVATIONS),
+        key="train-mask-activation",
+        help="sigmoid(x / lambda) as in the paper, or 'stretched' (the released code's default): masks reach "
+        "exact 0 and 1, which high missing rates need (at 90% dropout the plain sigmoid did not learn).",
+    )
     seed = h4.number_input(
         "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
         "seed and settings train the same run."
@@ -156,7 +171,10 @@ if dataset:
         alpha=float(alpha),
         beta=float(beta),
         lr=float(lr),
-        tau=float(tau),
+        # A mask model that sees the image needs tau outside [0, 1]: None resolves to -1 for it.
+        tau=None if mask_model != "independent" and 0 <= tau <= 1 else float(tau),
+        mask_model=mask_model,
+        mask_activation=mask_activation,
         temperature=float(temperature),
         seed=int(seed),
         imputer=bool(imputer),

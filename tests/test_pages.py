@@ -7,6 +7,7 @@ stands in for it (it "paints" the top half of the canvas); the real canvas is dr
 from __future__ import annotations
 
 import io
+import json
 import sys
 import time
 import types
@@ -226,6 +227,24 @@ def test_train_start_starts_exactly_one_job_and_live_area_advances(runs_dir: Pat
     assert job.snapshot().status == "stopped"
     at.run()
     assert not at.button(key="train-start").disabled
+
+
+def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
+    """Self-masking missingness with the self-masking mask model: the job's run folder records the model and
+    the tau it needs (-1, since the page's tau 0 would hide the masks from the data critic)."""
+    at = _app("train")
+    box = at.selectbox(key="train-mask")
+    box.set_value(next(o for o in box.options if o.startswith("Self-masking"))).run()
+    at.selectbox(key="train-mask-model").set_value("self-masking")
+    _set_small_training(at, steps=3)
+    at.button(key="train-start").click().run()
+    _no_exceptions(at)
+    job = registry().jobs()[-1]
+    job.join(120)
+    config = json.loads((Path(job.key) / "config.json").read_text())
+    assert config["mask_model"] == "self-masking" and config["tau"] == -1.0
+    assert config["data"]["mask"] == "self-masking"
+    assert job.snapshot().status == "finished", job.snapshot()
 
 
 def test_train_leaving_and_coming_back_shows_the_same_job(runs_dir: Path) -> None:
