@@ -7,8 +7,10 @@ readable line and exit with status 2; nothing on disk is removed or overwritten 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
+from . import distributed
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
@@ -60,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and training")
     g.add_argument("--arch", default="fc", choices=["fc", "conv"])
     g.add_argument("--steps", type=int, default=METHODS["misgan"].default_steps, help="generator updates")
-    g.add_argument("--batch-size", type=_positive, default=64)
+    g.add_argument("--batch-size", type=_positive, default=64,
+                   help="the global minibatch: under torchrun each of the N processes trains on batch-size / N rows")
     g.add_argument("--n-critic", type=_positive, default=5)
     g.add_argument("--alpha", type=float, default=0.2)
     g.add_argument("--lr", type=float, default=1e-4)
@@ -200,7 +204,25 @@ def _report(trainer: MisGAN | BaselineRun, kind: str) -> None:
                       **{k: round(v, 4) for k, v in last.items() if k not in ("step", "time")}}))
 
 
+@contextlib.contextmanager
+def _data_parallel(device: str) -> Iterator[int]:
+    """Under torchrun, join the process group for the command's duration; yields this process's rank."""
+    if not distributed.launched_by_torchrun():
+        yield 0
+        return
+    group = distributed.start(device)
+    try:
+        yield group.rank
+    finally:
+        distributed.stop()
+
+
 def _train(args: argparse.Namespace) -> None:
+    with _data_parallel(args.device) as rank:
+        _train_in_group(args, rank)
+
+
+def _train_in_group(args: argparse.Namespace, rank: int) -> None:
     config = MisGANConfig(
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
@@ -212,10 +234,14 @@ def _train(args: argparse.Namespace) -> None:
         checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)
     config.validate()
     gan = MisGAN(config, run_dir=args.out)
+    if rank:  # the other ranks train their shards quietly; rank 0 reports and writes the run folder
+        gan.train()
+        return
+    world = f", {gan.world} processes x {gan._b} rows" if gan.world > 1 else ""
     print(f"run {args.out}: {gan.data.name} {gan.shape}, {len(gan.data)} examples, {config.data.missingness()}, "
           f"missing {gan.data.missing_rate:.1%}, device {gan.device}, {torch.get_num_threads()} threads; "
           f"{config.steps:,} generator steps = {config.steps * config.n_critic / gan._order.batches_per_epoch:.1f} "
-          f"epochs", file=sys.stderr)
+          f"epochs; global batch {gan._order.batch_size}{world}", file=sys.stderr)
     gan.train(progress=True)
     _report(gan, "misgan")
 
@@ -237,8 +263,19 @@ def _baseline(args: argparse.Namespace) -> None:
 def _resume(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    with _data_parallel(args.device or "auto") as rank:
+        _resume_in_group(args, rank)
+
+
+def _resume_in_group(args: argparse.Namespace, rank: int) -> None:
     trainer = load_trainer(args.run, device=args.device)
     kind = trainer.kind if isinstance(trainer, BaselineRun) else "misgan"
+    if isinstance(trainer, BaselineRun) and distributed.launched_by_torchrun():
+        raise ValueError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
+                         f"in one process (python -m misgan_core resume RUN)")
+    if rank:
+        trainer.train(args.steps)
+        return
     print(f"resuming {args.run} ({METHODS[kind].title}) at step {trainer.step} for {args.steps} more",
           file=sys.stderr)
     trainer.train(args.steps, progress=True)

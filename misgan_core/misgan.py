@@ -36,6 +36,7 @@ from torch.optim.adam import adam as adam_update
 from .critic_gradients import critic_loss
 from .data import IncompleteDataset
 from .device import pick_device
+from .distributed import average, average_gradients, rank_and_world
 from .imputers import check_incomplete_batch, paste_observed
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
@@ -237,7 +238,10 @@ class MisGAN:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
+        self.rank, self.world = rank_and_world()  # data-parallel under torchrun: see distributed.py
         self.device = pick_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.data = data if data is not None else config.data.load()
         self.shape = self.data.shape
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
@@ -264,13 +268,19 @@ class MisGAN:
         self._m = self.data.m.to(self.device)
         self._target_masks = config.data.mask_process() if config.imputer_mode == "target" else None
         self._order = EpochOrder(len(self._x), config.batch_size, config.seed, self.device)
+        if self._order.batch_size % self.world:
+            raise ValueError(f"--batch-size is the global batch and must divide evenly over the {self.world} "
+                             f"processes; got {self._order.batch_size}")
+        self._b = self._order.batch_size // self.world  # this rank's rows of every minibatch
         self._live_fid = None
         self._reconcile_log = False  # set by load(): metrics.jsonl may hold lines past the checkpoint
         self._samples_ahead: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
         self._batch_norm_generators = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
                                           for net in (self.nets.gx, self.nets.gi) if net is not None
                                           for mod in net.modules())
-        if isinstance(run_dir, RunDir):
+        if self.rank != 0:
+            self.run = None  # rank 0 alone writes the run folder
+        elif isinstance(run_dir, RunDir):
             self.run = run_dir
         elif run_dir is not None:
             self.run = RunDir(run_dir) if _resume else RunDir.create(run_dir, {"kind": "misgan", **config.to_dict()})
@@ -334,24 +344,40 @@ class MisGAN:
 
     # -- noise and batches --------------------------------------------------------------------
 
-    def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.latent, generator=self.noise, device=self.device)
+    def _rows(self, draw: Callable[[int], torch.Tensor], n: int) -> torch.Tensor:
+        """This rank's n rows of a draw made for all ranks: `draw(N)` draws N rows for the global batch (n
+        rows per rank are n / b batches of b), and each rank keeps its part of every batch. In one process it
+        is just draw(n)."""
+        if self.world == 1:
+            return draw(n)
+        k, b = n // self._b, self._b
+        full = draw(n * self.world)
+        return full.view(k, self.world * b, *full.shape[1:])[:, self.rank * b:(self.rank + 1) * b].reshape(
+            n, *full.shape[1:])
 
-    def _uniform(self, *shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.noise, device=self.device)
+    def _z(self, n: int) -> torch.Tensor:
+        return self._rows(lambda k: torch.randn(k, self.config.latent, generator=self.noise, device=self.device), n)
+
+    def _uniform(self, n: int, *shape: int) -> torch.Tensor:
+        return self._rows(lambda k: torch.rand(k, *shape, generator=self.noise, device=self.device), n)
+
+    def _batch_indices(self, batch: int) -> torch.Tensor:
+        """This rank's rows of minibatch number `batch`, in the shared (seed, epoch) order (EpochOrder)."""
+        idx = self._order.indices(batch)
+        return idx if self.world == 1 else idx[self.rank * self._b:(self.rank + 1) * self._b]
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next minibatch, in the shared (seed, epoch) order (training.EpochOrder)."""
-        idx = self._order.indices(self.batches)
+        """The next minibatch (this rank's part of it under torchrun)."""
+        idx = self._batch_indices(self.batches)
         return self._x[idx], self._m[idx]
 
     def _target_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 11: Gx samples masked by the target missingness stand in for real incomplete data."""
-        m = self._target_masks.sample(n, *self.shape[1:], self.mask_noise).to(self.device)
+        m = self._rows(lambda k: self._target_masks.sample(k, *self.shape[1:], self.mask_noise), n).to(self.device)
         return self.nets.gx(self._z(n)) * m, m
 
     def _real_masks_like(self, n: int) -> torch.Tensor:
-        idx = torch.randint(0, len(self._m), (n,), generator=self.noise, device=self.device)
+        idx = self._rows(lambda k: torch.randint(0, len(self._m), (k,), generator=self.noise, device=self.device), n)
         return self._m[idx]
 
     def _critic_samples(self, b: int, masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -372,7 +398,7 @@ class MisGAN:
                 ms = self._fake_masks(k * b, all_x).split(b) if masks else (None,) * k
                 imputed: tuple[torch.Tensor | None, ...] = (None,) * k
                 if c.imputer and c.imputer_mode != "target":
-                    idx = torch.cat([self._order.indices(self.batches + j) for j in range(k)])
+                    idx = torch.cat([self._batch_indices(self.batches + j) for j in range(k)])
                     imputed = self.impute_batch(self._x[idx], self._m[idx], train=True).split(b)
             self._samples_ahead = list(zip(xs, ms, imputed, strict=True))
         return self._samples_ahead.pop(0)
@@ -419,6 +445,8 @@ class MisGAN:
         for k in critics:
             self.optimizers[k].zero_grad(set_to_none=True)
         sum(losses).backward()  # the critics share no parameters: one backward serves all
+        if self.world > 1:
+            average_gradients([self.nets.modules()[k] for k in critics])
         self._adam_step(critics)
         return out
 
@@ -477,6 +505,8 @@ class MisGAN:
                 loss_m = -nets.dm(self._fake_masks(b, fake_x.detach())).mean()
                 loss_m.backward()
                 out["loss_gm"] = loss_m
+        if self.world > 1:
+            average_gradients([self.nets.modules()[k] for k in gens])
         self._adam_step(gens)
         for critic in critics:
             if critic is not None:
@@ -488,8 +518,10 @@ class MisGAN:
         """Gi(x, m, w) = x*m + Ĝi(x*m + w*(1-m)) * (1-m) (eq. 12), w ~ U[0, 1) of x's shape."""
         if self.nets.gi is None:
             raise RuntimeError("this run has no imputer; train one with --imputer")
-        gen = self.noise if train else generator
-        w = torch.rand(x.shape, generator=gen, device=x.device)
+        if train:
+            w = self._rows(lambda k: torch.rand((k, *x.shape[1:]), generator=self.noise, device=x.device), len(x))
+        else:
+            w = torch.rand(x.shape, generator=generator, device=x.device)
         observed = torch.where(m.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
         filled = self.nets.gi(observed + w * (1 - m))
         return paste_observed(observed, m, filled)
@@ -546,7 +578,8 @@ class MisGAN:
         # One host sync per log line: the per-step losses stay on the device until here.
         keys = records[0].keys()
         stacked = {k: torch.stack([r[k].detach() for r in records]).mean() for k in keys}
-        values = torch.stack(list(stacked.values())).tolist()
+        values = torch.stack(list(stacked.values()))
+        values = (average(values) if self.world > 1 else values).tolist()  # the global batch's losses
         line: dict[str, Any] = {"step": self.step, "time": round(self.train_time, 3)}
         line.update(dict(zip(keys, values, strict=True)))
         self.history.append(line)
@@ -556,9 +589,11 @@ class MisGAN:
 
     def evaluate_point(self) -> None:
         """A live FID point (metrics.LiveFID: a cheap FID of fixed-noise Gx samples), and with an imputer the
-        imputation FID of a fixed subset."""
+        imputation FID of a fixed subset. Rank 0 only under torchrun."""
         from .metrics import LiveFID
 
+        if self.rank != 0:
+            return
         if self._live_fid is None:
             # The live FID's noise seed is fixed (not the run's seed) so curves compare across runs.
             self._live_fid = LiveFID(self.config.data.dataset, self.data.x if self.data.ground_truth else None,
@@ -649,9 +684,11 @@ class MisGAN:
     @torch.no_grad()
     def make_grids(self, n: int = 64, save: bool = True) -> dict[str, torch.Tensor]:
         """Grids of training examples (missing in grey), Gx and Gm samples and imputations; `save` writes them
-        to the run folder."""
+        to the run folder. Rank 0 only under torchrun."""
         from .grids import show_missing
 
+        if self.rank != 0:
+            return {}
         gen = torch.Generator().manual_seed(1234)  # fixed noise: grids compare across steps
         k = min(n, len(self.data))
         grids = {"data": show_missing(self.data.x[:k], self.data.m[:k]), "gx": self.sample(n, gen)}
