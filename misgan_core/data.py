@@ -28,20 +28,34 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class CompleteData:
-    """Complete images (ground truth), optionally with class labels."""
+    """Complete images (ground truth), optionally with class labels. Large stores (CelebA) keep x as
+    uint8 0-255, memory-mapped; `images` gives float rows."""
 
     name: str
-    x: torch.Tensor                    # (N, C, H, W) float32 in [0, 1]
+    x: torch.Tensor                    # (N, C, H, W) float32 in [0, 1], or uint8 0-255 (compact)
     labels: torch.Tensor | None = None  # (N,) int64
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def compact(self) -> bool:
+        return self.x.dtype == torch.uint8
+
+
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] as float32, from float or uint8 0-255."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
 
 @dataclass
 class IncompleteDataset:
     """Pairs (x, m): x (N, C, H, W) in [0, 1], m (N, 1, H, W) with 1 = observed.
+
+    Compact datasets (the CelebA store) hold x as uint8 0-255 (memory-mapped) and m as uint8 0/1: a
+    quarter of the memory. `subset` and `as_float` give the usual float tensors; MisGAN's training reads
+    compact data a minibatch at a time.
 
     `ground_truth` is True when x also holds the true values at missing entries (synthetic
     missingness), which evaluation needs; training never reads them (it only sees x * m).
@@ -71,17 +85,26 @@ class IncompleteDataset:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
     @property
+    def compact(self) -> bool:
+        return self.x.dtype == torch.uint8
+
+    @property
     def missing_rate(self) -> float:
-        return 1.0 - float(self.m.mean())
+        return 1.0 - float(self.m.sum(dtype=torch.float64)) / self.m.numel()
 
     def observed_only(self) -> torch.Tensor:
-        """x with every missing entry set to 0: what a model may look at."""
-        return self.x * self.m
+        """x with every missing entry set to 0: what a model may look at (compact data stay uint8)."""
+        return self.x * self.m.to(self.x.dtype)
 
     def subset(self, index: torch.Tensor | slice) -> IncompleteDataset:
+        """Some of the examples, always as float tensors."""
         labels = None if self.labels is None else self.labels[index]
-        return IncompleteDataset(self.name, self.x[index], self.m[index], labels, self.ground_truth,
-                                 self.missingness)
+        return IncompleteDataset(self.name, as_float_images(self.x[index]), self.m[index].float(), labels,
+                                 self.ground_truth, self.missingness)
+
+    def as_float(self) -> IncompleteDataset:
+        """The whole dataset as float tensors (itself when it already is)."""
+        return self if not self.compact else self.subset(slice(None))
 
     def to(self, device: torch.device | str) -> IncompleteDataset:
         labels = None if self.labels is None else self.labels.to(device)
@@ -255,23 +278,92 @@ def _cifar_present(data_dir: Path | None) -> bool:
     return data_dir is not None and (data_dir / "cifar-10-batches-py" / "data_batch_1").exists()
 
 
-CELEBA_LIMIT = 50_000  # 64x64x3 float32 is 49 KB an image: keep the default in memory bounds
+CELEBA_SIZE = 64
+CELEBA_STORE = f"misgan-{CELEBA_SIZE}x{CELEBA_SIZE}-uint8.npy"
+
+
+def _celeba_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "img_align_celeba").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+
+
+def celeba_store(data_dir: Path, progress: bool = True) -> np.ndarray:
+    """All of CelebA's aligned faces, centre-cropped (140 px) and resized to 64x64 as the paper does, stored
+    once as uint8 (N, 3, 64, 64) in DATA_DIR/celeba/misgan-64x64-uint8.npy (2.5 GB for the 202,599 faces)
+    and memory-mapped after that. Made on first use with a progress bar; written to a temporary file and
+    renamed, so an interrupted build leaves no half store. A store made from a different folder (another
+    number of images) is rebuilt."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    root = data_dir / "celeba"
+    files = _celeba_files(root)
+    if not files:
+        raise DatasetError(f"{root / 'img_align_celeba'} holds no images; unpack img_align_celeba.zip there")
+    path = root / CELEBA_STORE
+    if path.exists():
+        try:
+            store = np.load(path, mmap_mode="r")
+            if store.shape == (len(files), 3, CELEBA_SIZE, CELEBA_SIZE) and store.dtype == np.uint8:
+                return store
+        except (OSError, ValueError):
+            pass  # unreadable: rebuild below
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(len(files), 3, CELEBA_SIZE, CELEBA_SIZE))
+        for i, name in enumerate(tqdm(files, desc=f"CelebA store {path.name}", unit="img", disable=not progress)):
+            with Image.open(root / "img_align_celeba" / name) as img:
+                w, h = img.size
+                side = min(140, w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                face = img.convert("RGB").crop((left, top, left + side, top + side))
+                face = face.resize((CELEBA_SIZE, CELEBA_SIZE), Image.BILINEAR)
+            out[i] = np.asarray(face).transpose(2, 0, 1)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return np.load(path, mmap_mode="r")
+
+
+def _celeba_split(root: Path, files: list[str], split: str) -> slice | np.ndarray:
+    """Rows of the store in `split`, from CelebA's list_eval_partition.txt (0 train, 1 valid, 2 test; 'all'
+    and 'train' take train + valid, 'test' takes test). Contiguous ranges stay slices: no copy of the store."""
+    if split == "all":
+        return slice(None)
+    partition = root / "list_eval_partition.txt"
+    if not partition.exists():
+        if split == "test":
+            raise DatasetError(f"{partition} is missing, so CelebA's test split is unknown; put the file there "
+                               f"(it comes with CelebA) or evaluate with --split train")
+        return slice(None)
+    part = {}
+    for line in partition.read_text().split("\n"):
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isdigit():
+            part[fields[0]] = int(fields[1])
+    keep = np.array([(part.get(f, 0) == 2) == (split == "test") for f in files])
+    rows = np.flatnonzero(keep)
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 def _load_celeba(data_dir: Path | None, split: str, download: bool) -> CompleteData:
-    if not download and not _celeba_present(data_dir):
-        raise DatasetError(_missing_message("celeba", data_dir))
-    import torchvision
-    from torchvision import transforms
+    data_dir = data_dir or Path("data")
+    if not _celeba_present(data_dir):
+        if not download:
+            raise DatasetError(_missing_message("celeba", data_dir))
+        import torchvision
 
-    # The paper uses the aligned and cropped faces resized to 64x64: centre crop the face, then resize.
-    tf = transforms.Compose([transforms.CenterCrop(140), transforms.Resize(64), transforms.PILToTensor()])
-    tv_split = {"all": "train", "train": "train", "test": "test"}.get(split, split)
-    ds = torchvision.datasets.CelebA(str(data_dir or Path("data")), split=tv_split, target_type=[],
-                                     transform=tf, download=download)
-    n = min(len(ds), int(os.environ.get("MISGAN_CELEBA_LIMIT", CELEBA_LIMIT)))
-    x = torch.stack([ds[i][0] for i in range(n)]).float().div_(255)
-    return CompleteData("celeba", x)
+        torchvision.datasets.CelebA(str(data_dir), split="all", target_type=[], download=True)
+    root = data_dir / "celeba"
+    celeba_store(data_dir)  # built on first use
+    # Copy-on-write mapping: a writable view for torch that never changes the file.
+    store = np.load(root / CELEBA_STORE, mmap_mode="c")
+    return CompleteData("celeba", torch.from_numpy(store[_celeba_split(root, _celeba_files(root), split)]))
 
 
 def _celeba_present(data_dir: Path | None) -> bool:

@@ -36,10 +36,10 @@ def evaluation_data(run: OpenedRun, split: str = "train") -> tuple[DataSpec, Inc
     """The examples to evaluate a run on: 'train', the run's own incomplete training examples (the paper's
     protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out)."""
     if split == "train":
-        return run.spec, run.data
+        return run.spec, run.data.as_float()
     if split == "test":
         spec = run.spec.held_out()
-        return spec, spec.load()
+        return spec, spec.load().as_float()
     raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
 
 

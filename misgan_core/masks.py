@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import CompleteData, IncompleteDataset
+from .data import CompleteData, IncompleteDataset, as_float_images
 
 
 class MaskProcess:
@@ -334,10 +334,19 @@ def make_incomplete(data: CompleteData, process: MaskProcess, seed: int = 0) -> 
     """Draw one fixed mask per example (as in the paper, masks are not redrawn per epoch)."""
     n, _, h, w = data.x.shape
     gen = torch.Generator().manual_seed(seed)
-    m = process.sample_for(data.x, gen) if getattr(process, "needs_data", False) else process.sample(n, h, w, gen)
+    if getattr(process, "needs_data", False):
+        if data.compact and data.x.numel() > 2**29:
+            raise ValueError(f"{process.describe()} looks at every image, and {n:,} compact images are too many "
+                             f"to hold as floats; use --limit (at most {2**29 // (data.x[0].numel()):,}) or a "
+                             f"process that does not depend on the data")
+        m = process.sample_for(as_float_images(data.x), gen)
+    else:
+        m = process.sample(n, h, w, gen)
     if (m.flatten(1).sum(1) == 0).any():
         # A fully missing example carries no information; a process that makes one is misconfigured.
         raise ValueError(f"{process.describe()} produced an example with no observed pixel; lower the "
                          f"missing rate")
+    if data.compact:
+        m = m.to(torch.uint8)  # a quarter of float32's memory, like the images
     return IncompleteDataset(data.name, data.x, m, data.labels, ground_truth=True,
                              missingness=process.describe())

@@ -34,7 +34,7 @@ from torch import nn
 from torch.optim.adam import adam as adam_update
 
 from .critic_gradients import critic_loss
-from .data import IncompleteDataset
+from .data import IncompleteDataset, as_float_images
 from .device import pick_device
 from .distributed import average, average_gradients, rank_and_world
 from .imputers import check_incomplete_batch, paste_observed
@@ -264,10 +264,15 @@ class MisGAN:
         self.mask_noise = torch.Generator().manual_seed(config.seed + 7919)  # target masks are drawn on the CPU
         self.history: list[dict[str, Any]] = []
         self.grids: dict[str, torch.Tensor] = {}
-        self._x = self.data.observed_only().to(self.device)
-        self._m = self.data.m.to(self.device)
+        if self.data.compact:
+            # A uint8 store (CelebA): read a minibatch at a time, masked and made float on the way in.
+            self._x, self._m = self.data.x, self.data.m
+        else:
+            self._x = self.data.observed_only().to(self.device)
+            self._m = self.data.m.to(self.device)
         self._target_masks = config.data.mask_process() if config.imputer_mode == "target" else None
-        self._order = EpochOrder(len(self._x), config.batch_size, config.seed, self.device)
+        self._order = EpochOrder(len(self._x), config.batch_size, config.seed,
+                                 "cpu" if self.data.compact else self.device)
         if self._order.batch_size % self.world:
             raise ValueError(f"--batch-size is the global batch and must divide evenly over the {self.world} "
                              f"processes; got {self._order.batch_size}")
@@ -366,10 +371,16 @@ class MisGAN:
         idx = self._order.indices(batch)
         return idx if self.world == 1 else idx[self.rank * self._b:(self.rank + 1) * self._b]
 
+    def _examples(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training examples idx: observed entries only, float, on the device."""
+        if not self.data.compact:
+            return self._x[idx], self._m[idx]
+        m = self._m[idx].to(self.device).float()
+        return as_float_images(self._x[idx].to(self.device)) * m, m
+
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch (this rank's part of it under torchrun)."""
-        idx = self._batch_indices(self.batches)
-        return self._x[idx], self._m[idx]
+        return self._examples(self._batch_indices(self.batches))
 
     def _target_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 11: Gx samples masked by the target missingness stand in for real incomplete data."""
@@ -378,7 +389,7 @@ class MisGAN:
 
     def _real_masks_like(self, n: int) -> torch.Tensor:
         idx = self._rows(lambda k: torch.randint(0, len(self._m), (k,), generator=self.noise, device=self.device), n)
-        return self._m[idx]
+        return self._m[idx.to(self._m.device)].to(self.device).float()
 
     def _critic_samples(self, b: int, masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Gx and Gm samples for this critic step, each from fresh noise, and with an imputer (joint or
@@ -399,7 +410,7 @@ class MisGAN:
                 imputed: tuple[torch.Tensor | None, ...] = (None,) * k
                 if c.imputer and c.imputer_mode != "target":
                     idx = torch.cat([self._batch_indices(self.batches + j) for j in range(k)])
-                    imputed = self.impute_batch(self._x[idx], self._m[idx], train=True).split(b)
+                    imputed = self.impute_batch(*self._examples(idx), train=True).split(b)
             self._samples_ahead = list(zip(xs, ms, imputed, strict=True))
         return self._samples_ahead.pop(0)
 
@@ -596,7 +607,8 @@ class MisGAN:
             return
         if self._live_fid is None:
             # The live FID's noise seed is fixed (not the run's seed) so curves compare across runs.
-            self._live_fid = LiveFID(self.config.data.dataset, self.data.x if self.data.ground_truth else None,
+            reference = self.data.subset(slice(0, 10_000)).x if self.data.compact else self.data.x
+            self._live_fid = LiveFID(self.config.data.dataset, reference if self.data.ground_truth else None,
                                      n_samples=self.config.fid_samples)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
         record = {"step": self.step, "time": round(self.train_time, 3), "fid": value}
@@ -691,11 +703,12 @@ class MisGAN:
             return {}
         gen = torch.Generator().manual_seed(1234)  # fixed noise: grids compare across steps
         k = min(n, len(self.data))
-        grids = {"data": show_missing(self.data.x[:k], self.data.m[:k]), "gx": self.sample(n, gen)}
+        first = self.data.subset(slice(0, k))
+        grids = {"data": show_missing(first.x, first.m), "gx": self.sample(n, gen)}
         if self.nets.gm is not None and (self.config.mask_critic or self.config.ambient_masks == "learned"):
             grids["gm"] = self.sample_masks(n, gen)
         if self.nets.gi is not None:
-            grids["imputed"] = self.impute(self.data.x[:k], self.data.m[:k], draws=1, generator=gen)[0]
+            grids["imputed"] = self.impute(first.x, first.m, draws=1, generator=gen)[0]
         self.grids = grids
         if save and self.run is not None:
             for name, images in grids.items():

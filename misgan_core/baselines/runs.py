@@ -63,6 +63,7 @@ class BaselineRun:
 
     def __init__(self, run: RunDir, config: dict[str, Any], spec: DataSpec, data: IncompleteDataset,
                  model: nn.Module, device: torch.device):
+        data = data.as_float()  # the baselines train on float tensors (a compact store is expanded)
         self.run, self.config, self.spec, self.data, self.model, self.device = run, config, spec, data, model, device
         self.kind = str(config["kind"])
         # Models only ever see observed entries; zero the rest so that ground truth cannot leak in.
