@@ -186,8 +186,9 @@ class MisGANConfig:
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
         defaults = cls()
         for name in known - {"data"}:
-            if name in d and not _same_type(d[name], getattr(defaults, name)):
-                wanted = type(getattr(defaults, name)).__name__
+            like = _OPTIONAL_FIELD_TYPES.get(name, getattr(defaults, name))
+            if name in d and not (d[name] is None and name in _OPTIONAL_FIELD_TYPES) and not _same_type(d[name], like):
+                wanted = type(like).__name__
                 raise CheckpointError(f"config field {name!r} holds {d[name]!r}, not a {wanted}; fix config.json "
                                       f"or start a new run")
         try:
@@ -196,6 +197,10 @@ class MisGANConfig:
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"config does not describe a MisGAN run: {err}") from err
         return config
+
+
+# Fields whose default is None ("resolved when the run is made" or "not set"), with a value of their type.
+_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "fid_every": 0, "threads": 0, "pretrained": ""}
 
 
 def _same_type(value: Any, default: Any) -> bool:

@@ -105,15 +105,14 @@ def test_self_masking_mask_model_makes_masks_from_the_pixels_it_is_given() -> No
 
     model = SelfMaskingMaskModel((1, 2, 2), TemperatureSigmoid(0.66))
     with torch.no_grad():
-        model.slope.fill_(-8.0)  # bright pixels are seldom observed
-        model.offset.fill_(4.0)
+        model.slope.fill_(-8.0 / model.SCALE)  # bright pixels are seldom observed
+        model.offset.fill_(4.0 / model.SCALE)
     x = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]]).expand(4000, 1, 2, 2)
     m = model(x, torch.rand(4000, 1, 2, 2, generator=torch.Generator().manual_seed(0)))
     dark, bright = float(m[..., 0].mean().detach()), float(m[..., 1].mean().detach())
     assert dark > 0.9 and bright < 0.1  # sigmoid(4) and sigmoid(-4) per pixel
     m.sum().backward()  # gradients reach the mechanism's parameters (relaxed Bernoulli draws)
-    assert bool((model.offset.grad != 0).all())
-    assert bool((model.slope.grad[..., 1] != 0).all()) and not bool(model.slope.grad[..., 0].any())  # x = 0 there
+    assert bool((model.offset.grad != 0).all()) and float(model.slope.grad) != 0
 
 
 def test_mask_model_gradients_reach_gx_through_the_masks_and_gm_scaled_by_alpha() -> None:
