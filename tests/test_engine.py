@@ -60,6 +60,13 @@ def test_temperature_sigmoid_matches_formula_and_hard_variants_saturate():
     assert torch.equal(st.detach(), (x > 0).float())
     st.sum().backward()
     assert torch.allclose(st_in.grad, torch.sigmoid(x / lam) * (1 - torch.sigmoid(x / lam)) / lam)
+    stretched_in = torch.tensor([-3.0, 0.0, 0.5, 3.0], requires_grad=True)
+    stretched = TemperatureSigmoid(lam, "stretched")(stretched_in)
+    s = torch.sigmoid(stretched_in.detach() / lam)
+    assert stretched[0] == 0 and stretched[-1] == 1  # exact 0 and 1 at finite logits (the released "fusion")
+    assert torch.allclose(stretched[1:3], (s * 1.2 - 0.1)[1:3])
+    stretched.sum().backward()
+    assert stretched_in.grad[0] == 0 and stretched_in.grad[1] == pytest.approx(1.2 * 0.25 / lam)
     with pytest.raises(ValueError, match="unknown mask activation"):
         TemperatureSigmoid(lam, "tanh")
 
