@@ -2,7 +2,8 @@
 
     python bench/released_imputer_speed.py --released PATH [--rounds 3] [--epochs 4] [--threads 1 2]
 
-PATH is a checkout of github.com/steveli/misgan (it imports seaborn and matplotlib: `pip install seaborn`). Its `mnist_misgan_impute.py` runs unchanged, with the FC
+PATH is a checkout of github.com/steveli/misgan (it imports seaborn and matplotlib: `pip install seaborn`).
+Its `mnist_misgan_impute.py` runs unchanged, with the FC
 generators and critics (`--generator fc --critic fc`, its defaults otherwise), on mnist-5k written out in
 torchvision's MNIST layout (5,000 digits, so 78 batches of 64 per epoch). Its rate is read from the
 `log/epoch-time.txt` it writes: 78 critic steps per epoch, the first epoch dropped as warm-up. Its epoch time
