@@ -286,23 +286,24 @@ def _celeba_files(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "img_align_celeba").iterdir() if p.suffix.lower() in (".jpg", ".png"))
 
 
-def celeba_store(data_dir: Path, progress: bool = True) -> np.ndarray:
+def celeba_store(data_dir: Path, progress: bool = True, files: list[str] | None = None) -> np.ndarray:
     """All of CelebA's aligned faces, centre-cropped (140 px) and resized to 64x64 as the paper does, stored
     once as uint8 (N, 3, 64, 64) in DATA_DIR/celeba/misgan-64x64-uint8.npy (2.5 GB for the 202,599 faces)
     and memory-mapped after that. Made on first use with a progress bar; written to a temporary file and
     renamed, so an interrupted build leaves no half store. A store made from a different folder (another
-    number of images) is rebuilt."""
+    number of images) is rebuilt. Returned copy-on-write mapped: torch gets a writable view, the file never
+    changes. `files`: the folder's image names, when the caller has listed them already."""
     from PIL import Image
     from tqdm import tqdm
 
     root = data_dir / "celeba"
-    files = _celeba_files(root)
+    files = _celeba_files(root) if files is None else files
     if not files:
         raise DatasetError(f"{root / 'img_align_celeba'} holds no images; unpack img_align_celeba.zip there")
     path = root / CELEBA_STORE
     if path.exists():
         try:
-            store = np.load(path, mmap_mode="r")
+            store = np.load(path, mmap_mode="c")
             if store.shape == (len(files), 3, CELEBA_SIZE, CELEBA_SIZE) and store.dtype == np.uint8:
                 return store
         except (OSError, ValueError):
@@ -325,7 +326,7 @@ def celeba_store(data_dir: Path, progress: bool = True) -> np.ndarray:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return np.load(path, mmap_mode="r")
+    return np.load(path, mmap_mode="c")
 
 
 def _celeba_split(root: Path, files: list[str], split: str) -> slice | np.ndarray:
@@ -360,10 +361,9 @@ def _load_celeba(data_dir: Path | None, split: str, download: bool) -> CompleteD
 
         torchvision.datasets.CelebA(str(data_dir), split="all", target_type=[], download=True)
     root = data_dir / "celeba"
-    celeba_store(data_dir)  # built on first use
-    # Copy-on-write mapping: a writable view for torch that never changes the file.
-    store = np.load(root / CELEBA_STORE, mmap_mode="c")
-    return CompleteData("celeba", torch.from_numpy(store[_celeba_split(root, _celeba_files(root), split)]))
+    files = _celeba_files(root)  # listed once: 202,599 names
+    store = celeba_store(data_dir, files=files)  # built on first use
+    return CompleteData("celeba", torch.from_numpy(store[_celeba_split(root, files, split)]))
 
 
 def _celeba_present(data_dir: Path | None) -> bool:
