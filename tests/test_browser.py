@@ -165,7 +165,9 @@ HEADINGS = {
 def _open(page, url: str, title: str) -> None:  # noqa: ANN001 - a Playwright Page
     """Follow the navigation link, as a person would, and wait for the page's heading."""
     page.get_by_role("link", name=title, exact=True).first.click()
-    page.get_by_role("heading", name=HEADINGS[title]).first.wait_for()
+    # A page's first render imports its modules and lists the runs: on a busy 2-core host it has taken over
+    # 60 s (Compare, right after a training job stopped), so allow what the test's other waits allow.
+    page.get_by_role("heading", name=HEADINGS[title]).first.wait_for(timeout=120_000)
 
 
 def _settle(page) -> None:  # noqa: ANN001
