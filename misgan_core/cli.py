@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="joint (eq. 9-10), standalone (eq. 9 from --pretrained Gx), target (eq. 11)")
     g.add_argument("--pretrained", default=None, help="run folder with a trained Gx (standalone / target)")
     g.add_argument("--beta", type=float, default=0.1)
+    g.add_argument("--imputer-sees-mask", action="store_true",
+                   help="give the imputer the mask as a second input (the released code's MaskImputer)")
     g.add_argument("--seed", type=_non_negative, default=0)
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
@@ -175,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
                    help="train: impute the training set (the paper's protocol); test: held-out examples")
     p.add_argument("--arch", default="fc", choices=["fc", "conv"], help="MisGAN's networks")
+    p.add_argument("--misgan-set", dest="misgan_options", action="append", default=[], metavar="NAME=VALUE",
+                   help="a MisGAN option for its cells, e.g. mask_activation=stretched or imputer_sees_mask=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=_positive, default=None)
     p.add_argument("--seed", type=_non_negative, default=0)
@@ -229,6 +233,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         temperature=args.temperature,
         mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
+        imputer_sees_mask=args.imputer_sees_mask,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)
@@ -349,7 +354,8 @@ def _sweep(args: argparse.Namespace) -> None:
     splits = ("train", "test") if args.eval_split == "both" else (args.eval_split,)
     sweep = Sweep(args.out, args.dataset, [m.strip() for m in args.methods.split(",") if m.strip()], args.mask,
                   args.rates, Budget.parse(args.budget), arch=args.arch, device=args.device, eval_splits=splits,
-                  seed=args.seed, data_dir=args.data_dir, limit=args.limit, mask_seed=args.mask_seed)
+                  seed=args.seed, data_dir=args.data_dir, limit=args.limit, mask_seed=args.mask_seed,
+                  misgan_options=_parse_set(args.misgan_options))
     sweep.run(progress=True)
     print((Path(args.out) / "results.md").read_text())
 

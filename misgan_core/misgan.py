@@ -40,7 +40,7 @@ from .distributed import average, average_gradients, rank_and_world
 from .imputers import check_incomplete_batch, paste_observed
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
-from .models import MASK_MODELS, Networks, build_networks
+from .models import MASK_MODELS, Networks, TemperatureSigmoid, build_networks
 from .runs import CheckpointError, RunDir
 from .spec import FIELDS as DATA_FIELDS
 from .spec import DataSpec
@@ -108,6 +108,7 @@ class MisGANConfig:
     pretrained: str | None = None      # run folder holding the pre-trained Gx for standalone / target
     beta: float = 0.1
     imputer_lr: float = 2e-4
+    imputer_sees_mask: bool = False    # True: Ĝi also gets m (the released code's MaskImputer; not eq. 12)
     # bookkeeping
     seed: int = 0
     device: str = "auto"
@@ -150,13 +151,17 @@ class MisGANConfig:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                problems.append(f"{name} must be a finite non-negative number; got {value}")
+            if not math.isfinite(value) or value < 0 or (name == "temperature" and value == 0):
+                kind = "positive" if name == "temperature" else "non-negative"
+                problems.append(f"{name} must be a finite {kind} number; got {value}")
         if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
             problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
         if self.tau is not None and not math.isfinite(self.tau):
             problems.append(f"tau must be a finite number (the fill value of f_tau); got {self.tau}")
+        if self.mask_activation not in TemperatureSigmoid.KINDS:
+            problems.append(f"mask activation must be one of {', '.join(TemperatureSigmoid.KINDS)}; "
+                            f"got {self.mask_activation!r}")
         if self.mask_model not in MASK_MODELS:
             problems.append(f"mask model must be one of {', '.join(MASK_MODELS)}; got {self.mask_model!r}")
         elif self.mask_model != "independent":
@@ -254,7 +259,8 @@ class MisGAN:
             self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
                                                  temperature=config.temperature,
                                                  mask_activation=config.mask_activation, latent=config.latent,
-                                                 mask_model=config.mask_model)
+                                                 mask_model=config.mask_model,
+                                                 imputer_sees_mask=config.imputer_sees_mask)
         for module in self.nets.modules().values():
             module.to(self.device)
             if config.arch == "conv":
@@ -539,7 +545,7 @@ class MisGAN:
         else:
             w = torch.rand(x.shape, generator=generator, device=x.device)
         observed = torch.where(m.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        filled = self.nets.gi(observed + w * (1 - m))
+        filled = self.nets.gi(observed + w * (1 - m), m)
         return paste_observed(observed, m, filled)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -693,7 +699,7 @@ class MisGAN:
         for i in range(0, len(xs), 1024):  # bounded memory for large datasets
             sl = slice(i, i + 1024)
             inp = (observed[sl] + w[sl] * (1 - ms[sl])).to(self.device)
-            out.append(gi(inp).float().cpu())
+            out.append(gi(inp, ms[sl].to(self.device)).float().cpu())
         gi.train(was)
         filled = torch.cat(out)
         return paste_observed(xs, ms, filled).view(draws, *x.shape)

@@ -259,17 +259,23 @@ def dcgan_critic(shape: tuple[int, int, int], width: int = 64) -> Critic:
 
 
 class FCImputerNet(nn.Module):
-    """Three fully connected layers with 500 hidden units (paper, section 5.1)."""
+    """Three fully connected layers with 500 hidden units (paper, section 5.1). With `sees_mask` the mask is a
+    second input beside x*m + w*(1-m) (the released code's `--imputer mask`, MaskImputer): under dropout a
+    noise value and an observed pixel of the same intensity are otherwise indistinguishable."""
 
-    def __init__(self, shape: tuple[int, int, int], hidden: int = 500):
+    def __init__(self, shape: tuple[int, int, int], hidden: int = 500, sees_mask: bool = False,
+                 mask_shape: tuple[int, int, int] | None = None):
         super().__init__()
         d = math.prod(shape)
         self.shape = tuple(shape)
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        self.sees_mask = sees_mask
+        extra = math.prod(mask_shape or (1, *shape[1:])) if sees_mask else 0
+        self.net = nn.Sequential(nn.Linear(d + extra, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, d), nn.Sigmoid())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1)).view(-1, *self.shape)
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x.flatten(1), m.flatten(1).to(x.dtype)], 1) if self.sees_mask else x.flatten(1)
+        return self.net(h).view(-1, *self.shape)
 
 
 class _UNetLevel(nn.Module):
@@ -296,19 +302,21 @@ class _UNetLevel(nn.Module):
 class UNetImputerNet(nn.Module):
     """A pix2pix-style U-Net with `levels` stride-2 levels (5 for 32x32 and 64x64, as in the paper)."""
 
-    def __init__(self, shape: tuple[int, int, int], levels: int = 5, width: int = 64):
+    def __init__(self, shape: tuple[int, int, int], levels: int = 5, width: int = 64, sees_mask: bool = False):
         super().__init__()
         c, size, _ = shape
+        self.sees_mask = sees_mask
         if size % (2 ** levels):
             raise ValueError(f"a {levels}-level U-Net needs a side divisible by {2 ** levels}; got {size}")
         widths = [min(width * 2 ** i, width * 8) for i in range(levels)]
         block: nn.Module | None = None
         for i in range(levels - 1, 0, -1):
             block = _UNetLevel(widths[i - 1], widths[i], block)
-        self.net = _UNetLevel(c, widths[0], block, outermost=True, out_channels=c)
+        self.net = _UNetLevel(c + int(sees_mask), widths[0], block, outermost=True, out_channels=c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x*m + w*(1-m), and the mask m (an extra input channel when `sees_mask`)."""
+        return torch.sigmoid(self.net(torch.cat([x, m[:, :1].to(x.dtype)], 1) if self.sees_mask else x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +352,7 @@ def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
 
 def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
                    mask_activation: str = "sigmoid", latent: int = LATENT,
-                   mask_model: str = "independent") -> Networks:
+                   mask_model: str = "independent", imputer_sees_mask: bool = False) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -375,6 +383,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
         gm = gen(mask_shape, mask_output)
     nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(shape), dm=critic(mask_shape))
     if imputer:
-        nets.gi = FCImputerNet(shape) if h < 32 else UNetImputerNet(shape)
+        nets.gi = (FCImputerNet(shape, sees_mask=imputer_sees_mask, mask_shape=mask_shape) if h < 32
+                   else UNetImputerNet(shape, sees_mask=imputer_sees_mask))
         nets.di = critic(shape)
     return nets

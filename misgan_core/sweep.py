@@ -22,6 +22,8 @@ MF, mean and zero fit once in closed form under every budget.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 import time
@@ -45,6 +47,10 @@ PAPER_EPOCHS = {"misgan": 1000, "misgan-large": 600, "gain": 300, "convac": 1000
 QUICK_STEPS = {"misgan": 200, "gain": 300, "convac": 100}
 SELECT_EVERY_EPOCHS = {"gain": 1, "convac": 5}  # best-FID selection cadence under the paper budget
 PATIENCE = 4  # ConvAC stops after this many selections without a better imputation FID
+# MisGAN options that change what a cell learns; a cell is reused only when they all agree.
+OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "mask_activation", "mask_critic",
+                 "ambient_masks", "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
+                 "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "seed")
 METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
 
 
@@ -133,7 +139,7 @@ class Sweep:
     def __init__(self, out: str | Path, dataset: str, methods: list[str], mask: str, rates: list[float],
                  budget: Budget, arch: str = "fc", device: str = "auto", eval_splits: tuple[str, ...] = EVAL_SPLITS,
                  seed: int = 0, data_dir: str | None = None, limit: int | None = None, mask_seed: int = 0,
-                 log: Callable[[str], None] | None = None):
+                 misgan_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None):
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
@@ -147,6 +153,9 @@ class Sweep:
         shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
         self.out, self.budget, self.arch, self.device = Path(out), budget, arch, device
         self.eval_splits, self.seed = tuple(eval_splits), seed
+        self.misgan_options = dict(misgan_options or {})
+        if "misgan" in methods:
+            self._misgan_config(DataSpec())  # an unknown or ill-typed option fails here, before any cell
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.shape = shape
         specs = cell_specs(dataset, mask, rates, data_dir, limit, mask_seed, shape)
@@ -173,6 +182,7 @@ class Sweep:
         started = time.perf_counter()
         for i, cell in enumerate(self.cells, 1):
             title = f"[{i}/{total}] {METHODS[cell.method].title} · {cell.spec.label()}"
+            self._compare_cell_options(cell)
             if self.done(cell):
                 self.log(f"{title}: done already, skipped")
                 continue
@@ -218,23 +228,63 @@ class Sweep:
             if run.has_checkpoint:
                 try:
                     if METHODS[cell.method].trainable:
-                        return load_trainer(path, device=None if cell.method != "misgan" else self._device())
-                    return BaselineRun.load(path)
+                        trainer = load_trainer(path, device=None if cell.method != "misgan" else self._device())
+                    else:
+                        trainer = BaselineRun.load(path)
                 except CheckpointError as err:
                     raise CheckpointError(f"cell {cell.id} cannot be resumed: {err}") from err
+                if isinstance(trainer, MisGAN):
+                    self._check_options(cell, trainer.config)
+                return trainer
             # Made but never checkpointed (stopped in its first steps): nothing to keep, start it again.
             run.delete()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(self.seed)
         if cell.method == "misgan":
-            config = MisGANConfig(data=cell.spec, arch=self.arch, imputer=True, seed=self.seed, device=self._device(),
-                                  sample_every=500, checkpoint_every=500)
-            return MisGAN(config, run_dir=path)
+            return MisGAN(self._misgan_config(cell.spec), run_dir=path)
         device = "cuda" if self._device() == "cuda" and cell.method in ("gain", "convac") else "cpu"
         patience = PATIENCE if cell.method == "convac" and self.budget.kind == "paper" else 0
         data = cell.spec.load()  # loaded once: the run keeps it, and its size sets the selection cadence
         return BaselineRun.create(path, cell.method, cell.spec, seed=self.seed, device=device, data=data,
                                   select_every=self._select_every(cell, len(data)), patience=patience)
+
+    def _misgan_config(self, spec: DataSpec) -> MisGANConfig:
+        """A MisGAN cell's configuration: the imputer on, the sweep's arch and seed, then `misgan_options`."""
+        base = {"data": spec, "arch": self.arch, "imputer": True, "seed": self.seed, "device": self._device(),
+                "sample_every": 500, "checkpoint_every": 500}
+        fields = {f.name for f in dataclasses.fields(MisGANConfig)} - {"data", "steps"}
+        for name in self.misgan_options:
+            if name not in fields:
+                raise ValueError(f"unknown MisGAN option {name!r} in --misgan-set; choose from "
+                                 f"{', '.join(sorted(fields))}")
+        try:
+            config = MisGANConfig.from_dict({**MisGANConfig(**base).to_dict(), **self.misgan_options,
+                                             "data": spec.to_dict()})
+        except CheckpointError as err:  # its message speaks of config.json; here the value came from the user
+            raise ValueError(f"--misgan-set: {str(err).split(';')[0].replace('config field', 'option')}") from None
+        config = dataclasses.replace(config, data=spec)
+        config.validate()
+        return config
+
+    def _compare_cell_options(self, cell: Cell) -> None:
+        """A MisGAN cell already on disk must have been made with this sweep's options (see _check_options)."""
+        if cell.method != "misgan" or not (cell.path / "config.json").exists():
+            return
+        try:
+            stored = MisGANConfig.from_dict(RunDir(cell.path).read_config())
+        except (CheckpointError, OSError, ValueError):
+            return  # opening the cell reports what is wrong with it
+        self._check_options(cell, stored)
+
+    def _check_options(self, cell: Cell, config: MisGANConfig) -> None:
+        """Refuse to reuse a cell made with other MisGAN options: its numbers would belong to neither. Compared:
+        every option that changes the model or its training (not steps, device, threads or cadences)."""
+        wanted = self._misgan_config(cell.spec)
+        for name in OPTION_FIELDS:
+            value, have = getattr(wanted, name), getattr(config, name)
+            if value is not None and have != value:
+                raise ValueError(f"cell {cell.id} was trained with {name}={have!r}, not {value!r}: use another --out "
+                                 f"for these options, or pass --misgan-set {name}={json.dumps(have)}")
 
     def _select_every(self, cell: Cell, n: int) -> int | None:
         """Selection cadence in steps: per SELECT_EVERY_EPOCHS under the paper budget, else the default."""
@@ -260,6 +310,8 @@ class Sweep:
                    "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
+            if cell.method == "misgan" and self.misgan_options:
+                row["options"] = dict(self.misgan_options)
             append_jsonl(self.results_path, row)
 
 
@@ -351,9 +403,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{r.get('steps'):,} | {num(r.get('epochs'), 1)} | {num(None if wall is None else wall / 60, 1)}"
                      f" min | {num(r.get('imputation_fid'))} | {num(r.get('fid'))} | {num(r.get('rmse'), 4)} |")
     label = next((r.get("label") for r in rows if r.get("label")), "FID")
+    options = sorted({", ".join(f"{k}={v}" for k, v in r["options"].items())
+                      for r in rows if isinstance(r.get("options"), dict) and r["options"]})
+    note = f" MisGAN options: {'; '.join(options)}." if options else ""
     device = ", ".join(sorted({f"{r.get('device')} x{r.get('threads')} threads" for r in rows}))
     return "\n".join(lines) + f"\n\nFID: {label}. Hardware: {device}. train: the run's own examples (the paper's " \
-                              f"protocol); test: held-out examples no method trained on.\n"
+                              f"protocol); test: held-out examples no method trained on.{note}\n"
 
 
 def training_curves(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:

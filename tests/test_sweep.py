@@ -117,3 +117,26 @@ def test_evaluate_on_the_held_out_split_for_misgan_and_a_baseline(tmp_path, caps
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "all"), "--split", "test"]) == 2
     assert "none is held out" in capsys.readouterr().err
+
+
+def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reused(tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", "--methods", "misgan", "--rates", "0.8", "--limit", "64", "--budget", "steps=2",
+            "--eval-split", "train", "--threads", "1", "--out", str(out)]
+    assert main([*args, "--misgan-set", "mask_activation=stretched", "--misgan-set", "imputer_sees_mask=true"]) == 0
+    config = open_run(out / "cells" / "misgan-mnist-5k-dropout80").model.config
+    assert config.mask_activation == "stretched" and config.imputer_sees_mask and config.imputer
+    [row] = read_sweep(out)
+    assert row["options"] == {"mask_activation": "stretched", "imputer_sees_mask": True}
+    assert "mask_activation=stretched" in (out / "results.md").read_text()
+    capsys.readouterr()
+
+    assert main(args) == 2  # the defaults (sigmoid, no mask input) would reuse a cell trained otherwise
+    err = capsys.readouterr().err.strip()
+    assert "was trained with mask_activation='stretched'" in err and len(err.splitlines()) == 1
+    assert len(read_sweep(out)) == 1
+    for option, message in (("bogus=1", "unknown MisGAN option 'bogus'"), ("imputer_sees_mask=3", "not a bool"),
+                            ("mask_activation=soft", "mask activation must be one of")):
+        assert main([*args[:-1], str(tmp_path / "other"), "--misgan-set", option]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
