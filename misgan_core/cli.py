@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
+    g.add_argument("--mask-noise", action="store_true",
+                   help="Gm draws every pixel with its own noise (a relaxed Bernoulli on its logits), so it can "
+                        "represent independent dropout")
     g.add_argument("--no-mask-critic", action="store_true", help="the AmbientGAN ablation: no mask critic Dm")
     g.add_argument("--ambient-masks", default="learned", choices=["learned", "real"],
                    help="without Dm: learn Gm from L_x alone, or feed real masks")
@@ -231,7 +234,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
         temperature=args.temperature,
-        mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
+        mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,

@@ -91,7 +91,8 @@ class MisGANConfig:
     tau: float | None = None           # None: 0 (the paper) for the independent mask model, -1 otherwise
     mask_model: str = "independent"    # independent Gm(eps) | self-masking | conditional Gm(eps, x): MNAR
     temperature: float = 0.66
-    mask_activation: str = "sigmoid"   # sigmoid | hard-sigmoid | straight-through
+    mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
+    mask_noise: bool = False           # Gm draws each pixel with its own noise (models.NoisyMaskGenerator)
     mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
     ambient_masks: str = "learned"     # without Dm: 'learned' (Gm from alpha * L_x alone) or 'real' masks
     # optimisation
@@ -172,6 +173,9 @@ class MisGANConfig:
             if not self.mask_critic and self.ambient_masks == "real":
                 problems.append(f"mask model {self.mask_model!r} generates masks from images; it cannot be "
                                 f"combined with --ambient-masks real")
+            if self.mask_noise:
+                problems.append("--mask-noise is for the independent mask model (the self-masking model draws "
+                                "per-pixel noise already; the conditional one does not take it)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -260,7 +264,8 @@ class MisGAN:
                                                  temperature=config.temperature,
                                                  mask_activation=config.mask_activation, latent=config.latent,
                                                  mask_model=config.mask_model,
-                                                 imputer_sees_mask=config.imputer_sees_mask)
+                                                 imputer_sees_mask=config.imputer_sees_mask,
+                                                 mask_noise=config.mask_noise)
         for module in self.nets.modules().values():
             module.to(self.device)
             if config.arch == "conv":
@@ -434,6 +439,8 @@ class MisGAN:
             return self.nets.gm(x, self._uniform(n, 1, *self.shape[1:]))
         if c.mask_model == "conditional":
             return self.nets.gm(self._z(n), x)
+        if c.mask_noise:
+            return self.nets.gm(self._z(n), self._uniform(n, 1, *self.shape[1:]))
         return self.nets.gm(self._z(n))
 
     # -- one step ------------------------------------------------------------------------------
@@ -645,7 +652,7 @@ class MisGAN:
     def sample_masks(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n masks from Gm (values in [0, 1]; binary for the hard variants). A mask model that sees the image
         masks fresh Gx samples."""
-        if self.config.mask_model == "independent":
+        if self.config.mask_model == "independent" and not self.config.mask_noise:
             return self._generate(self.nets.gm, n, generator)
         return self.sample_with_masks(n, generator)[1]
 
@@ -662,6 +669,9 @@ class MisGAN:
             m = gm(xd, torch.rand(n, 1, *self.shape[1:], generator=gen).to(self.device))
         elif self.config.mask_model == "conditional":
             m = gm(torch.randn(n, self.config.latent, generator=gen).to(self.device), xd)
+        elif self.config.mask_noise:
+            z = torch.randn(n, self.config.latent, generator=gen).to(self.device)
+            m = gm(z, torch.rand(n, 1, *self.shape[1:], generator=gen).to(self.device))
         else:
             m = gm(torch.randn(n, self.config.latent, generator=gen).to(self.device))
         gm.train(was)

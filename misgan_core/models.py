@@ -181,6 +181,24 @@ class SelfMaskingMaskModel(nn.Module):
         return self.output(self.observed_logit(x) + logistic_noise(u))
 
 
+class NoisyMaskGenerator(nn.Module):
+    """Gm(eps, u) = output(G(eps) + logistic(u)): the generator's per-pixel logits, then a relaxed Bernoulli draw
+    per pixel (binary concrete, Maddison et al. 2017) from its own uniform noise u (`--mask-noise`).
+
+    The paper's Gm = sigma_lambda(G(eps)) gets all its randomness from the 128 latent dimensions, so it cannot
+    represent 784 independent Bernoulli pixels (MCAR dropout): on mnist-5k at dropout 80% the mask critic's
+    Wasserstein estimate stayed near 4.7 through 14,000 steps with the sigmoid and the stretched activation
+    alike. With per-pixel noise a constant logit gives exact independent dropout, and block masks (logits far
+    from 0) are unchanged."""
+
+    def __init__(self, net: nn.Module, output: nn.Module, mask_shape: tuple[int, int, int]):
+        super().__init__()
+        self.net, self.output, self.mask_shape = net, output, tuple(mask_shape)
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.output(self.net(z) + logistic_noise(u))
+
+
 class ConditionalMaskGenerator(nn.Module):
     """Gm(eps, x): an FC network fed the latent noise and the (generated) complete image, for missingness that
     may depend on the whole image (MAR or general MNAR): FC(latent + D, 256)-FC(256, 512)-FC(512, D_mask)."""
@@ -352,7 +370,8 @@ def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
 
 def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
                    mask_activation: str = "sigmoid", latent: int = LATENT,
-                   mask_model: str = "independent", imputer_sees_mask: bool = False) -> Networks:
+                   mask_model: str = "independent", imputer_sees_mask: bool = False,
+                   mask_noise: bool = False) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -379,6 +398,8 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
         gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output)
     elif mask_model == "conditional":
         gm = ConditionalMaskGenerator(shape, mask_shape, mask_output, latent)
+    elif mask_noise:
+        gm = NoisyMaskGenerator(gen(mask_shape, nn.Identity()), mask_output, mask_shape)
     else:
         gm = gen(mask_shape, mask_output)
     nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(shape), dm=critic(mask_shape))

@@ -1,6 +1,8 @@
 """The MisGAN engine through its public API: operators, losses, missingness, imputer, runs, resume."""
 
+import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -540,3 +542,41 @@ def test_an_imputer_that_sees_the_mask_uses_it_keeps_observed_pixels_and_resumes
     a, b = _weights(gan), _weights(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_mask_generator_with_per_pixel_noise_can_draw_independent_dropout(tmp_path):
+    """--mask-noise: with constant logits Gm draws each pixel independently (the paper's Gm, whose only
+    randomness is its latent code, then gives one fixed mask); straight-through masks are exactly binary."""
+    config = tiny_config(mask="dropout", missing_rate=0.8, mask_noise=True, mask_activation="straight-through",
+                         imputer=True, limit=96, seed=2)
+    gan = MisGAN(config, run_dir=tmp_path / "a")
+    with torch.no_grad():
+        for p in gan.nets.gm.parameters():
+            p.zero_()
+        bias = [p for n, p in gan.nets.gm.named_parameters() if n.endswith("bias")][-1]
+        bias.fill_(math.log(0.2 / 0.8))  # P(observed) = 0.2 for every pixel
+    masks = gan.sample_masks(2000).flatten(1)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert abs(masks.mean().item() - 0.2) < 0.01
+    corr = torch.corrcoef(masks[:, 300:340].T)  # neighbouring pixels: independent
+    assert corr.fill_diagonal_(0).abs().max() < 0.12
+    plain = MisGAN(dataclasses.replace(config, mask_noise=False))
+    with torch.no_grad():
+        for p in plain.nets.gm.parameters():
+            p.zero_()
+    assert plain.sample_masks(50).flatten(1).std(0).max() == 0  # no per-pixel noise: one mask for all draws
+
+    gan.train(3)
+    resumed = MisGAN(config, run_dir=tmp_path / "b")
+    with torch.no_grad():
+        for p in resumed.nets.gm.parameters():
+            p.zero_()
+        [p for n, p in resumed.nets.gm.named_parameters() if n.endswith("bias")][-1].fill_(math.log(0.2 / 0.8))
+    resumed.train(1)
+    resumed = MisGAN.load(tmp_path / "b")
+    resumed.train(2)
+    a, b = _weights(gan), _weights(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ValueError, match="--mask-noise is for the independent mask model"):
+        tiny_config(mask_model="self-masking", mask_noise=True).validate()
