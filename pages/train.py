@@ -139,6 +139,21 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         help="sigmoid(x / lambda) as in the paper, or 'stretched' (the released code's default): masks reach "
         "exact 0 and 1, which high missing rates need (at 90% dropout the plain sigmoid did not learn).",
     )
+    mask_noise = h2.checkbox(
+        "Per-pixel mask noise",
+        value=False,
+        key="train-mask-noise",
+        help="Gm draws every pixel with its own noise (a relaxed Bernoulli on its logits). The paper's Gm gets "
+        "all its randomness from 128 latent numbers and cannot draw independent dropout; block masks do not "
+        "need it. Independent mask model only.",
+    )
+    imputer_sees_mask = h3.checkbox(
+        "Imputer sees the mask",
+        value=False,
+        key="train-imputer-sees-mask",
+        help="Give Gi the mask as a second input (the released code's MaskImputer): under dropout it cannot "
+        "otherwise tell an observed pixel from noise of the same value.",
+    )
     seed = h4.number_input(
         "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
         "seed and settings train the same run."
@@ -175,6 +190,8 @@ if dataset:
         tau=None if mask_model != "independent" and 0 <= tau <= 1 else float(tau),
         mask_model=mask_model,
         mask_activation=mask_activation,
+        mask_noise=bool(mask_noise),
+        imputer_sees_mask=bool(imputer_sees_mask),
         temperature=float(temperature),
         seed=int(seed),
         imputer=bool(imputer),

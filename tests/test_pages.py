@@ -247,6 +247,21 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     assert job.snapshot().status == "finished", job.snapshot()
 
 
+def test_train_with_mask_noise_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
+    at = _app("train")
+    at.checkbox(key="train-mask-noise").check()
+    at.checkbox(key="train-imputer-sees-mask").check()
+    at.selectbox(key="train-mask-activation").set_value("straight-through")
+    _set_small_training(at, steps=2)
+    at.button(key="train-start").click().run()
+    _no_exceptions(at)
+    job = registry().jobs()[-1]
+    job.join(120)
+    config = json.loads((Path(job.key) / "config.json").read_text())
+    assert config["mask_noise"] and config["imputer_sees_mask"] and config["mask_activation"] == "straight-through"
+    assert job.snapshot().status == "finished", job.snapshot()
+
+
 def test_train_leaving_and_coming_back_shows_the_same_job(runs_dir: Path) -> None:
     at = _app("train")
     _set_small_training(at, steps=300)
