@@ -12,6 +12,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -229,6 +230,16 @@ def test_train_start_starts_exactly_one_job_and_live_area_advances(runs_dir: Pat
     assert not at.button(key="train-start").disabled
 
 
+def _train_small_job(at: AppTest, steps: int) -> tuple[Any, dict[str, Any]]:
+    """Start a small job from the Train page as it is set, wait for it; (job, its run's config.json)."""
+    _set_small_training(at, steps=steps)
+    at.button(key="train-start").click().run()
+    _no_exceptions(at)
+    job = registry().jobs()[-1]
+    job.join(120)
+    return job, json.loads((Path(job.key) / "config.json").read_text())
+
+
 def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     """Self-masking missingness with the self-masking mask model: the job's run folder records the model and
     the tau it needs (-1, since the page's tau 0 would hide the masks from the data critic)."""
@@ -236,12 +247,7 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     box = at.selectbox(key="train-mask")
     box.set_value(next(o for o in box.options if o.startswith("Self-masking"))).run()
     at.selectbox(key="train-mask-model").set_value("self-masking")
-    _set_small_training(at, steps=3)
-    at.button(key="train-start").click().run()
-    _no_exceptions(at)
-    job = registry().jobs()[-1]
-    job.join(120)
-    config = json.loads((Path(job.key) / "config.json").read_text())
+    job, config = _train_small_job(at, steps=3)
     assert config["mask_model"] == "self-masking" and config["tau"] == -1.0
     assert config["data"]["mask"] == "self-masking"
     assert job.snapshot().status == "finished", job.snapshot()
@@ -252,12 +258,7 @@ def test_train_with_mask_noise_and_an_imputer_that_sees_the_mask(runs_dir: Path)
     at.checkbox(key="train-mask-noise").check()
     at.checkbox(key="train-imputer-sees-mask").check()
     at.selectbox(key="train-mask-activation").set_value("straight-through")
-    _set_small_training(at, steps=2)
-    at.button(key="train-start").click().run()
-    _no_exceptions(at)
-    job = registry().jobs()[-1]
-    job.join(120)
-    config = json.loads((Path(job.key) / "config.json").read_text())
+    job, config = _train_small_job(at, steps=2)
     assert config["mask_noise"] and config["imputer_sees_mask"] and config["mask_activation"] == "straight-through"
     assert job.snapshot().status == "finished", job.snapshot()
 
