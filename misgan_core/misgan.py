@@ -110,6 +110,8 @@ class MisGANConfig:
     beta: float = 0.1
     imputer_lr: float = 2e-4
     imputer_sees_mask: bool = False    # True: Ĝi also gets m (the released code's MaskImputer; not eq. 12)
+    imputer_start: int = 0             # generator steps of MisGAN alone before Gi and Di join (joint mode):
+                                       # appendix D trains MisGAN 300 epochs, then its imputer 1000
     # bookkeeping
     seed: int = 0
     device: str = "auto"
@@ -134,6 +136,10 @@ class MisGANConfig:
         if self.imputer and self.imputer_mode == "target" and self.data.mask in DATA_DEPENDENT:
             problems.append(f"imputer mode 'target' draws masks without data; {self.data.mask} masks depend on "
                             f"the images: use --imputer-mode joint")
+        if self.imputer_start < 0:
+            problems.append(f"imputer_start must be 0 or more generator steps; got {self.imputer_start}")
+        elif self.imputer_start and not (self.imputer and self.imputer_mode == "joint"):
+            problems.append("imputer_start (MisGAN alone first) needs the imputer in joint mode")
         if self.imputer and self.imputer_mode != "joint" and not self.pretrained:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
         if self.ambient_masks not in ("learned", "real"):
@@ -424,11 +430,16 @@ class MisGAN:
                 xs = all_x.split(b)
                 ms = self._fake_masks(k * b, all_x).split(b) if masks else (None,) * k
                 imputed: tuple[torch.Tensor | None, ...] = (None,) * k
-                if c.imputer and c.imputer_mode != "target":
+                if self._imputing and c.imputer_mode != "target":
                     idx = torch.cat([self._batch_indices(self.batches + j) for j in range(k)])
                     imputed = self.impute_batch(*self._examples(idx), train=True).split(b)
             self._samples_ahead = list(zip(xs, ms, imputed, strict=True))
         return self._samples_ahead.pop(0)
+
+    @property
+    def _imputing(self) -> bool:
+        """Whether this step trains Gi and Di: with an imputer, from generator step `imputer_start` on."""
+        return self.config.imputer and self.step >= self.config.imputer_start
 
     def _fake_masks(self, n: int, x: torch.Tensor) -> torch.Tensor:
         """n masks from Gm; the mask models that see the image get the complete images x (Gx samples)."""
@@ -465,7 +476,7 @@ class MisGAN:
                 loss, w = critic_loss(nets.dm, m, fake_m, self._uniform(b, 1, 1, 1), c.gp_weight)
                 losses.append(loss)
                 out["loss_dm"], out["w_m"] = loss, w
-        if c.imputer:
+        if self._imputing:
             # Di maximises L_i = E[Di(Gx(z))] - E[Di(Gi(x, m, w))]: Gx samples play "real".
             loss, w = critic_loss(nets.di, fake_x, imputed, self._uniform(b, 1, 1, 1), c.gp_weight)
             losses.append(loss)
@@ -506,7 +517,7 @@ class MisGAN:
                 loss_m = -nets.dm(fake_m).mean()
                 total = total + loss_m
                 out["loss_gm"] = loss_m
-        if c.imputer:
+        if self._imputing:
             if c.imputer_mode == "target":
                 with torch.no_grad():
                     x, m = self._target_batch(b)
@@ -630,7 +641,7 @@ class MisGAN:
                                      n_samples=self.config.fid_samples)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
         record = {"step": self.step, "time": round(self.train_time, 3), "fid": value}
-        if self.nets.gi is not None and self.data.ground_truth:
+        if self.nets.gi is not None and self.data.ground_truth and self._imputing:
             # The imputer's curve: imputation FID of a fixed subset of the training examples, fixed noise
             # (the same subset and seed as GAIN's and ConvAC's best-FID selection, so the curves compare).
             from .metrics import imputation_fid

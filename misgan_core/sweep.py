@@ -43,14 +43,16 @@ from .spec import DataSpec
 from .training import StopTraining
 
 RESULTS = "results.jsonl"
-PAPER_EPOCHS = {"misgan": 1000, "misgan-large": 600, "gain": 300, "convac": 1000}
+# MisGAN: 300 epochs alone, then 1000 (600 for images larger than 32x32) with its imputer, all networks
+# training jointly (appendix D; the released code's --pretrain then mnist_misgan_impute.py).
+PAPER_EPOCHS = {"misgan-alone": 300, "misgan": 1000, "misgan-large": 600, "gain": 300, "convac": 1000}
 QUICK_STEPS = {"misgan": 200, "gain": 300, "convac": 100}
 SELECT_EVERY_EPOCHS = {"gain": 1, "convac": 5}  # best-FID selection cadence under the paper budget
 PATIENCE = 4  # ConvAC stops after this many selections without a better imputation FID
 # MisGAN options that change what a cell learns; a cell is reused only when they all agree.
 OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "mask_activation", "mask_critic",
                  "ambient_masks", "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
-                 "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "seed")
+                 "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "imputer_start", "mask_noise", "seed")
 METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
 
 
@@ -91,9 +93,16 @@ class Budget:
             return QUICK_STEPS[kind], None
         per_epoch = max(1, n_examples // batch_size)
         if kind == "misgan":
-            epochs = PAPER_EPOCHS["misgan" if image_side <= 32 else "misgan-large"]
+            epochs = PAPER_EPOCHS["misgan-alone"] + PAPER_EPOCHS["misgan" if image_side <= 32 else "misgan-large"]
             return math.ceil(epochs * per_epoch / n_critic), None
         return PAPER_EPOCHS[kind] * per_epoch, None
+
+    def imputer_start(self, n_examples: int, batch_size: int, n_critic: int = 5) -> int:
+        """MisGAN's generator steps before its imputer joins: the paper budget's 300 epochs of MisGAN alone
+        (appendix D), none under the other budgets."""
+        if self.kind != "paper":
+            return 0
+        return math.ceil(PAPER_EPOCHS["misgan-alone"] * max(1, n_examples // batch_size) / n_critic)
 
 
 def square_side_for(rate: float, height: int, width: int) -> int:
@@ -154,13 +163,14 @@ class Sweep:
         self.out, self.budget, self.arch, self.device = Path(out), budget, arch, device
         self.eval_splits, self.seed = tuple(eval_splits), seed
         self.misgan_options = dict(misgan_options or {})
-        if "misgan" in methods:
-            self._misgan_config(DataSpec())  # an unknown or ill-typed option fails here, before any cell
+        self._sizes: dict[DataSpec, int] = {}
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.shape = shape
         specs = cell_specs(dataset, mask, rates, data_dir, limit, mask_seed, shape)
         self.cells = [Cell(m, rate, spec, self.out / "cells" / f"{m}-{spec.slug()}") for rate, spec in specs
                       for m in methods]
+        if "misgan" in methods:
+            self._misgan_config(specs[0][1])  # an unknown or ill-typed option fails here, before any cell
 
     @property
     def results_path(self) -> Path:
@@ -249,9 +259,11 @@ class Sweep:
                                   select_every=self._select_every(cell, len(data)), patience=patience)
 
     def _misgan_config(self, spec: DataSpec) -> MisGANConfig:
-        """A MisGAN cell's configuration: the imputer on, the sweep's arch and seed, then `misgan_options`."""
+        """A MisGAN cell's configuration: the imputer on (from the budget's imputer_start), the sweep's arch and
+        seed, then `misgan_options`."""
         base = {"data": spec, "arch": self.arch, "imputer": True, "seed": self.seed, "device": self._device(),
-                "sample_every": 500, "checkpoint_every": 500}
+                "sample_every": 500, "checkpoint_every": 500,
+                "imputer_start": self.budget.imputer_start(self._examples(spec), MisGANConfig.batch_size)}
         fields = {f.name for f in dataclasses.fields(MisGANConfig)} - {"data", "steps"}
         for name in self.misgan_options:
             if name not in fields:
@@ -275,6 +287,12 @@ class Sweep:
         except (CheckpointError, OSError, ValueError):
             return  # opening the cell reports what is wrong with it
         self._check_options(cell, stored)
+
+    def _examples(self, spec: DataSpec) -> int:
+        """How many training examples `spec` holds (counted once per spec)."""
+        if spec not in self._sizes:
+            self._sizes[spec] = len(spec.load()) if self.budget.kind == "paper" else 0
+        return self._sizes[spec]
 
     def _check_options(self, cell: Cell, config: MisGANConfig) -> None:
         """Refuse to reuse a cell made with other MisGAN options: its numbers would belong to neither. Compared:
