@@ -74,7 +74,8 @@ def main() -> None:
     for imputer in (gan, GxInversion(gan, args.restarts, args.iters)):
         result = evaluate_imputer(imputer, data)
         print(json.dumps({"run": args.run, "step": gan.step, "split": args.split,
-                          "imputer": getattr(imputer, "name", "Gi"), "imputation_fid": round(result["imputation_fid"], 2),
+                          "imputer": getattr(imputer, "name", "Gi"),
+                          "imputation_fid": round(result["imputation_fid"], 2),
                           "rmse": round(result["rmse"], 4), "label": result["label"]}), flush=True)
 
 

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="joint (eq. 9-10), standalone (eq. 9 from --pretrained Gx), target (eq. 11)")
     g.add_argument("--pretrained", default=None, help="run folder with a trained Gx (standalone / target)")
     g.add_argument("--beta", type=float, default=0.1)
+    g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="sample and impute with exponential moving averages of Gx, Gm and Gi's weights (e.g. "
+                        "0.999; 0: off, the paper)")
     g.add_argument("--imputer-sees-mask", action="store_true",
                    help="give the imputer the mask as a second input (the released code's MaskImputer)")
     g.add_argument("--seed", type=_non_negative, default=0)
@@ -236,7 +239,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         temperature=args.temperature,
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
-        imputer_sees_mask=args.imputer_sees_mask,
+        imputer_sees_mask=args.imputer_sees_mask, ema=args.ema,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)

@@ -154,6 +154,17 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         help="Give Gi the mask as a second input (the released code's MaskImputer): under dropout it cannot "
         "otherwise tell an observed pixel from noise of the same value.",
     )
+    ema = h1.number_input(
+        "Weight average (EMA decay)",
+        0.0,
+        0.9999,
+        0.0,
+        step=0.001,
+        format="%.4f",
+        key="train-ema",
+        help="Sample and impute with exponential moving averages of Gx, Gm and Gi's weights (e.g. 0.999), "
+        "which damps the GAN's step-to-step swings. 0: off, as in the paper.",
+    )
     seed = h4.number_input(
         "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
         "seed and settings train the same run."
@@ -192,6 +203,7 @@ if dataset:
         mask_activation=mask_activation,
         mask_noise=bool(mask_noise),
         imputer_sees_mask=bool(imputer_sees_mask),
+        ema=float(ema),
         temperature=float(temperature),
         seed=int(seed),
         imputer=bool(imputer),

@@ -75,8 +75,10 @@ def test_a_killed_sweep_resumes_its_unfinished_cell(tmp_path) -> None:
 
 
 def test_budgets_parse_and_plan() -> None:
-    assert Budget.parse("paper").plan("misgan", 4500, 64) == (18200, None)  # 300 + 1000 epochs, 70 batches, n_critic 5
-    assert Budget.parse("paper").imputer_start(4500, 64) == 4200 and Budget.parse("steps=9").imputer_start(4500, 64) == 0
+    # MisGAN: 300 epochs alone + 1000 with its imputer, 70 batches an epoch, n_critic 5
+    assert Budget.parse("paper").plan("misgan", 4500, 64) == (18200, None)
+    assert Budget.parse("paper").imputer_start(4500, 64) == 4200
+    assert Budget.parse("steps=9").imputer_start(4500, 64) == 0
     assert Budget.parse("paper").plan("gain", 4500, 128) == (300 * 35, None)
     assert Budget.parse("minutes=2.5").plan("convac", 4500, 128)[1] == 150.0
     assert Budget.parse("steps=7").plan("gain", 10, 128) == (7, None)
