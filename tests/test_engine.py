@@ -1,5 +1,6 @@
 """The MisGAN engine through its public API: operators, losses, missingness, imputer, runs, resume."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -616,3 +617,17 @@ def test_weight_averages_sample_and_impute_and_resume_bit_exactly(tmp_path):
                           straight.sample(6, torch.Generator().manual_seed(0)), atol=2e-3)  # float16 weights
     with pytest.raises(ValueError, match="ema must be a decay"):
         tiny_config(ema=1.0).validate()
+
+
+def test_the_imputer_joins_at_imputer_start_and_misgan_trains_alone_before(tmp_path):
+    gan = MisGAN(tiny_config(imputer=True, imputer_start=2, limit=96))
+    gi, di, gx = (copy.deepcopy(gan.nets.gi), copy.deepcopy(gan.nets.di), copy.deepcopy(gan.nets.gx))
+    gan.train(2)
+    assert all(torch.equal(a, b) for a, b in zip(gi.parameters(), gan.nets.gi.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(di.parameters(), gan.nets.di.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(gx.parameters(), gan.nets.gx.parameters(), strict=True))
+    assert "loss_di" not in gan.history[-1]
+    gan.train(1)
+    assert not all(torch.equal(a, b) for a, b in zip(gi.parameters(), gan.nets.gi.parameters(), strict=True))
+    with pytest.raises(ValueError, match="imputer_start .* needs the imputer in joint mode"):
+        tiny_config(imputer=False, imputer_start=5).validate()
