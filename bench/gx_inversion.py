@@ -5,7 +5,8 @@ same step this separates "Gx cannot complete these digits" from "Gi has not lear
 
     python bench/gx_inversion.py RUN [--split test] [--restarts 8] [--iters 300]
 
-Prints one JSON line per imputer: Gi (the run's own) and Gx inversion, with imputation FID and RMSE.
+Prints one JSON line per imputer: Gi (the run's own) and Gx inversion, with imputation FID and RMSE, and for
+a run with weight averages (--ema) the same for its live weights (what training without --ema would give).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from misgan_core import MisGAN  # noqa: E402
 from misgan_core.catalog import open_run  # noqa: E402
-from misgan_core.evaluation import evaluate_imputer, evaluation_data  # noqa: E402
+from misgan_core.evaluation import evaluate_imputer, evaluate_opened, evaluation_data  # noqa: E402
 from misgan_core.imputers import paste_observed  # noqa: E402
 
 
@@ -34,7 +35,7 @@ class GxInversion:
 
     def impute(self, x: torch.Tensor, m: torch.Tensor, draws: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        gx = self.gan.nets.gx.eval()
+        gx = self.gan.inference_net("gx").eval()
         for p in gx.parameters():
             p.requires_grad_(False)
         gen = generator or torch.Generator().manual_seed(0)
@@ -71,12 +72,16 @@ def main() -> None:
     opened = open_run(args.run)
     gan = opened.model
     _, data = evaluation_data(opened, args.split)
-    for imputer in (gan, GxInversion(gan, args.restarts, args.iters)):
-        result = evaluate_imputer(imputer, data)
-        print(json.dumps({"run": args.run, "step": gan.step, "split": args.split,
-                          "imputer": getattr(imputer, "name", "Gi"),
-                          "imputation_fid": round(result["imputation_fid"], 2),
-                          "rmse": round(result["rmse"], 4), "label": result["label"]}), flush=True)
+    averaged = dict(gan.averaged)
+    for weights in (["averaged", "live"] if averaged else ["live"]):
+        gan.averaged = averaged if weights == "averaged" else {}
+        full = evaluate_opened(opened, split=args.split)
+        inverted = evaluate_imputer(GxInversion(gan, args.restarts, args.iters), data)
+        for imputer, result in (("Gi", full), (f"Gx inversion ({args.restarts} x {args.iters})", inverted)):
+            print(json.dumps({"run": args.run, "step": gan.step, "split": args.split, "weights": weights,
+                              "imputer": imputer, "imputation_fid": round(result["imputation_fid"], 2),
+                              "generation_fid": None if imputer != "Gi" else round(result["fid"], 2),
+                              "rmse": round(result["rmse"], 4), "label": result["label"]}), flush=True)
 
 
 if __name__ == "__main__":

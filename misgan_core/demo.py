@@ -56,7 +56,7 @@ def export_demo(run: str | Path, out: str | Path = DEMO_DIR, record: dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     # The networks that sample and impute: their weight averages where the run keeps them (config.ema).
     tensors = {f"{name}.{k}": v.detach().cpu().to(torch.float16).contiguous()
-               for name in SHIPPED for k, v in gan._inference(name).state_dict().items()}
+               for name in SHIPPED for k, v in gan.inference_net(name).state_dict().items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"step": str(gan.step)})
     config = {"kind": "misgan", **gan.config.to_dict(), "inference_only": SHIPPED,
               "made_from": {"run": str(run), "step": gan.step, **(record or {})}}

@@ -642,7 +642,7 @@ class MisGAN:
             for mine, theirs in zip(avg.buffers(), live.buffers(), strict=True):
                 mine.copy_(theirs)  # batch-norm statistics: the live network's
 
-    def _inference(self, name: str) -> nn.Module:
+    def inference_net(self, name: str) -> nn.Module:
         """The network that samples or imputes: its weight average when config.ema, else the live one."""
         return self.averaged[name] if name in self.averaged else getattr(self.nets, name)
 
@@ -692,14 +692,14 @@ class MisGAN:
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n complete images from Gx, on the CPU."""
-        return self._generate(self._inference("gx"), n, generator)
+        return self._generate(self.inference_net("gx"), n, generator)
 
     @torch.no_grad()
     def sample_masks(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n masks from Gm (values in [0, 1]; binary for the hard variants). A mask model that sees the image
         masks fresh Gx samples."""
         if self.config.mask_model == "independent" and not self.config.mask_noise:
-            return self._generate(self._inference("gm"), n, generator)
+            return self._generate(self.inference_net("gm"), n, generator)
         return self.sample_with_masks(n, generator)[1]
 
     @torch.no_grad()
@@ -708,7 +708,7 @@ class MisGAN:
         mask model the two are independent draws)."""
         gen = generator or torch.Generator().manual_seed(0)
         x = self.sample(n, gen)
-        gm = self._inference("gm")
+        gm = self.inference_net("gm")
         was = gm.training
         gm.eval()
         xd = x.to(self.device)
@@ -744,7 +744,7 @@ class MisGAN:
             raise ValueError(f"draws must be at least 1; got {draws}")
         if self.nets.gi is None:
             raise RuntimeError("this run has no imputer; train one with --imputer")
-        gi = self._inference("gi")
+        gi = self.inference_net("gi")
         was = gi.training
         gi.eval()
         gen = generator or torch.Generator().manual_seed(0)
