@@ -11,7 +11,8 @@ Every row says what produced it: method, steps, epochs, wall time, device, threa
 Budgets (`Budget.parse`):
   quick       a few hundred steps per trainable method: a smoke test, not a comparison;
   paper       each method's epochs from the paper (appendix D and H), converted to steps for the data size:
-              MisGAN with its imputer 1000 epochs for MNIST-size images (600 for larger ones, as for CelebA);
+              MisGAN 300 epochs alone, then with its imputer 1000 epochs for MNIST-size images (600 for larger
+              ones, as for CelebA);
               GAIN 300 epochs keeping its best-FID weights (appendix H); ConvAC until the imputation FID of its
               selection subset has not improved for PATIENCE selections, capped at the paper's 1000 epochs
               (its CPU learning rate, 1e-2, converges in far fewer: baselines/convac.py);
@@ -359,11 +360,13 @@ def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, lis
 
 # Distinct, labelled colours (Okabe-Ito, readable by colour-blind people); one per method.
 COLOURS = {"MisGAN": "#D55E00", "GAIN": "#0072B2", "ConvAC": "#009E73", "MF": "#CC79A7", "Mean": "#E69F00",
-           "Zero": "#000000"}
+           "Zero": "#000000", "MisGAN (earlier)": "#56B4E9"}
 
 
 def _colour(name: str) -> str:
-    return COLOURS.get(name.split(" (")[0], "#999999")
+    """A series' colour by its method, the longest name that begins it ("MisGAN (earlier) (paper)")."""
+    method = max((k for k in COLOURS if name == k or name.startswith(k + " ")), key=len, default=None)
+    return COLOURS.get(method or "", "#999999")
 
 
 def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
