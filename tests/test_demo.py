@@ -56,10 +56,13 @@ def test_paper_budget_demos_ship_with_their_record_and_impute(name):
     assert folder in demo_dirs() and demo_dirs()[0].name == "demo-mnist-fc-square14"  # Inpaint's default
     assert (folder / "model.safetensors").stat().st_size < 6 * 2**20
     made = json.loads((folder / "config.json").read_text())["made_from"]
-    assert made["command"].startswith("python -m misgan_core sweep") and made["step"] == 14000
+    from misgan_core.sweep import Budget
+
+    paper_steps = Budget.parse("paper").plan("misgan", 4500, 64)[0]  # mnist-5k's 4,500 training digits
+    assert made["command"].startswith("python -m misgan_core sweep") and made["step"] == paper_steps
     assert set(made["figures"]) == {"train", "test"} and made["figures"]["test"]["imputation_fid"] > 0
     run = open_run(folder)
-    assert run.step == 14000 and run.budget()["epochs"] == pytest.approx(1000, rel=0.01)
+    assert run.step == paper_steps and run.budget()["epochs"] == pytest.approx(1300, rel=0.01)  # 300 + 1000
     x, m = run.data.x[:4], run.data.m[:4]
     out = run.imputer.impute(x, m, draws=2)
     assert torch.equal(out[:, m.bool().expand_as(x)], x[m.bool().expand_as(x)].expand(2, -1))
