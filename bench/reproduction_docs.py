@@ -4,9 +4,9 @@
         --rows docs/reproduction/mnist-square/results.jsonl sweeps/mnist-square-v3
 
 Rows are taken in order; a later row for the same (cell, budget, split) replaces an earlier one, except that
-an earlier MisGAN row of a cell that a later source also has stays, as method `--relabel` ("MisGAN
-(earlier)"), so both protocols show. The sweep folders' training logs are copied (their live-FID lines only)
-so the imputation-FID-while-training curves can be drawn.
+when a later source has MisGAN rows, the earlier MisGAN rows stay as method `--relabel` ("MisGAN (earlier)"),
+so both protocols show and no line joins the two. The sweep folders' training logs are copied (their live-FID
+lines only) so the imputation-FID-while-training curves can be drawn.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def main() -> None:
                     (out / "cells" / cell).mkdir(parents=True, exist_ok=True)
                     lines = [line for line in log.read_text().splitlines() if '"imputation_fid"' in line]
                     (out / "cells" / cell / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        replaced = {(r["cell"], r["split"]) for r in new}
-        for r in rows:
-            if r.get("kind") == "misgan" and (r["cell"], r["split"]) in replaced and r["method"] == "MisGAN":
-                r["method"], r["cell"] = args.relabel, "earlier-" + r["cell"]
+        if any(r.get("kind") == "misgan" for r in new):  # one protocol per line: the earlier ones step aside
+            for r in rows:
+                if r.get("kind") == "misgan" and r["method"] == "MisGAN":
+                    r["method"], r["cell"] = args.relabel, "earlier-" + r["cell"]
         rows += new
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
