@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="sample and impute with exponential moving averages of Gx, Gm and Gi's weights (e.g. "
                         "0.999; 0: off, the paper)")
+    g.add_argument("--imputer-width", type=_positive, default=500, help="the FC imputer's hidden width (paper: 500)")
+    g.add_argument("--imputer-depth", type=_positive, default=2, help="its hidden layers (paper: 2)")
     g.add_argument("--imputer-sees-mask", action="store_true",
                    help="give the imputer the mask as a second input (the released code's MaskImputer)")
     g.add_argument("--seed", type=_non_negative, default=0)
@@ -239,7 +241,8 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         temperature=args.temperature,
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
-        imputer_sees_mask=args.imputer_sees_mask, ema=args.ema,
+        imputer_sees_mask=args.imputer_sees_mask, ema=args.ema, imputer_width=args.imputer_width,
+        imputer_depth=args.imputer_depth,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)

@@ -111,6 +111,8 @@ class MisGANConfig:
     beta: float = 0.1
     imputer_lr: float = 2e-4
     imputer_sees_mask: bool = False    # True: Ĝi also gets m (the released code's MaskImputer; not eq. 12)
+    imputer_width: int = 500           # the FC imputer's hidden layers: width and number (paper: 2 of 500;
+    imputer_depth: int = 2             # the released code: 3 of 784); the U-Net ignores them
     ema: float = 0.0                   # > 0: sample and impute with weight averages of Gx, Gm, Gi (this decay)
     imputer_start: int = 0             # generator steps of MisGAN alone before Gi and Di join (joint mode):
                                        # appendix D trains MisGAN 300 epochs, then its imputer 1000
@@ -148,7 +150,8 @@ class MisGANConfig:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
         if self.ambient_masks not in ("learned", "real"):
             problems.append(f"ambient masks must be 'learned' or 'real'; got {self.ambient_masks!r}")
-        for name in ("steps", "batch_size", "n_critic", "latent", "log_every", "fid_samples"):
+        for name in ("steps", "batch_size", "n_critic", "latent", "log_every", "fid_samples", "imputer_width",
+                     "imputer_depth"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1; got {getattr(self, name)}")
         for name in ("sample_every", "checkpoint_every"):
@@ -275,7 +278,9 @@ class MisGAN:
                                                  mask_activation=config.mask_activation, latent=config.latent,
                                                  mask_model=config.mask_model,
                                                  imputer_sees_mask=config.imputer_sees_mask,
-                                                 mask_noise=config.mask_noise)
+                                                 mask_noise=config.mask_noise,
+                                                 imputer_width=config.imputer_width,
+                                                 imputer_depth=config.imputer_depth)
         for module in self.nets.modules().values():
             module.to(self.device)
             if config.arch == "conv":

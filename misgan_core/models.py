@@ -282,14 +282,18 @@ class FCImputerNet(nn.Module):
     noise value and an observed pixel of the same intensity are otherwise indistinguishable."""
 
     def __init__(self, shape: tuple[int, int, int], hidden: int = 500, sees_mask: bool = False,
-                 mask_shape: tuple[int, int, int] | None = None):
+                 mask_shape: tuple[int, int, int] | None = None, depth: int = 2):
         super().__init__()
         d = math.prod(shape)
         self.shape = tuple(shape)
         self.sees_mask = sees_mask
         extra = math.prod(mask_shape or (1, *shape[1:])) if sees_mask else 0
-        self.net = nn.Sequential(nn.Linear(d + extra, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, d), nn.Sigmoid())
+        layers: list[nn.Module] = []
+        width = d + extra
+        for _ in range(depth):  # depth hidden layers (the paper: 2 of 500; the released code: 3 of 784)
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, d), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         h = torch.cat([x.flatten(1), m.flatten(1).to(x.dtype)], 1) if self.sees_mask else x.flatten(1)
@@ -371,7 +375,7 @@ def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
 def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
                    mask_activation: str = "sigmoid", latent: int = LATENT,
                    mask_model: str = "independent", imputer_sees_mask: bool = False,
-                   mask_noise: bool = False) -> Networks:
+                   mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -404,7 +408,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
         gm = gen(mask_shape, mask_output)
     nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(shape), dm=critic(mask_shape))
     if imputer:
-        nets.gi = (FCImputerNet(shape, sees_mask=imputer_sees_mask, mask_shape=mask_shape) if h < 32
+        nets.gi = (FCImputerNet(shape, imputer_width, imputer_sees_mask, mask_shape, imputer_depth) if h < 32
                    else UNetImputerNet(shape, sees_mask=imputer_sees_mask))
         nets.di = critic(shape)
     return nets

@@ -631,3 +631,14 @@ def test_the_imputer_joins_at_imputer_start_and_misgan_trains_alone_before(tmp_p
     assert not all(torch.equal(a, b) for a, b in zip(gi.parameters(), gan.nets.gi.parameters(), strict=True))
     with pytest.raises(ValueError, match="imputer_start .* needs the imputer in joint mode"):
         tiny_config(imputer=False, imputer_start=5).validate()
+
+
+def test_the_fc_imputer_has_the_asked_width_and_depth(tmp_path):
+    gi = build_networks("fc", (1, 28, 28), imputer=True, imputer_width=784, imputer_depth=3).gi
+    widths = [(layer.in_features, layer.out_features) for layer in gi.net if isinstance(layer, torch.nn.Linear)]
+    assert widths == [(784, 784), (784, 784), (784, 784), (784, 784)]  # the released code's 784-784 imputer
+    gan = MisGAN(tiny_config(imputer=True, imputer_width=64, imputer_depth=1), run_dir=tmp_path / "run")
+    gan.train(1)
+    assert MisGAN.load(tmp_path / "run").nets.gi.net[0].out_features == 64
+    with pytest.raises(ValueError, match="imputer_depth must be at least 1"):
+        tiny_config(imputer_depth=0).validate()
