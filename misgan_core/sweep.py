@@ -245,9 +245,7 @@ class Sweep:
                         trainer = BaselineRun.load(path)
                 except CheckpointError as err:
                     raise CheckpointError(f"cell {cell.id} cannot be resumed: {err}") from err
-                if isinstance(trainer, MisGAN):
-                    self._check_options(cell, trainer.config)
-                return trainer
+                return trainer  # run() has checked its options (_compare_cell_options)
             # Made but never checkpointed (stopped in its first steps): nothing to keep, start it again.
             run.delete()
         path.parent.mkdir(parents=True, exist_ok=True)
