@@ -111,6 +111,7 @@ class MisGANConfig:
     beta: float = 0.1
     imputer_lr: float = 2e-4
     imputer_sees_mask: bool = False    # True: Ĝi also gets m (the released code's MaskImputer; not eq. 12)
+    imputer_critic_sees_mask: bool = False  # True: Di judges (image, mask) pairs (see _imputer_critic_input)
     imputer_width: int = 500           # the FC imputer's hidden layers: width and number (paper: 2 of 500;
     imputer_depth: int = 2             # the released code: 3 of 784); the U-Net ignores them
     ema: float = 0.0                   # > 0: sample and impute with weight averages of Gx, Gm, Gi (this decay)
@@ -278,6 +279,7 @@ class MisGAN:
                                                  mask_activation=config.mask_activation, latent=config.latent,
                                                  mask_model=config.mask_model,
                                                  imputer_sees_mask=config.imputer_sees_mask,
+                                                 imputer_critic_sees_mask=config.imputer_critic_sees_mask,
                                                  mask_noise=config.mask_noise,
                                                  imputer_width=config.imputer_width,
                                                  imputer_depth=config.imputer_depth)
@@ -494,7 +496,8 @@ class MisGAN:
                 out["loss_dm"], out["w_m"] = loss, w
         if self._imputing:
             # Di maximises L_i = E[Di(Gx(z))] - E[Di(Gi(x, m, w))]: Gx samples play "real".
-            loss, w = critic_loss(nets.di, fake_x, imputed, self._uniform(b, 1, 1, 1), c.gp_weight)
+            loss, w = critic_loss(nets.di, self._imputer_critic_input(fake_x, m),
+                                  self._imputer_critic_input(imputed, m), self._uniform(b, 1, 1, 1), c.gp_weight)
             losses.append(loss)
             out["loss_di"], out["w_i"] = loss, w
         critics = [k for k in ("dx", "dm", "di") if k in self.optimizers]
@@ -541,11 +544,11 @@ class MisGAN:
             if gen_side and c.beta:
                 # Gx's share of L_i (eq. 10), beta * E[Di(Gx(z))], pulls Gx samples toward the imputed real
                 # data; one Di pass serves both terms.
-                scores = nets.di(torch.cat([imputed, fake_x]))
+                scores = nets.di(self._imputer_critic_input(torch.cat([imputed, fake_x]), torch.cat([m, m])))
                 loss_i = -scores[:b].mean()
                 total = total + loss_i + c.beta * scores[b:].mean()
             else:
-                loss_i = -nets.di(imputed).mean()
+                loss_i = -nets.di(self._imputer_critic_input(imputed, m)).mean()
                 total = total + loss_i
             out["loss_gi"] = loss_i
         gens = [k for k in ("gx", "gm", "gi") if k in self.optimizers]
@@ -568,6 +571,19 @@ class MisGAN:
             if critic is not None:
                 critic.requires_grad_(True)
         return out
+
+    def _imputer_critic_input(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """What Di sees of an image x imputed under mask m (or of a Gx sample paired with m): x alone (eq. 12),
+        or with `imputer_critic_sees_mask` the pair (x, m) as two channels.
+
+        The pair is a conditional critic, not the paper's: Gx(z) is paired with the very mask the real batch
+        has, which is a fair draw of p(m) independent of z under MCAR, so at the optimum
+        (Gi(x, m, w), m) ~ (Gx(z), m) jointly, which implies eq. 12's marginal match and asks it of every mask
+        separately. Di then knows which pixels Gi made and which are given, and need not infer that from
+        their values."""
+        if not self.config.imputer_critic_sees_mask:
+            return x
+        return torch.cat([x, m.to(x.dtype).expand(len(x), 1, *x.shape[2:])], 1)
 
     def impute_batch(self, x: torch.Tensor, m: torch.Tensor, train: bool = False,
                      generator: torch.Generator | None = None) -> torch.Tensor:

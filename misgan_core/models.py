@@ -375,7 +375,8 @@ def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
 def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
                    mask_activation: str = "sigmoid", latent: int = LATENT,
                    mask_model: str = "independent", imputer_sees_mask: bool = False,
-                   mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2) -> Networks:
+                   mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2,
+                   imputer_critic_sees_mask: bool = False) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -410,5 +411,6 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
     if imputer:
         nets.gi = (FCImputerNet(shape, imputer_width, imputer_sees_mask, mask_shape, imputer_depth) if h < 32
                    else UNetImputerNet(shape, sees_mask=imputer_sees_mask))
-        nets.di = critic(shape)
+        # Di judges images, or (image, mask) pairs as one more input channel (MisGAN._imputer_critic_input).
+        nets.di = critic((shape[0] + 1, *shape[1:]) if imputer_critic_sees_mask else shape)
     return nets

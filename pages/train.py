@@ -165,6 +165,13 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         help="Sample and impute with exponential moving averages of Gx, Gm and Gi's weights (e.g. 0.999), "
         "which damps the GAN's step-to-step swings. 0: off, as in the paper.",
     )
+    imputer_critic_sees_mask = h2.checkbox(
+        "Imputer's critic sees the mask",
+        value=False,
+        key="train-imputer-critic-sees-mask",
+        help="Di judges (image, mask) pairs: each imputation against a Gx sample carrying the same mask, so "
+        "it knows which pixels the imputer made. A conditional critic; the paper's Di sees images only.",
+    )
     seed = h4.number_input(
         "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
         "seed and settings train the same run."
@@ -203,6 +210,7 @@ if dataset:
         mask_activation=mask_activation,
         mask_noise=bool(mask_noise),
         imputer_sees_mask=bool(imputer_sees_mask),
+        imputer_critic_sees_mask=bool(imputer_critic_sees_mask),
         ema=float(ema),
         temperature=float(temperature),
         seed=int(seed),

@@ -257,11 +257,13 @@ def test_train_with_mask_noise_weight_averages_and_an_imputer_that_sees_the_mask
     at = _app("train")
     at.checkbox(key="train-mask-noise").check()
     at.checkbox(key="train-imputer-sees-mask").check()
+    at.checkbox(key="train-imputer-critic-sees-mask").check()
     at.selectbox(key="train-mask-activation").set_value("straight-through")
     at.number_input(key="train-ema").set_value(0.99)
     job, config = _train_small_job(at, steps=2)
     assert config["ema"] == 0.99 and (Path(job.key) / "model.safetensors").exists()
-    assert config["mask_noise"] and config["imputer_sees_mask"] and config["mask_activation"] == "straight-through"
+    assert config["mask_noise"] and config["imputer_sees_mask"] and config["imputer_critic_sees_mask"]
+    assert config["mask_activation"] == "straight-through"
     assert job.snapshot().status == "finished", job.snapshot()
 
 
