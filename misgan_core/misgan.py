@@ -13,11 +13,15 @@ complete image, m ~ Gm(eps, x) with x = Gx(z), and the two are no longer indepen
 judges them jointly: with tau outside the data range (tau = -1 unless set) f_tau(x, m) is one-to-one in
 (x_obs, m), and
   L_x(Dx, Gx, Gm) = E_(x,m)~p_data [Dx(f_tau(x, m))] - E_z,eps [Dx(f_tau(Gx(z), Gm(eps, Gx(z))))]     (cf. eq. 4)
-  L_m(Dm, Gm)     = E_m~p_data [Dm(m)] - E_z,eps [Dm(Gm(eps, Gx(z)))]   (Gx(z) held fixed)          (cf. eq. 5)
-  min_Gx max_Dx L_x;   min_Gm max_Dm L_m + alpha * L_x                                        (cf. eq. 6, 7)
-L_x reaches Gx through the pixels and through the masks they cause. Matching the law of f_tau(x, m)
-matches the observed-data law p(x_obs, m), which is all the data show; whether that fixes p(x) is the
-identifiability question, answered by the mask model's restrictions (models.SelfMaskingMaskModel).
+  L_m(Dm, Gm)     = E_m~p_data [Dm(m)] - E_z,eps [Dm(Gm(eps, Gx(z)))]                                (cf. eq. 5)
+  min_Gx max_Dx L_x + L_m;   min_Gm max_Dm L_m + alpha * L_x                                  (cf. eq. 6, 7)
+L_x reaches Gx through the pixels and through the masks they cause, and so does L_m: the masks are now a
+function of Gx's images, and the law of the masks p(m) = E_x[p(m | x)] is Gx's to match as much as Gm's.
+Under self-masking with bright pixels missing, the masks are most of what the data say about the digits (the
+observed pixels are nearly all dark); with L_m held off Gx (the first version), Gx collapsed to black images.
+Matching the law of f_tau(x, m) matches the observed-data law p(x_obs, m), which is all the data show; whether
+that fixes p(x) is the identifiability question, answered by the mask model's restrictions
+(models.SelfMaskingMaskModel).
 """
 
 from __future__ import annotations
@@ -75,6 +79,40 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     backward pass through Dx serve both generators.
     """
     return _ScaleGrad.apply(x, scale)
+
+
+def initial_self_masking_slope(x: torch.Tensor, m: torch.Tensor, magnitude: float = 12.0,
+                               deadband: float = 0.02) -> float:
+    """A starting slope for the self-masking mask model, from the sign the incomplete data suggest.
+
+    A pixel's observed neighbours are a proxy (a shadow variable) for its own hidden value: if pixels go
+    missing where their observed neighbours are bright, bright values are the ones missing. Measured on
+    mnist-5k, the correlation of "missing" with the neighbours' mean observed intensity is +0.12 under
+    self-masking 50% (bright missing), +0.03 at 80%, -0.42 with dark pixels missing, 0.000-0.001 under MCAR
+    dropout. Returns -magnitude (bright pixels less often observed), +magnitude, or 0 where the correlation is
+    within the deadband (no evidence: MCAR, where 0 is the truth). The magnitude is in logit per unit of
+    intensity; 12 trained best of 4, 8, 12 and 20 at self-masking 50% (README).
+    """
+    every = max(1, len(x) // 2000)
+    x, m = x[::every], m[::every]  # 2,000 examples or so: plenty for a sign
+    x = as_float_images(x) if not x.is_floating_point() else x
+    mf = m.float()
+    xo = x.float().mean(1, keepdim=True) * mf
+    kernel = torch.ones(1, 1, 3, 3, dtype=xo.dtype)
+    kernel[0, 0, 1, 1] = 0
+    total = torch.nn.functional.conv2d(xo, kernel, padding=1)
+    count = torch.nn.functional.conv2d(mf, kernel, padding=1)
+    has = count > 0
+    if int(has.sum()) < 2:
+        return 0.0
+    neighbour = (total / count.clamp(min=1))[has]
+    missing = (1 - mf)[has]
+    if float(neighbour.std()) == 0 or float(missing.std()) == 0:
+        return 0.0
+    r = float(torch.corrcoef(torch.stack([neighbour, missing]))[0, 1])
+    if not math.isfinite(r) or abs(r) < deadband:
+        return 0.0
+    return -magnitude if r > 0 else magnitude
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +318,8 @@ class MisGAN:
                                                  mask_model=config.mask_model,
                                                  imputer_sees_mask=config.imputer_sees_mask,
                                                  imputer_critic_sees_mask=config.imputer_critic_sees_mask,
+                                                 initial_slope=(initial_self_masking_slope(self.data.x, self.data.m)
+                                                                if config.mask_model == "self-masking" else 0.0),
                                                  mask_noise=config.mask_noise,
                                                  imputer_width=config.imputer_width,
                                                  imputer_depth=config.imputer_depth)
@@ -554,14 +594,15 @@ class MisGAN:
         gens = [k for k in ("gx", "gm", "gi") if k in self.optimizers]
         for k in gens:
             self.optimizers[k].zero_grad(set_to_none=True)
-        total.backward()
+        second = sees_x and c.mask_critic
+        total.backward(retain_graph=second)  # L_m's pass below goes back through Gx's graph
         if sees_x:
             for p in nets.gm.parameters():
                 if p.grad is not None:
                     p.grad.mul_(c.alpha)
             if c.mask_critic:
-                # Eq. 7's L_m for Gm alone: the images it sees are held fixed, so L_m does not move Gx.
-                loss_m = -nets.dm(self._fake_masks(b, fake_x.detach())).mean()
+                # L_m in full for Gm and for Gx, whose images the masks are drawn from (module docstring).
+                loss_m = -nets.dm(self._fake_masks(b, fake_x)).mean()
                 loss_m.backward()
                 out["loss_gm"] = loss_m
         if self.world > 1:

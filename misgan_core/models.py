@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -144,17 +145,18 @@ def logistic_noise(u: torch.Tensor) -> torch.Tensor:
 
 
 class SelfMaskingMaskModel(nn.Module):
-    """Each pixel observed with probability sigmoid(a * x_d + b_d): one learned slope a, a learned offset b_d
-    per pixel, so the missingness of a pixel depends on its own value only (self-masking MNAR). A draw is a
-    relaxed Bernoulli (binary concrete: the output activation of logit + logistic noise, Maddison et al.
-    2017), so gradients reach a, b and the pixel values.
+    """Each pixel observed with probability sigmoid(a * x_d + b): a learned slope a and offset b shared by all
+    pixels, so the missingness of a pixel depends on its own value only (self-masking MNAR), through the same
+    logistic family as the `self-masking` process (masks.SelfMasking). A draw is a relaxed Bernoulli (binary
+    concrete: the output activation of logit + logistic noise, Maddison et al. 2017), so gradients reach a, b
+    and the pixel values.
 
     The parameters are stored at 1/SCALE of their value: Adam moves each by about lr a step, and at lr 1e-4 a
-    logit slope of 5 would take 50,000 steps to learn. What it does not fix (measured on mnist-5k,
-    self-masking 50%, README "Missingness that depends on the data"): the joint problem has degenerate
-    equilibria. With the slope started at 0, Gx collapses to black images (every observed pixel in the data
-    is dark) before the slope learns, and then x = 0 gives the slope no gradient; started at -8 (bright
-    pixels hidden), Gx collapsed to white ones instead. Training this model well is open work.
+    logit slope of 5 would take 50,000 steps to learn. The offset is shared: with one offset per pixel (the
+    first version), Gm explained where digits go missing by position alone and Gx collapsed to black or white
+    images (README "Missingness that depends on the data"). The slope starts at `initial_slope`: at 0, Gx and
+    the slope deadlock (x = 0 gives the slope no gradient, a = 0 gives Gx none through the masks); MisGAN
+    starts it from the sign the data suggest (`initial_self_masking_slope`).
 
     Identifiable where a fully parametric mechanism like this one is combined with dependence between pixels:
     each other pixel is a "shadow variable" for x_d (associated with x_d, independent of m_d given x_d), the
@@ -163,14 +165,21 @@ class SelfMaskingMaskModel(nn.Module):
     The Theory page shows both on a two-pixel case.
     """
 
-    def __init__(self, mask_shape: tuple[int, int, int], output: nn.Module):
+    SCALE = 50.0
+
+    def __init__(self, mask_shape: tuple[int, int, int], output: nn.Module, initial_slope: float = 0.0):
         super().__init__()
         self.mask_shape = tuple(mask_shape)
-        self.slope = nn.Parameter(torch.zeros(()))
-        self.offset = nn.Parameter(torch.zeros(mask_shape))
+        self.slope = nn.Parameter(torch.full((), initial_slope / self.SCALE))
+        self.offset = nn.Parameter(torch.zeros(()))
         self.output = output
 
-    SCALE = 50.0
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Runs made with the per-pixel offset (its first version) load with that offset.
+        saved = state_dict.get(prefix + "offset")
+        if saved is not None and saved.shape != self.offset.shape:
+            self.offset = nn.Parameter(torch.zeros(saved.shape, dtype=self.offset.dtype, device=self.offset.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def observed_logit(self, x: torch.Tensor) -> torch.Tensor:
         # RGB: one mask per pixel, from its mean intensity.
@@ -376,7 +385,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
                    mask_activation: str = "sigmoid", latent: int = LATENT,
                    mask_model: str = "independent", imputer_sees_mask: bool = False,
                    mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2,
-                   imputer_critic_sees_mask: bool = False) -> Networks:
+                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -400,7 +409,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
 
     mask_output = TemperatureSigmoid(temperature, mask_activation)
     if mask_model == "self-masking":
-        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output)
+        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output, initial_slope)
     elif mask_model == "conditional":
         gm = ConditionalMaskGenerator(shape, mask_shape, mask_output, latent)
     elif mask_noise:

@@ -130,6 +130,41 @@ def test_mask_model_gradients_reach_gx_through_the_masks_and_gm_scaled_by_alpha(
     assert bool(gan.nets.gm.slope.grad.any())
 
 
+def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
+    """With a mask model that sees the image, L_m reaches Gx (the masks are drawn from its images); with the
+    independent Gm it cannot. Dx is zeroed, so any gradient Gx gets comes from L_m."""
+    from misgan_core import MisGAN
+
+    for mask_model, reaches in (("self-masking", True), ("conditional", True), ("independent", False)):
+        gan = MisGAN(_mnar_config(mask_model=mask_model, tau=-1.0))
+        with torch.no_grad():
+            for p in gan.nets.dx.parameters():
+                p.zero_()
+        x, m = gan._batch()
+        out = gan._generator_update(x, m)
+        moved = any(p.grad is not None and bool(p.grad.any()) for p in gan.nets.gx.parameters())
+        assert moved == reaches, mask_model
+        assert torch.isfinite(out["loss_gm"])
+
+
+@pytest.mark.parametrize("mask, direction, sign", [("self-masking", "high", -1), ("self-masking", "low", 1),
+                                                   ("dropout", "high", 0)])
+def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask, direction, sign) -> None:
+    """Bright pixels missing -> a negative starting slope (bright values less often observed); dark ones
+    missing -> positive; MCAR dropout -> 0, the true slope. Read from the incomplete data alone."""
+    from misgan_core import MisGAN
+    from misgan_core.misgan import initial_self_masking_slope
+
+    spec = DataSpec(dataset="mnist-5k", limit=500, mask=mask, missing_rate=0.5, mask_direction=direction)
+    gan = MisGAN(_mnar_config(data=spec, mask_model="self-masking"))
+    slope = float(gan.nets.gm.slope.detach()) * gan.nets.gm.SCALE
+    assert (slope > 0) - (slope < 0) == sign
+    data = spec.load()
+    assert initial_self_masking_slope(data.x, data.m) == pytest.approx(slope, abs=1e-5)
+    empty = torch.zeros_like(data.m)
+    assert initial_self_masking_slope(data.x, empty) == 0.0  # nothing observed: no evidence either way
+
+
 @pytest.mark.parametrize("args, message", [
     (["--mask-model", "self-masking", "--tau", "0"], "needs tau outside the data range"),
     (["--mask-model", "conditional", "--no-mask-critic", "--ambient-masks", "real"], "cannot be combined"),
