@@ -81,7 +81,7 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
-def initial_self_masking_slope(x: torch.Tensor, m: torch.Tensor, magnitude: float = 12.0,
+def initial_self_masking_slope(x: torch.Tensor, m: torch.Tensor, magnitude: float = 4.0,
                                deadband: float = 0.02) -> float:
     """A starting slope for the self-masking mask model, from the sign the incomplete data suggest.
 
@@ -91,7 +91,9 @@ def initial_self_masking_slope(x: torch.Tensor, m: torch.Tensor, magnitude: floa
     self-masking 50% (bright missing), +0.03 at 80%, -0.42 with dark pixels missing, 0.000-0.001 under MCAR
     dropout. Returns -magnitude (bright pixels less often observed), +magnitude, or 0 where the correlation is
     within the deadband (no evidence: MCAR, where 0 is the truth). The magnitude is in logit per unit of
-    intensity; 12 trained best of 4, 8, 12 and 20 at self-masking 50% (README).
+    intensity. Started at 4, 8, 12 and 20 (self-masking 50%, 1,500-2,500 steps), the slope moved toward -2
+    from -4 and toward -13 from -20; only -4 gave bright digits (too bright and too alike: README); from
+    -8 and -12 Gx drifted to white backgrounds, from -20 to grey ones with dark digits.
     """
     every = max(1, len(x) // 2000)
     x, m = x[::every], m[::every]  # 2,000 examples or so: plenty for a sign
