@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive, default=64,
                    help="the global minibatch: under torchrun each of the N processes trains on batch-size / N rows")
     g.add_argument("--n-critic", type=_positive, default=5)
-    g.add_argument("--alpha", type=float, default=0.2)
+    g.add_argument("--alpha", type=float, default=None,
+                   help="Gm's share of L_x (eq. 7; default 0.2, the paper's, or 1 with a mask model that sees the "
+                        "image)")
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--tau", type=float, default=None,
                    help="fill value of the masking operator f_tau (default 0; -1 with a mask model that sees the "

@@ -140,7 +140,7 @@ class MisGANConfig:
     steps: int = 300                   # generator updates
     batch_size: int = 64
     n_critic: int = 5
-    alpha: float = 0.2
+    alpha: float | None = None         # None: 0.2 (the paper) for the independent mask model, 1 otherwise
     gp_weight: float = 10.0
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
@@ -206,6 +206,8 @@ class MisGANConfig:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
             value = getattr(self, name)
+            if value is None and name == "alpha":
+                continue
             if not math.isfinite(value) or value < 0 or (name == "temperature" and value == 0):
                 kind = "positive" if name == "temperature" else "non-negative"
                 problems.append(f"{name} must be a finite {kind} number; got {value}")
@@ -263,7 +265,7 @@ class MisGANConfig:
 
 
 # Fields whose default is None ("resolved when the run is made" or "not set"), with a value of their type.
-_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "fid_every": 0, "threads": 0, "pretrained": ""}
+_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "alpha": 0.0, "fid_every": 0, "threads": 0, "pretrained": ""}
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -303,6 +305,10 @@ class MisGAN:
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
         if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image (module docstring)
             config = dataclasses.replace(config, tau=0.0 if config.mask_model == "independent" else -1.0)
+        if config.alpha is None:  # and Gm's share of L_x: the paper's 0.2, or 1 for a mask model that sees the
+            # image, whose mechanism is learnt from L_x. Measured on mnist-5k, self-masking 50%, 4,000 steps:
+            # generation FID 568 with 1 against 791 with 0.2, sample intensity 0.069 against 0.268 (data 0.135).
+            config = dataclasses.replace(config, alpha=0.2 if config.mask_model == "independent" else 1.0)
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)

@@ -85,7 +85,8 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         0.2,
         0.05,
         key="train-alpha",
-        help="Eq. 7: Gm minimises L_m + alpha L_x, so masks are also judged with the data. Paper: 0.2.",
+        help="Eq. 7: Gm minimises L_m + alpha L_x, so masks are also judged with the data. Paper: 0.2. Left "
+        "at 0.2 with a mask model that sees the image, 1 is used (its mechanism is learnt from L_x).",
     )
     beta = h4.number_input(
         "beta (Gx's share of L_i)",
@@ -201,7 +202,7 @@ if dataset:
         steps=int(steps),
         batch_size=int(batch_size),
         n_critic=int(n_critic),
-        alpha=float(alpha),
+        alpha=None if mask_model != "independent" and alpha == 0.2 else float(alpha),
         beta=float(beta),
         lr=float(lr),
         # A mask model that sees the image needs tau outside [0, 1]: None resolves to -1 for it.

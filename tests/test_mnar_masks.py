@@ -130,6 +130,22 @@ def test_mask_model_gradients_reach_gx_through_the_masks_and_gm_scaled_by_alpha(
     assert bool(gan.nets.gm.slope.grad.any())
 
 
+def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_models_that_see_the_image(
+        tmp_path) -> None:
+    """alpha left unset is stored resolved in config.json: 0.2 (eq. 7) for Gm(eps), 1 for the self-masking and
+    conditional models; a value given is kept; a bad one is a one-line error."""
+    from misgan_core import MisGAN
+
+    for mask_model, want in (("independent", 0.2), ("self-masking", 1.0), ("conditional", 1.0)):
+        gan = MisGAN(_mnar_config(mask_model=mask_model, tau=-1.0), run_dir=tmp_path / mask_model)
+        assert gan.config.alpha == want
+        gan.train(1)
+        assert MisGAN.load(tmp_path / mask_model).config.alpha == want
+    assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
+    with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
+        MisGAN(_mnar_config(alpha=-1.0))
+
+
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
     """With a mask model that sees the image, L_m reaches Gx (the masks are drawn from its images); with the
     independent Gm it cannot. Dx is zeroed, so any gradient Gx gets comes from L_m."""
