@@ -29,10 +29,19 @@ def main() -> None:
     parser.add_argument("--relabel", default="MisGAN (earlier)")
     args = parser.parse_args()
     out = Path(args.out)
+    # "MisGAN (earlier)" -> cells "earlier-...": the relabelled rows' own curves, apart from the new ones.
+    prefix = "-".join("".join(ch if ch.isalnum() else " " for ch in args.relabel.lower()).split()[1:]) or "earlier"
     rows: list[dict] = []
     for source in map(Path, args.rows):
         path = source / RESULTS if source.is_dir() else source
         new = [r for r in read_jsonl(path) if isinstance(r, dict)]
+        if any(r.get("kind") == "misgan" for r in new):  # one protocol per line: the earlier ones step aside
+            for r in rows:
+                if r.get("kind") == "misgan" and r["method"] == "MisGAN":
+                    log = out / "cells" / r["cell"]
+                    r["method"], r["cell"] = args.relabel, f"{prefix}-{r['cell']}"
+                    if log.is_dir() and not (out / "cells" / r["cell"]).exists():
+                        log.rename(out / "cells" / r["cell"])  # its curve stays with its rows
         if source.is_dir():
             for cell in {r["cell"] for r in new}:
                 log = source / "cells" / cell / "metrics.jsonl"
@@ -40,10 +49,6 @@ def main() -> None:
                     (out / "cells" / cell).mkdir(parents=True, exist_ok=True)
                     lines = [line for line in log.read_text().splitlines() if '"imputation_fid"' in line]
                     (out / "cells" / cell / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        if any(r.get("kind") == "misgan" for r in new):  # one protocol per line: the earlier ones step aside
-            for r in rows:
-                if r.get("kind") == "misgan" and r["method"] == "MisGAN":
-                    r["method"], r["cell"] = args.relabel, "earlier-" + r["cell"]
         rows += new
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -359,7 +359,7 @@ def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, lis
 
 # Distinct, labelled colours (Okabe-Ito, readable by colour-blind people); one per method.
 COLOURS = {"MisGAN": "#D55E00", "GAIN": "#0072B2", "ConvAC": "#009E73", "MF": "#CC79A7", "Mean": "#E69F00",
-           "Zero": "#000000", "MisGAN (earlier)": "#56B4E9"}
+           "Zero": "#000000", "MisGAN (earlier)": "#56B4E9", "MisGAN (Di on images)": "#F0E442"}
 
 
 def _colour(name: str) -> str:
