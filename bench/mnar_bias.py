@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,8 @@ def train_cell(run: Path, mask: str, rate: float, model: str, args: argparse.Nam
     else:
         cmd = base + ["train", "--dataset", "mnist-5k", "--split", "train", "--mask", mask, "--missing-rate",
                       str(rate), "--mask-direction", "high", "--mask-model", model, "--imputer",
-                      "--mask-activation", "stretched", "--steps", str(args.steps), "--threads", str(args.threads),
-                      "--out", str(run)]
+                      "--mask-activation", args.mask_activation, "--steps", str(args.steps), "--threads",
+                      str(args.threads), "--out", str(run), *shlex.split(args.train_args)]
     print(f"[{run.name}] {' '.join(cmd[2:])}", flush=True)
     out = subprocess.run(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     if out.returncode:
@@ -149,6 +150,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4000, help="generator steps per cell")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="cell names to run (default: all)")
+    p.add_argument("--mask-activation", default="stretched",
+                   help="Gm's output activation for new cells (train --mask-activation; default stretched)")
+    p.add_argument("--train-args", default="", help="more `train` options for new cells, e.g. '--precision bf16'")
     args = p.parse_args()
     cells = [(mask, rate, model) for mask, rate in PROCESSES for model in MASK_MODELS]
     order = [c for c in cells if c[2] != "conditional"] + [c for c in cells if c[2] == "conditional"]

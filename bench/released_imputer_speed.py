@@ -1,6 +1,7 @@
 """MisGAN with the imputer: this project's training rate against the paper's released code, interleaved.
 
     python bench/released_imputer_speed.py --released PATH [--rounds 3] [--epochs 4] [--threads 1 2]
+                                           [--precision fp32 bf16]
 
 PATH is a checkout of github.com/steveli/misgan (it imports seaborn and matplotlib: `pip install seaborn`).
 Its `mnist_misgan_impute.py` runs unchanged, with the FC
@@ -11,8 +12,9 @@ includes its own per-epoch work (three loss plots at 300 dpi and a checkpoint), 
 unchanged; the `compute-only` column subtracts nothing but is the best epoch, for a quieter comparison.
 
 This project's rate comes from bench/train_speed.py's measurement (median window of 10 generator steps, FC,
-`--imputer`). Each round runs the released code, then ours, per thread count: the ratio is per round, so
-slow periods of a shared host hit both sides alike.
+`--imputer`), once per `--precision` (MisGANConfig.precision; the released code is float32 throughout).
+Each round runs the released code, then ours, per thread count: the ratio is per round, so slow periods of
+a shared host hit both sides alike.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def released_rate(released: Path, work: Path, threads: int, epochs: int) -> dict
             "best_critic_steps_per_s": BATCHES_PER_EPOCH / min(steady)}
 
 
-def our_rate(threads: int, steps: int) -> dict:
-    cmd = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--one", f"fc:{threads}:ours", "--steps",
+def our_rate(threads: int, steps: int, precision: str = "fp32") -> dict:
+    cmd = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--one", f"fc:{threads}:ours:{precision}", "--steps",
            str(steps), "--imputer"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,6 +92,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="released-code epochs per round (the first is warm-up)")
     p.add_argument("--steps", type=int, default=100, help="our generator steps per round")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                   help="our MisGANConfig.precision values, each timed against the same released-code run")
     args = p.parse_args()
     if not (args.released / "src" / "mnist_misgan_impute.py").is_file():
         raise SystemExit(f"{args.released} is not a checkout of steveli/misgan (no src/mnist_misgan_impute.py); "
@@ -97,20 +101,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="released-misgan-") as tmp:
         work = Path(tmp)
         mnist_folder(work)
-        print(f"{'round':>5s} {'threads':>7s} {'released critic/s':>18s} {'ours critic/s':>14s} {'ratio':>7s} "
-              f"{'best/best':>10s} {'target':>7s}")
-        ratios: dict[int, list[float]] = {t: [] for t in args.threads}
+        print(f"{'round':>5s} {'threads':>7s} {'precision':>9s} {'released critic/s':>18s} {'ours critic/s':>14s} "
+              f"{'ratio':>7s} {'best/best':>10s} {'target':>7s}")
+        ratios: dict[tuple[int, str], list[float]] = {(t, pr): [] for t in args.threads for pr in args.precision}
         for rnd in range(1, args.rounds + 1):
             for threads in args.threads:
                 ref = released_rate(args.released, work, threads, args.epochs)
-                ours = our_rate(threads, args.steps)
-                ratio = ours["critic_steps_per_s"] / ref["critic_steps_per_s"]
-                best = ours["best_critic_steps_per_s"] / ref["best_critic_steps_per_s"]
-                ratios[threads].append(ratio)
-                print(f"{rnd:5d} {threads:7d} {ref['critic_steps_per_s']:18.2f} {ours['critic_steps_per_s']:14.2f} "
-                      f"{ratio:6.2f}x {best:9.2f}x {TARGET:6.1f}x", flush=True)
-        for threads, values in ratios.items():
-            print(f"threads {threads}: median ratio {statistics.median(values):.2f}x over {len(values)} rounds")
+                for precision in args.precision:
+                    ours = our_rate(threads, args.steps, precision)
+                    ratio = ours["critic_steps_per_s"] / ref["critic_steps_per_s"]
+                    best = ours["best_critic_steps_per_s"] / ref["best_critic_steps_per_s"]
+                    ratios[threads, precision].append(ratio)
+                    print(f"{rnd:5d} {threads:7d} {precision:>9s} {ref['critic_steps_per_s']:18.2f} "
+                          f"{ours['critic_steps_per_s']:14.2f} {ratio:6.2f}x {best:9.2f}x {TARGET:6.1f}x", flush=True)
+        for (threads, precision), values in ratios.items():
+            print(f"threads {threads}, {precision}: median ratio {statistics.median(values):.2f}x over "
+                  f"{len(values)} rounds")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Training speed of MisGAN on mnist-5k, batch 64: critic and generator steps per second.
 
     python bench/train_speed.py [--steps 100] [--archs fc conv] [--threads 1 2] [--imputer] [--reference]
+                                [--precision fp32 bf16]
 
 Each (arch, threads) runs in its own process (torch's thread count is process-wide). A critic step is one
 batch (Dx and Dm updates); a generator step follows every n_critic = 5 critic steps. The reference figures
 are the paper's released implementation measured on this 2-core machine with 2 threads (issue 3); Conv runs
 an eighth of --steps. The rates are per window of 10 generator steps: the median window and the best
 (quietest) one. On a shared machine they differ; the released code's figures were taken on a quiet one.
+`--precision bf16` times MisGANConfig.precision 'bf16' (bfloat16 products; fast only where the CPU has
+AVX512-BF16 or AMX, which the table's last column says).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ TARGET_RATIO = {"fc": 3.0, "conv": 1.4}
 WINDOW = 10  # generator steps per timing window
 
 
-def measure(arch: str, threads: int, steps: int, imputer: bool) -> dict:
+def measure(arch: str, threads: int, steps: int, imputer: bool, precision: str = "fp32") -> dict:
     """Steady-state rates: the time of each generator step is taken in the training callback, and the steps
     are cut into windows of `WINDOW`. The median window is the typical rate; the best window is the rate on a
     quiet machine (this one is shared, and other tenants' load comes and goes within seconds)."""
@@ -35,7 +38,7 @@ def measure(arch: str, threads: int, steps: int, imputer: bool) -> dict:
 
     torch.set_num_threads(threads)
     config = MisGANConfig(arch=arch, batch_size=64, steps=steps, imputer=imputer, fid_every=0,
-                          sample_every=10**9, log_every=10**9)
+                          sample_every=10**9, log_every=10**9, precision=precision)
     gan = MisGAN(config)
     gan.train(max(2, steps // 10))  # warm-up: allocator, first-call dispatch
     stamps: list[float] = []
@@ -43,7 +46,7 @@ def measure(arch: str, threads: int, steps: int, imputer: bool) -> dict:
     window = min(WINDOW, max(1, (len(stamps) - 1) // 3))
     rates = sorted(window / (stamps[i + window] - stamps[i]) for i in range(0, len(stamps) - window, window))
     median, best = rates[len(rates) // 2], rates[-1]
-    return {"arch": arch, "threads": threads, "imputer": imputer, "windows": len(rates),
+    return {"arch": arch, "threads": threads, "imputer": imputer, "precision": precision, "windows": len(rates),
             "generator_steps_per_s": median, "critic_steps_per_s": median * config.n_critic,
             "best_generator_steps_per_s": best, "best_critic_steps_per_s": best * config.n_critic,
             "seconds": stamps[-1] - stamps[0]}
@@ -55,12 +58,14 @@ def main() -> None:
     p.add_argument("--archs", nargs="+", default=["fc", "conv"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--imputer", action="store_true")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                   help="MisGANConfig.precision values to time (each its own row)")
     p.add_argument("--reference", action="store_true",
                    help="also time bench/reference_loop.py (the released code's structure) in the same conditions")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        arch, threads, kind = args.one.split(":")
+        arch, threads, kind, *rest = args.one.split(":")
         if kind == "reference":
             import torch
 
@@ -71,30 +76,38 @@ def main() -> None:
             rate = reference_critic_steps_per_s(arch, args.steps * 5)
             print(json.dumps({"critic_steps_per_s": rate, "generator_steps_per_s": rate / 5}))
         else:
-            print(json.dumps(measure(arch, int(threads), args.steps, args.imputer)))
+            print(json.dumps(measure(arch, int(threads), args.steps, args.imputer, *rest)))
         return
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from misgan_core.device import native_bf16
+
+    native = "yes" if native_bf16(torch.device("cpu")) else "no"
     print("critic/s and gen/s: median window; best: the quietest window (the issue's figure is a quiet machine's)")
-    print(f"{'arch':5s} {'threads':>7s} {'critic/s':>9s} {'gen/s':>7s} {'best critic/s':>14s} {'vs issue figure':>16s} "
-          f"{'best vs issue':>14s} {'vs reference here':>18s} {'target':>7s}")
+    print(f"{'arch':5s} {'threads':>7s} {'precision':>9s} {'critic/s':>9s} {'gen/s':>7s} {'best critic/s':>14s} "
+          f"{'vs issue figure':>16s} {'best vs issue':>14s} {'vs reference here':>18s} {'target':>7s} "
+          f"{'native bf16':>11s}")
     for arch in args.archs:
         for threads in args.threads:
             steps = args.steps if arch == "fc" else max(4, args.steps // 8)
 
             def run(kind: str, arch: str = arch, threads: int = threads, steps: int = steps) -> dict:
                 cmd = [sys.executable, __file__, "--one", f"{arch}:{threads}:{kind}", "--steps", str(steps)]
-                if args.imputer and kind == "ours":
+                if args.imputer and kind.startswith("ours"):
                     cmd.append("--imputer")
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 return json.loads(out.stdout.strip().splitlines()[-1])
 
-            r = run("ours")
             ref = run("reference")["critic_steps_per_s"] if args.reference else None
-            ratio = r["critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
-            best_ratio = r["best_critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
-            here = f"{r['critic_steps_per_s'] / ref:17.2f}x" if ref else f"{'-':>18s}"
-            print(f"{arch:5s} {threads:7d} {r['critic_steps_per_s']:9.2f} {r['generator_steps_per_s']:7.2f} "
-                  f"{r['best_critic_steps_per_s']:14.2f} {ratio:15.2f}x {best_ratio:13.2f}x {here} "
-                  f"{TARGET_RATIO[arch]:6.1f}x", flush=True)
+            for precision in args.precision:
+                r = run(f"ours:{precision}")
+                ratio = r["critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
+                best_ratio = r["best_critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
+                here = f"{r['critic_steps_per_s'] / ref:17.2f}x" if ref else f"{'-':>18s}"
+                print(f"{arch:5s} {threads:7d} {precision:>9s} {r['critic_steps_per_s']:9.2f} "
+                      f"{r['generator_steps_per_s']:7.2f} {r['best_critic_steps_per_s']:14.2f} {ratio:15.2f}x "
+                      f"{best_ratio:13.2f}x {here} {TARGET_RATIO[arch]:6.1f}x {native:>11s}", flush=True)
 
 
 if __name__ == "__main__":

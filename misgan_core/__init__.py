@@ -30,7 +30,7 @@ from .data import (
     load_complete,
     load_user_data,
 )
-from .device import pick_device
+from .device import native_bf16, pick_device
 from .evaluation import evaluate_run
 from .imputers import Imputer, paste_observed
 from .masks import (
@@ -42,7 +42,7 @@ from .masks import (
     make_incomplete,
     make_mask_process,
 )
-from .misgan import MisGAN, MisGANConfig, f_tau
+from .misgan import PRECISIONS, MisGAN, MisGANConfig, f_tau
 from .models import MASK_MODELS, TemperatureSigmoid
 from .runs import CheckpointError, RunDir
 from .spec import DataSpec
@@ -51,10 +51,11 @@ from .training import StopTraining
 MASK_ACTIVATIONS = TemperatureSigmoid.KINDS
 
 __all__ = [
-    "MASK_ACTIVATIONS", "MASK_MODELS", "METHODS",
+    "MASK_ACTIVATIONS", "MASK_MODELS", "METHODS", "PRECISIONS",
     "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "Imputer", "IncompleteDataset",
     "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "OpenedRun", "QuadrantObservation",
     "RectangleObservation", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
     "evaluate_run", "f_tau", "gradient_penalty", "list_datasets", "list_runs", "load_complete",
-    "load_user_data", "make_incomplete", "make_mask_process", "open_run", "paste_observed", "pick_device",
+    "load_user_data", "make_incomplete", "make_mask_process", "native_bf16", "open_run", "paste_observed",
+    "pick_device",
 ]

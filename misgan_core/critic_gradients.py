@@ -90,6 +90,11 @@ def gradient_penalty_autograd(critic: nn.Module, real: torch.Tensor, fake: torch
     return weight * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """t in float32 when autocast made it bfloat16 or float16 (float32 and float64 pass unchanged)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def critic_loss(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
                 gp_weight: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's WGAN-GP loss; returns (loss, E[D(real)] - E[D(fake)], the Wasserstein estimate).
@@ -99,7 +104,9 @@ def critic_loss(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: tor
     layer of their forward pass. All-Linear critics whose inputs need no gradient take `_MLPCriticLoss`.
     """
     if critic.is_mlp and not (torch.is_grad_enabled() and (real.requires_grad or fake.requires_grad)):
-        return _MLPCriticLoss.apply(real, fake, eps, gp_weight, critic.negative_slope, *critic.parameters())
+        device = real.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return _MLPCriticLoss.apply(real, fake, eps, gp_weight, critic.negative_slope, dtype, *critic.parameters())
     n = len(real)
     h = torch.cat([real, fake])
     last = len(critic.layers) - 1
@@ -112,12 +119,12 @@ def critic_loss(critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: tor
             first_u = h
         if i < last:
             h = critic.act(h)
-    out = h.view(-1)
+    out = _wide(h.view(-1))  # the scores, the norms and the loss in float32 under autocast too
     with torch.no_grad():
-        w = eps.reshape((n,) + (1,) * (first_u.dim() - 1))
+        w = eps.reshape((n,) + (1,) * (first_u.dim() - 1)).to(first_u.dtype)  # bfloat16 under autocast
         u_hat = torch.lerp(first_u[n:], first_u[:n], w)  # fake + w * (real - fake)
     x_hat = eps * real + (1 - eps) * fake
-    g = input_gradient(critic, x_hat, preactivations(critic, x_hat, first=u_hat)).flatten(1)
+    g = _wide(input_gradient(critic, x_hat, preactivations(critic, x_hat, first=u_hat)).flatten(1))
     penalty = gp_weight * ((g.norm(2, dim=1) - 1) ** 2).mean()
     d_real, d_fake = out[:n].mean(), out[n:].mean()
     return d_fake - d_real + penalty, d_real - d_fake
@@ -144,21 +151,36 @@ class _MLPCriticLoss(torch.autograd.Function):
     product, and the input gradient is G_0 W_0. The penalty's backward runs the chain the other way. Each
     weight's two gradient terms (from the loss and from the penalty) share one matrix product over all rows:
     half as many matrix products as autograd's, each larger, which is what a CPU runs fastest.
+
+    Under autocast (MisGANConfig.precision 'bf16') the products run in bfloat16 with float32 accumulation, as
+    autocast would run them: the weights are cast once per call, the gradient norms, the penalty and the
+    returned weight gradients are float32 (Adam keeps float32 weights).
     """
 
     @staticmethod
     def forward(ctx, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, gp_weight: float,  # type: ignore[override]
-                negative_slope: float, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                negative_slope: float, dtype: torch.dtype | None, *params: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(real.device.type, enabled=False):  # the casts are explicit here
+            return _MLPCriticLoss._forward(ctx, real, fake, eps, gp_weight, negative_slope,
+                                           dtype or params[0].dtype, params)
+
+    @staticmethod
+    def _forward(ctx, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, gp_weight: float,
+                 negative_slope: float, dtype: torch.dtype, params: tuple[torch.Tensor, ...]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        master = params[0].dtype
+        params = tuple(p.to(dtype) for p in params)
         weights, biases = params[0::2], params[1::2]
         n, last = len(real), len(weights) - 1
         # Each stacked buffer's interpolate rows are overwritten with the penalty's backward signal once the
         # forward pass is done with them, so every weight gradient is one product over the whole buffer.
-        x = real.new_empty((3 * n, weights[0].shape[1]))
+        x = real.new_empty((3 * n, weights[0].shape[1]), dtype=dtype)
         x[:n], x[n:2 * n] = real.flatten(1), fake.flatten(1)
         u = x.new_empty((3 * n, weights[0].shape[0]))
         torch.addmm(biases[0], x[:2 * n], weights[0].t(), out=u[:2 * n])
         # The first layer is affine: the interpolates' pre-activation is a lerp of the real and fake ones.
-        torch.lerp(u[n:2 * n], u[:n], eps.reshape(n, 1), out=u[2 * n:])
+        torch.lerp(u[n:2 * n], u[:n], eps.reshape(n, 1).to(dtype), out=u[2 * n:])
         pre, hidden = [u], []
         for k in range(1, last):
             h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
@@ -167,7 +189,7 @@ class _MLPCriticLoss(torch.autograd.Function):
             pre.append(u)
         h = F.leaky_relu(u, negative_slope) if negative_slope else F.relu(u)
         hidden.append(h)
-        out = torch.addmm(biases[last], h[:2 * n], weights[last].t()).view(-1)
+        out = torch.addmm(biases[last], h[:2 * n], weights[last].t()).view(-1).to(master)
         d_real, d_fake = out[:n].mean(), out[n:].mean()
 
         c = u.new_empty((3 * n, 1))
@@ -178,12 +200,15 @@ class _MLPCriticLoss(torch.autograd.Function):
             g = _act_backward(g @ weights[k], pre[k - 1], negative_slope)
             chain.append(g)
         chain.reverse()  # chain[k] pairs with weights[k]
-        grad_x = chain[0][2 * n:] @ weights[0]
+        grad_x = (chain[0][2 * n:] @ weights[0]).to(master)
         norm = grad_x.norm(2, dim=1, keepdim=True)
         penalty = gp_weight * ((norm - 1) ** 2).mean()
         # d penalty / d grad_x; a zero-norm row has a zero gradient, as autograd's norm backward gives.
         scale = torch.where(norm > 0, (norm - 1) / norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
-        torch.mul(grad_x, (2.0 * gp_weight / n) * scale, out=x[2 * n:])
+        if dtype == master:
+            torch.mul(grad_x, (2.0 * gp_weight / n) * scale, out=x[2 * n:])
+        else:
+            x[2 * n:] = grad_x * ((2.0 * gp_weight / n) * scale)
 
         grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
         inputs = x
@@ -194,7 +219,7 @@ class _MLPCriticLoss(torch.autograd.Function):
             inputs = hidden[k]
         grads[2 * last] = c.t() @ inputs
         grads[2 * last + 1] = c[:2 * n].sum(0)
-        ctx.grads = grads
+        ctx.grads = grads if dtype == master else [g.to(master) for g in grads]
         w = (d_real - d_fake).detach()
         ctx.mark_non_differentiable(w)
         return d_fake - d_real + penalty, w
@@ -204,4 +229,4 @@ class _MLPCriticLoss(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:  # 1 is the usual case; skip that pass
             grads = [g.mul_(grad_loss) for g in grads]
-        return (None, None, None, None, None, *grads)
+        return (None, None, None, None, None, None, *grads)

@@ -21,6 +21,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 products run natively: a CUDA GPU that supports them, or a CPU with AVX512-BF16 or
+    AMX instructions (elsewhere oneDNN emulates bfloat16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: ask oneDNN's view through torch's CPU capability string
+        return "AVX512" in torch.backends.cpu.get_cpu_capability()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Use the given number of torch CPU threads, or a sensible default for a UI process.
 

@@ -52,6 +52,11 @@ from .spec import DataSpec
 from .training import Cadence, EpochOrder, drive
 
 IMPUTER_MODES = ("joint", "standalone", "target")
+# 'bf16' runs the training step under torch.autocast(bfloat16): the products take bfloat16 inputs and
+# accumulate in float32, the weights and the optimizer stay float32. Where the CPU has bfloat16 instructions
+# (AVX512-BF16, AMX) a 192x784x512 product runs 4.5x faster than in float32 (460 against 103 GFLOP/s, one
+# thread); without them bfloat16 is emulated and slower, and device.native_bf16 says so.
+PRECISIONS = ("fp32", "bf16")
 
 
 def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
@@ -161,6 +166,8 @@ class MisGANConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    precision: str = "fp32"            # fp32 | bf16: the training step's matrix products in bfloat16 (autocast;
+                                       # weights, Adam and every evaluation stay float32). See PRECISIONS.
     log_every: int = 10
     sample_every: int = 100
     checkpoint_every: int = 500
@@ -202,6 +209,8 @@ class MisGANConfig:
             problems.append(f"checkpoint_minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
         if self.fid_every is not None and self.fid_every < 0:
             problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
@@ -684,13 +693,14 @@ class MisGAN:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
-        while True:
-            x, m = self._batch()
-            record = self._critic_update(x, m)
-            self.batches += 1
-            if self.batches % self.config.n_critic == 0:
-                break
-        record.update(self._generator_update(x, m))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            while True:
+                x, m = self._batch()
+                record = self._critic_update(x, m)
+                self.batches += 1
+                if self.batches % self.config.n_critic == 0:
+                    break
+            record.update(self._generator_update(x, m))
         self._samples_ahead = []  # they came from the generators before this update
         self._update_averages()
         self.step += 1

@@ -55,7 +55,7 @@ OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "mask_act
                  "ambient_masks", "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
                  "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "imputer_critic_sees_mask",
                  "imputer_start", "mask_noise", "ema",
-                 "imputer_width", "imputer_depth", "seed")
+                 "imputer_width", "imputer_depth", "precision", "seed")
 METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
 
 

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from misgan_core import MASK_ACTIVATIONS, MASK_MODELS, MisGANConfig, catalog
+from misgan_core import MASK_ACTIVATIONS, MASK_MODELS, PRECISIONS, MisGANConfig, catalog, native_bf16, pick_device
 from misgan_core.jobs import registry
 from misgan_core.metrics import default_fid_every
 from workbench import state, widgets
@@ -173,6 +173,15 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         help="Di judges (image, mask) pairs: each imputation against a Gx sample carrying the same mask, so "
         "it knows which pixels the imputer made. A conditional critic; the paper's Di sees images only.",
     )
+    native = native_bf16(pick_device("auto"))
+    precision = h3.selectbox(
+        "Precision",
+        list(PRECISIONS),
+        key="train-precision",
+        help="bf16: the training step's matrix products in bfloat16 (weights, Adam and every FID stay float32), "
+        "about twice the steps per second where the processor has bfloat16 instructions. This machine: "
+        + ("has them." if native else "has none, so bf16 would be slower here."),
+    )
     seed = h4.number_input(
         "Seed", 0, 1_000_000, 0, key="train-seed", help="Initial weights, noise and batch order; the same "
         "seed and settings train the same run."
@@ -213,6 +222,7 @@ if dataset:
         imputer_sees_mask=bool(imputer_sees_mask),
         imputer_critic_sees_mask=bool(imputer_critic_sees_mask),
         ema=float(ema),
+        precision=precision,
         temperature=float(temperature),
         seed=int(seed),
         imputer=bool(imputer),

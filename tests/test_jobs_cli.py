@@ -106,6 +106,7 @@ def test_cli_datasets_lists_one_line_per_dataset():
     (["--mask", "square", "--mask-size", "40"], "square size 40"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "not on disk"),
     (["--steps", "0"], "steps must be at least 1"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
 ])
 def test_cli_bad_options_print_a_message_not_a_traceback(tmp_path, args, message):
     out = run_cli("train", "--out", str(tmp_path / "r"), *args)
@@ -149,12 +150,22 @@ def test_cli_fc_training_writes_a_run_then_resume_sample_impute(tmp_path):
 
 @pytest.mark.slow
 def test_cli_conv_training_runs_a_few_steps(tmp_path):
+    """In bfloat16, which also runs the general (convolutional) critic loss under autocast; a CPU without
+    bfloat16 instructions gets a note that it will be slower."""
+    import torch
+
+    from misgan_core import native_bf16
+
     out = run_cli("train", "--arch", "conv", "--mask", "dropout", "--missing-rate", "0.8", "--steps", "3",
                   "--limit", "128", "--batch-size", "16", "--out", str(tmp_path / "conv"), "--fid-every", "0",
-                  "--threads", "1")
+                  "--threads", "1", "--precision", "bf16")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["step"] == 3
     assert (tmp_path / "conv" / "samples" / "gx_latest.png").exists()
+    assert json.loads((tmp_path / "conv" / "config.json").read_text())["precision"] == "bf16"
+    assert ("no native bfloat16" in out.stderr) == (not native_bf16(torch.device("cpu")))
+    log = [json.loads(line) for line in (tmp_path / "conv" / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite([r["loss_dx"] for r in log if "loss_dx" in r]).all()
 
 
 @pytest.mark.slow

@@ -253,15 +253,17 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     assert job.snapshot().status == "finished", job.snapshot()
 
 
-def test_train_with_mask_noise_weight_averages_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
+def test_train_with_mask_noise_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
     at = _app("train")
     at.checkbox(key="train-mask-noise").check()
     at.checkbox(key="train-imputer-sees-mask").check()
     at.checkbox(key="train-imputer-critic-sees-mask").check()
     at.selectbox(key="train-mask-activation").set_value("straight-through")
     at.number_input(key="train-ema").set_value(0.99)
+    at.selectbox(key="train-precision").set_value("bf16")
     job, config = _train_small_job(at, steps=2)
     assert config["ema"] == 0.99 and (Path(job.key) / "model.safetensors").exists()
+    assert config["precision"] == "bf16"
     assert config["mask_noise"] and config["imputer_sees_mask"] and config["imputer_critic_sees_mask"]
     assert config["mask_activation"] == "straight-through"
     assert job.snapshot().status == "finished", job.snapshot()
