@@ -335,8 +335,10 @@ class MisGAN:
                                                  mask_model=config.mask_model,
                                                  imputer_sees_mask=config.imputer_sees_mask,
                                                  imputer_critic_sees_mask=config.imputer_critic_sees_mask,
+                                                 # (a resumed run's slope comes from its checkpoint)
                                                  initial_slope=(initial_self_masking_slope(self.data.x, self.data.m)
-                                                                if config.mask_model == "self-masking" else 0.0),
+                                                                if config.mask_model == "self-masking" and not _resume
+                                                                else 0.0),
                                                  mask_noise=config.mask_noise,
                                                  imputer_width=config.imputer_width,
                                                  imputer_depth=config.imputer_depth)

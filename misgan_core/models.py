@@ -175,10 +175,11 @@ class SelfMaskingMaskModel(nn.Module):
         self.output = output
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Runs made with the per-pixel offset (its first version) load with that offset.
+        # Runs made with the per-pixel offset (its first version) load with that offset, into the same Parameter
+        # object, so an optimizer built before the load (MisGAN.load resumes that way) updates the loaded one.
         saved = state_dict.get(prefix + "offset")
         if saved is not None and saved.shape != self.offset.shape:
-            self.offset = nn.Parameter(torch.zeros(saved.shape, dtype=self.offset.dtype, device=self.offset.device))
+            self.offset.data = torch.zeros(saved.shape, dtype=self.offset.dtype, device=self.offset.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def observed_logit(self, x: torch.Tensor) -> torch.Tensor:

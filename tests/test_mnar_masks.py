@@ -115,6 +115,22 @@ def test_self_masking_mask_model_makes_masks_from_the_pixels_it_is_given() -> No
     assert bool((model.offset.grad != 0).all()) and float(model.slope.grad) != 0
 
 
+def test_a_per_pixel_offset_from_an_old_run_loads_into_the_parameter_its_optimizer_steps() -> None:
+    """Runs made with the first version's per-pixel offset still load and resume: the loaded offset is the
+    tensor Adam (built before the load, as MisGAN.load does) updates."""
+    from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid
+
+    model = SelfMaskingMaskModel((1, 2, 2), TemperatureSigmoid(0.66))
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+    old = {"slope": torch.tensor(-0.1), "offset": torch.tensor([[[0.02, 0.04], [0.06, 0.08]]])}
+    model.load_state_dict(old)
+    assert model.offset.shape == (1, 2, 2) and torch.equal(model.offset.detach(), old["offset"])
+    model(torch.rand(8, 1, 2, 2), torch.rand(8, 1, 2, 2)).sum().backward()
+    adam.step()
+    assert not torch.equal(model.offset.detach(), old["offset"])  # the loaded offset moved
+    assert model.offset.grad.shape == (1, 2, 2)
+
+
 def test_mask_model_gradients_reach_gx_through_the_masks_and_gm_scaled_by_alpha() -> None:
     """Gm's parameters get alpha * dL_x + dL_m, Gx gets dL_x along both paths (pixels and masks)."""
     from misgan_core import MisGAN
