@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--imputer-depth", type=_positive, default=2, help="its hidden layers (paper: 2)")
     g.add_argument("--imputer-sees-mask", action="store_true",
                    help="give the imputer the mask as a second input (the released code's MaskImputer)")
+    g.add_argument("--data-critic-sees-mask", action="store_true",
+                   help="Dx judges (x * m, m) as two channels instead of f_tau(x, m); a joint critic for the mask "
+                        "models that see the image without tau outside [0, 1] (tau then defaults to 0)")
     g.add_argument("--imputer-critic-sees-mask", action="store_true",
                    help="the imputer's critic judges (image, mask) pairs, Gx samples paired with the same masks "
                         "(a conditional critic; not the paper's eq. 12)")
@@ -251,6 +254,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,
+        data_critic_sees_mask=args.data_critic_sees_mask,
         ema=args.ema, imputer_width=args.imputer_width,
         imputer_depth=args.imputer_depth,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,

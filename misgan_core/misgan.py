@@ -139,6 +139,7 @@ class MisGANConfig:
     temperature: float = 0.66
     mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
     mask_noise: bool = False           # Gm draws each pixel with its own noise (models.NoisyMaskGenerator)
+    data_critic_sees_mask: bool = False  # True: Dx judges (x * m, m) as two channels, not f_tau(x, m)
     mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
     ambient_masks: str = "learned"     # without Dm: 'learned' (Gm from alpha * L_x alone) or 'real' masks
     # optimisation
@@ -231,10 +232,10 @@ class MisGANConfig:
         if self.mask_model not in MASK_MODELS:
             problems.append(f"mask model must be one of {', '.join(MASK_MODELS)}; got {self.mask_model!r}")
         elif self.mask_model != "independent":
-            if self.tau is not None and 0 <= self.tau <= 1:
+            if self.tau is not None and 0 <= self.tau <= 1 and not self.data_critic_sees_mask:
                 problems.append(f"mask model {self.mask_model!r} needs tau outside the data range [0, 1] so that "
-                                f"the data critic sees which entries are missing; leave --tau unset (-1) or "
-                                f"pass e.g. --tau -1")
+                                f"the data critic sees which entries are missing; leave --tau unset (-1), pass "
+                                f"e.g. --tau -1, or give the data critic the mask (--data-critic-sees-mask)")
             if not self.mask_critic and self.ambient_masks == "real":
                 problems.append(f"mask model {self.mask_model!r} generates masks from images; it cannot be "
                                 f"combined with --ambient-masks real")
@@ -312,8 +313,10 @@ class MisGAN:
         config.validate()
         if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
-        if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image (module docstring)
-            config = dataclasses.replace(config, tau=0.0 if config.mask_model == "independent" else -1.0)
+        if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image and Dx is not shown
+            # the mask itself (module docstring)
+            joint_by_tau = config.mask_model != "independent" and not config.data_critic_sees_mask
+            config = dataclasses.replace(config, tau=-1.0 if joint_by_tau else 0.0)
         if config.alpha is None:  # and Gm's share of L_x: the paper's 0.2, or 1 for a mask model that sees the
             # image, whose mechanism is learnt from L_x. Measured on mnist-5k, self-masking 50%, 4,000 steps:
             # generation FID 568 with 1 against 791 with 0.2, sample intensity 0.069 against 0.268 (data 0.135).
@@ -335,6 +338,7 @@ class MisGAN:
                                                  mask_model=config.mask_model,
                                                  imputer_sees_mask=config.imputer_sees_mask,
                                                  imputer_critic_sees_mask=config.imputer_critic_sees_mask,
+                                                 data_critic_sees_mask=config.data_critic_sees_mask,
                                                  # (a resumed run's slope comes from its checkpoint)
                                                  initial_slope=(initial_self_masking_slope(self.data.x, self.data.m)
                                                                 if config.mask_model == "self-masking" and not _resume
@@ -544,8 +548,8 @@ class MisGAN:
                 imputed = self.impute_batch(x, m, train=True)
         losses = []
         if gen_side:
-            real = f_tau(x, m, c.tau)
-            fake = f_tau(fake_x, fake_m, c.tau)
+            real = self._data_critic_input(x, m)
+            fake = self._data_critic_input(fake_x, fake_m)
             loss, w = critic_loss(nets.dx, real, fake, self._uniform(b, 1, 1, 1), c.gp_weight)
             losses.append(loss)
             out["loss_dx"], out["w_x"] = loss, w
@@ -584,11 +588,11 @@ class MisGAN:
             if sees_x:
                 # m = Gm(eps, Gx(z)): L_x reaches Gx along both paths (its pixels and the masks they cause);
                 # Gm's share is scaled by alpha after the backward pass, and L_m follows it (below).
-                loss_x = -nets.dx(f_tau(fake_x, fake_m, c.tau)).mean()
+                loss_x = -nets.dx(self._data_critic_input(fake_x, fake_m)).mean()
             else:
                 # L_x's generator term reaches Gx in full and Gm scaled by alpha (eq. 6 and 7).
-                loss_x = -nets.dx(f_tau(fake_x, scale_grad(fake_m, c.alpha) if fake_m.requires_grad else fake_m,
-                                        c.tau)).mean()
+                loss_x = -nets.dx(self._data_critic_input(
+                    fake_x, scale_grad(fake_m, c.alpha) if fake_m.requires_grad else fake_m)).mean()
             total = total + loss_x
             out["loss_gx"] = loss_x
             if c.mask_critic and not sees_x:
@@ -631,6 +635,16 @@ class MisGAN:
             if critic is not None:
                 critic.requires_grad_(True)
         return out
+
+    def _data_critic_input(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """What Dx sees of (x, m): f_tau(x, m) (eq. 3), or with `data_critic_sees_mask` the pair (f_tau(x, m), m)
+        as channels. Either is one-to-one in (x_obs, m) when tau is outside the data range or the mask is a
+        channel, which a joint critic needs under MNAR (module docstring). With the mask as a channel, tau stays
+        0 (missing pixels read as black, as in the paper) and Dx's first layer weighs the mask on its own,
+        where f_-1 = x*m + m - 1 ties the mask's weights to the pixels'."""
+        if not self.config.data_critic_sees_mask:
+            return f_tau(x, m, self.config.tau)
+        return torch.cat([f_tau(x, m, self.config.tau), m.to(x.dtype).expand(len(x), 1, *x.shape[2:])], 1)
 
     def _imputer_critic_input(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What Di sees of an image x imputed under mask m (or of a Gx sample paired with m): x alone (eq. 12),

@@ -386,7 +386,8 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
                    mask_activation: str = "sigmoid", latent: int = LATENT,
                    mask_model: str = "independent", imputer_sees_mask: bool = False,
                    mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2,
-                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0) -> Networks:
+                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0,
+                   data_critic_sees_mask: bool = False) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
     if mask_model not in MASK_MODELS:
@@ -417,10 +418,13 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
         gm = NoisyMaskGenerator(gen(mask_shape, nn.Identity()), mask_output, mask_shape)
     else:
         gm = gen(mask_shape, mask_output)
-    nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(shape), dm=critic(mask_shape))
+    # Dx judges f_tau(x, m), or (x * m, m) as one more input channel (MisGAN._data_critic_input).
+    paired = (shape[0] + 1, *shape[1:])
+    nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(paired if data_critic_sees_mask else shape),
+                    dm=critic(mask_shape))
     if imputer:
         nets.gi = (FCImputerNet(shape, imputer_width, imputer_sees_mask, mask_shape, imputer_depth) if h < 32
                    else UNetImputerNet(shape, sees_mask=imputer_sees_mask))
         # Di judges images, or (image, mask) pairs as one more input channel (MisGAN._imputer_critic_input).
-        nets.di = critic((shape[0] + 1, *shape[1:]) if imputer_critic_sees_mask else shape)
+        nets.di = critic(paired if imputer_critic_sees_mask else shape)
     return nets

@@ -173,6 +173,13 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         help="Di judges (image, mask) pairs: each imputation against a Gx sample carrying the same mask, so "
         "it knows which pixels the imputer made. A conditional critic; the paper's Di sees images only.",
     )
+    data_critic_sees_mask = h4.checkbox(
+        "Data critic sees the mask",
+        value=False,
+        key="train-data-critic-sees-mask",
+        help="Dx judges (x * m, m) as two channels instead of f_tau(x, m). With a mask model that sees the "
+        "image, this is the joint critic it needs, with tau left at 0; without, tau -1 plays that part.",
+    )
     native = native_bf16(pick_device("auto"))
     precision = h3.selectbox(
         "Precision",
@@ -221,6 +228,7 @@ if dataset:
         mask_noise=bool(mask_noise),
         imputer_sees_mask=bool(imputer_sees_mask),
         imputer_critic_sees_mask=bool(imputer_critic_sees_mask),
+        data_critic_sees_mask=bool(data_critic_sees_mask),
         ema=float(ema),
         precision=precision,
         temperature=float(temperature),

@@ -212,3 +212,40 @@ def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_critic_that_sees_the_mask_judges_pairs_keeps_tau_0_and_resumes_bit_exactly(tmp_path) -> None:
+    """--data-critic-sees-mask: Dx takes (x * m, m) as two channels; the real half of its batch carries the
+    minibatch's own masks and observed pixels, the fake half Gm's masks of Gx's images; tau resolves to 0,
+    which a mask model that sees the image may then use."""
+    from misgan_core import MisGAN
+
+    config = _mnar_config(mask_model="self-masking", imputer=True, data_critic_sees_mask=True)
+    gan = MisGAN(config, run_dir=tmp_path / "a")
+    assert gan.config.tau == 0.0 and gan.nets.dx.layers[0].in_features == 2 * 784
+    seen: list[torch.Tensor] = []
+    hook = gan.nets.dx.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    x, m = gan._batch()
+    gan._generator_update(x, m)
+    hook.remove()
+    (fake,) = seen
+    assert fake.shape == (len(x), 2, 28, 28)
+    fake_image, fake_mask = fake[:, :1], fake[:, 1:]
+    assert bool((fake_image <= fake_mask + 1e-6).all()) and bool((fake_image >= 0).all())  # Gx(z) * m, x in [0, 1]
+    assert bool((fake_image[fake_mask == 0] == 0).all()) and 0 < float(fake_mask.mean()) < 1
+    pair = gan._data_critic_input(x, m)
+    assert torch.equal(pair[:, :1], x * m) and torch.equal(pair[:, 1:], m)
+
+    straight = MisGAN(config, run_dir=tmp_path / "b")
+    straight.train(4)
+    split = MisGAN(config, run_dir=tmp_path / "c")
+    split.train(2)
+    resumed = MisGAN.load(tmp_path / "c")
+    assert resumed.config.data_critic_sees_mask and resumed.config.tau == 0.0
+    resumed.train(2)
+    for name, module in straight.nets.modules().items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, resumed.nets.modules()[name].state_dict()[key]), f"{name}.{key}"
+    with pytest.raises(ValueError, match="--data-critic-sees-mask"):
+        _mnar_config(mask_model="self-masking", tau=0.0).validate()
+    _mnar_config(mask_model="self-masking", tau=0.0, data_critic_sees_mask=True).validate()

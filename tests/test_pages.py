@@ -249,7 +249,11 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     at.selectbox(key="train-mask-model").set_value("self-masking")
     job, config = _train_small_job(at, steps=3)
     assert config["mask_model"] == "self-masking" and config["tau"] == -1.0
-    assert config["data"]["mask"] == "self-masking"
+    assert config["data"]["mask"] == "self-masking" and not config["data_critic_sees_mask"]
+    assert job.snapshot().status == "finished", job.snapshot()
+    at.checkbox(key="train-data-critic-sees-mask").check()  # the mask as Dx's channel: tau stays 0
+    job, config = _train_small_job(at, steps=2)
+    assert config["data_critic_sees_mask"] and config["tau"] == 0.0
     assert job.snapshot().status == "finished", job.snapshot()
 
 
