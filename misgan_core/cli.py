@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--tau", type=float, default=None,
                    help="fill value of the masking operator f_tau (default 0; -1 with a mask model that sees the "
-                        "image)")
+                        "image and --no-data-critic-sees-mask)")
     g.add_argument("--mask-model", default="independent", choices=list(MASK_MODELS),
                    help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
                         "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
@@ -99,9 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--imputer-depth", type=_positive, default=2, help="its hidden layers (paper: 2)")
     g.add_argument("--imputer-sees-mask", action="store_true",
                    help="give the imputer the mask as a second input (the released code's MaskImputer)")
-    g.add_argument("--data-critic-sees-mask", action="store_true",
-                   help="Dx judges (x * m, m) as two channels instead of f_tau(x, m); a joint critic for the mask "
-                        "models that see the image without tau outside [0, 1] (tau then defaults to 0)")
+    g.add_argument("--data-critic-sees-mask", action=argparse.BooleanOptionalAction, default=None,
+                   help="Dx judges (x * m, m) as two channels instead of f_tau(x, m) alone (default: yes for the "
+                        "mask models that see the image, whose masks and pixels it must judge jointly; no for "
+                        "the independent one, as in the paper). With --no-data-critic-sees-mask they need tau "
+                        "outside [0, 1] (default then -1)")
     g.add_argument("--imputer-critic-sees-mask", action="store_true",
                    help="the imputer's critic judges (image, mask) pairs, Gx samples paired with the same masks "
                         "(a conditional critic; not the paper's eq. 12)")

@@ -10,16 +10,18 @@ WGAN-GP; every `n_critic` batches the generators are updated once:
 Missingness that depends on the data (`mask_model`, issue 14). The paper's factorisation p(x, m) = p(x) p(m)
 (MCAR) lets eq. 4 and 5 match the masked data and the masks separately. Under MNAR the mask is drawn given the
 complete image, m ~ Gm(eps, x) with x = Gx(z), and the two are no longer independent, so the data critic
-judges them jointly: with tau outside the data range (tau = -1 unless set) f_tau(x, m) is one-to-one in
-(x_obs, m), and
-  L_x(Dx, Gx, Gm) = E_(x,m)~p_data [Dx(f_tau(x, m))] - E_z,eps [Dx(f_tau(Gx(z), Gm(eps, Gx(z))))]     (cf. eq. 4)
+judges them jointly. By default it sees the pair g(x, m) = (x * m, m) as two channels (`data_critic_sees_mask`);
+f_tau(x, m) with tau outside the data range (`--no-data-critic-sees-mask`, tau = -1) is also one-to-one in
+(x_obs, m), but it learnt slower: under MCAR dropout 50% the independent model with tau -1 reached generation
+FID 180 at 4,000 steps against 118 with tau 0, and the self-masking model 180 with f_-1 against 90 with the pair.
+  L_x(Dx, Gx, Gm) = E_(x,m)~p_data [Dx(g(x, m))] - E_z,eps [Dx(g(Gx(z), Gm(eps, Gx(z))))]     (cf. eq. 4)
   L_m(Dm, Gm)     = E_m~p_data [Dm(m)] - E_z,eps [Dm(Gm(eps, Gx(z)))]                                (cf. eq. 5)
   min_Gx max_Dx L_x + L_m;   min_Gm max_Dm L_m + alpha * L_x                                  (cf. eq. 6, 7)
 L_x reaches Gx through the pixels and through the masks they cause, and so does L_m: the masks are now a
 function of Gx's images, and the law of the masks p(m) = E_x[p(m | x)] is Gx's to match as much as Gm's.
 Under self-masking with bright pixels missing, the masks are most of what the data say about the digits (the
 observed pixels are nearly all dark); with L_m held off Gx (the first version), Gx collapsed to black images.
-Matching the law of f_tau(x, m) matches the observed-data law p(x_obs, m), which is all the data show; whether
+Matching the law of g(x, m) matches the observed-data law p(x_obs, m), which is all the data show; whether
 that fixes p(x) is the identifiability question, answered by the mask model's restrictions
 (models.SelfMaskingMaskModel).
 """
@@ -134,12 +136,14 @@ class MisGANConfig:
     # model
     arch: str = "fc"                   # fc | conv (conv: 28x28 WGAN-GP layout, 32/64 DCGAN layout)
     latent: int = 128
-    tau: float | None = None           # None: 0 (the paper) for the independent mask model, -1 otherwise
+    tau: float | None = None           # None: 0 (the paper), or -1 where a mask model that sees the image has a
+                                       # data critic without the mask (data_critic_sees_mask False)
     mask_model: str = "independent"    # independent Gm(eps) | self-masking | conditional Gm(eps, x): MNAR
     temperature: float = 0.66
     mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
     mask_noise: bool = False           # Gm draws each pixel with its own noise (models.NoisyMaskGenerator)
-    data_critic_sees_mask: bool = False  # True: Dx judges (x * m, m) as two channels, not f_tau(x, m)
+    data_critic_sees_mask: bool | None = None  # Dx judges (f_tau(x, m), m) as two channels, not f_tau(x, m) alone;
+                                       # None: True for the mask models that see the image (module docstring)
     mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
     ambient_masks: str = "learned"     # without Dm: 'learned' (Gm from alpha * L_x alone) or 'real' masks
     # optimisation
@@ -232,10 +236,10 @@ class MisGANConfig:
         if self.mask_model not in MASK_MODELS:
             problems.append(f"mask model must be one of {', '.join(MASK_MODELS)}; got {self.mask_model!r}")
         elif self.mask_model != "independent":
-            if self.tau is not None and 0 <= self.tau <= 1 and not self.data_critic_sees_mask:
+            if self.tau is not None and 0 <= self.tau <= 1 and self.data_critic_sees_mask is False:
                 problems.append(f"mask model {self.mask_model!r} needs tau outside the data range [0, 1] so that "
-                                f"the data critic sees which entries are missing; leave --tau unset (-1), pass "
-                                f"e.g. --tau -1, or give the data critic the mask (--data-critic-sees-mask)")
+                                f"the data critic sees which entries are missing without the mask; pass e.g. --tau -1, "
+                                f"or give the data critic the mask (--data-critic-sees-mask, the default)")
             if not self.mask_critic and self.ambient_masks == "real":
                 problems.append(f"mask model {self.mask_model!r} generates masks from images; it cannot be "
                                 f"combined with --ambient-masks real")
@@ -256,6 +260,8 @@ class MisGANConfig:
         unknown = sorted(set(d) - known - set(DATA_FIELDS) - {"kind", "inference_only", "made_from"})
         if unknown:
             raise CheckpointError(f"config has unknown fields {unknown}; it was written by a newer misgan_core")
+        if "data_critic_sees_mask" not in d:  # runs made before the option: Dx saw f_tau(x, m) alone
+            d = {**d, "data_critic_sees_mask": False}
         raw_data = d.get("data", d)
         if not isinstance(raw_data, dict):
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
@@ -275,7 +281,8 @@ class MisGANConfig:
 
 
 # Fields whose default is None ("resolved when the run is made" or "not set"), with a value of their type.
-_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "alpha": 0.0, "fid_every": 0, "threads": 0, "pretrained": ""}
+_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "alpha": 0.0, "fid_every": 0, "threads": 0, "pretrained": "",
+                                         "data_critic_sees_mask": False}
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -313,6 +320,8 @@ class MisGAN:
         config.validate()
         if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
+        if config.data_critic_sees_mask is None:  # the joint critic for the mask models that see the image
+            config = dataclasses.replace(config, data_critic_sees_mask=config.mask_model != "independent")
         if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image and Dx is not shown
             # the mask itself (module docstring)
             joint_by_tau = config.mask_model != "independent" and not config.data_critic_sees_mask

@@ -3,6 +3,8 @@ is real, clear errors for combinations that cannot work, and the same paths thro
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -83,16 +85,22 @@ def _mnar_config(**kw) -> MisGANConfig:
     return MisGANConfig(**base)
 
 
-@pytest.mark.parametrize("mask_model", ["self-masking", "conditional"])
-def test_mask_models_train_checkpoint_and_resume_bit_exactly(tmp_path, mask_model) -> None:
+@pytest.mark.parametrize("mask_model,pair", [("self-masking", None), ("conditional", None),
+                                             ("self-masking", False)])
+def test_mask_models_train_checkpoint_and_resume_bit_exactly(tmp_path, mask_model, pair) -> None:
+    """Both joint data critics: the pair (x*m, m) (the default, tau 0) and f_tau with tau -1."""
     from misgan_core import MisGAN
 
-    straight = MisGAN(_mnar_config(mask_model=mask_model, imputer=True), run_dir=tmp_path / "a")
+    config = _mnar_config(mask_model=mask_model, imputer=True, data_critic_sees_mask=pair)
+    straight = MisGAN(config, run_dir=tmp_path / "a")
     straight.train(5)
-    split = MisGAN(_mnar_config(mask_model=mask_model, imputer=True), run_dir=tmp_path / "b")
+    split = MisGAN(config, run_dir=tmp_path / "b")
     split.train(3)
     resumed = MisGAN.load(tmp_path / "b")
-    assert resumed.config.mask_model == mask_model and resumed.config.tau == -1.0  # resolved once, stored
+    assert resumed.config.mask_model == mask_model  # the defaults are resolved once and stored
+    assert resumed.config.data_critic_sees_mask == (pair is None)
+    assert resumed.config.tau == (0.0 if pair is None else -1.0)
+    assert resumed.nets.dx.layers[0].in_features == (2 if pair is None else 1) * 784
     resumed.train(2)
     for name, module in straight.nets.modules().items():
         for key, value in module.state_dict().items():
@@ -198,7 +206,7 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mask-model", "self-masking", "--tau", "0"], "needs tau outside the data range"),
+    (["--mask-model", "self-masking", "--tau", "0", "--no-data-critic-sees-mask"], "needs tau outside the data range"),
     (["--mask-model", "conditional", "--no-mask-critic", "--ambient-masks", "real"], "cannot be combined"),
     (["--mask-model", "bogus"], "invalid choice"),
 ])
@@ -247,5 +255,16 @@ def test_a_data_critic_that_sees_the_mask_judges_pairs_keeps_tau_0_and_resumes_b
         for key, value in module.state_dict().items():
             assert torch.equal(value, resumed.nets.modules()[name].state_dict()[key]), f"{name}.{key}"
     with pytest.raises(ValueError, match="--data-critic-sees-mask"):
-        _mnar_config(mask_model="self-masking", tau=0.0).validate()
-    _mnar_config(mask_model="self-masking", tau=0.0, data_critic_sees_mask=True).validate()
+        _mnar_config(mask_model="self-masking", tau=0.0, data_critic_sees_mask=False).validate()
+    _mnar_config(mask_model="self-masking", tau=0.0).validate()  # the pair, by default
+
+    # A run made before the option (no such key in config.json) saw f_tau alone, and loads that way.
+    old = MisGAN(_mnar_config(mask_model="self-masking", data_critic_sees_mask=False), run_dir=tmp_path / "old")
+    old.train(1)
+    config_file = tmp_path / "old" / "config.json"
+    raw = json.loads(config_file.read_text())
+    del raw["data_critic_sees_mask"]
+    config_file.write_text(json.dumps(raw))
+    reloaded = MisGAN.load(tmp_path / "old")
+    assert reloaded.config.data_critic_sees_mask is False and reloaded.config.tau == -1.0
+    reloaded.train(1)

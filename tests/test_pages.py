@@ -242,18 +242,19 @@ def _train_small_job(at: AppTest, steps: int) -> tuple[Any, dict[str, Any]]:
 
 def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     """Self-masking missingness with the self-masking mask model: the job's run folder records the model and
-    the tau it needs (-1, since the page's tau 0 would hide the masks from the data critic)."""
+    its joint data critic: the pair (x*m, m) by default, or f_tau with the tau it then needs (-1, since the
+    page's tau 0 would hide the masks from the data critic)."""
     at = _app("train")
     box = at.selectbox(key="train-mask")
     box.set_value(next(o for o in box.options if o.startswith("Self-masking"))).run()
     at.selectbox(key="train-mask-model").set_value("self-masking")
     job, config = _train_small_job(at, steps=3)
-    assert config["mask_model"] == "self-masking" and config["tau"] == -1.0
-    assert config["data"]["mask"] == "self-masking" and not config["data_critic_sees_mask"]
+    assert config["mask_model"] == "self-masking" and config["data_critic_sees_mask"] and config["tau"] == 0.0
+    assert config["data"]["mask"] == "self-masking"
     assert job.snapshot().status == "finished", job.snapshot()
-    at.checkbox(key="train-data-critic-sees-mask").check()  # the mask as Dx's channel: tau stays 0
+    at.selectbox(key="train-data-critic-input").set_value("f_tau(x, m)")  # then tau -1 shows the masks
     job, config = _train_small_job(at, steps=2)
-    assert config["data_critic_sees_mask"] and config["tau"] == 0.0
+    assert not config["data_critic_sees_mask"] and config["tau"] == -1.0
     assert job.snapshot().status == "finished", job.snapshot()
 
 
