@@ -233,7 +233,8 @@ class SelfMasking(DataDependentProcess):
         return (torch.rand(p.shape, generator=generator) >= p).float()
 
     def describe(self) -> str:
-        return f"self-masking ({self.direction} values missing), rate {self.rate:g}"
+        steep = f", steepness {self.steepness:g}" if self.steepness != SelfMasking.steepness else ""
+        return f"self-masking ({self.direction} values missing), rate {self.rate:g}{steep}"
 
 
 @dataclass
@@ -311,10 +312,11 @@ DATA_DEPENDENT = ("self-masking", "censor", "mar")
 
 
 def make_mask_process(name: str, mask_size: int = 14, missing_rate: float = 0.5,
-                      missing_rate_range: tuple[float, float] | None = None, direction: str = "high") -> MaskProcess:
+                      missing_rate_range: tuple[float, float] | None = None, direction: str = "high",
+                      steepness: float = SelfMasking.steepness) -> MaskProcess:
     """Build a process from the options the CLI and the pages offer."""
     if name == "self-masking":
-        return SelfMasking(missing_rate, direction=direction)
+        return SelfMasking(missing_rate, steepness=steepness, direction=direction)
     if name == "censor":
         return Censoring(missing_rate, direction=direction)
     if name == "mar":

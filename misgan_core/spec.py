@@ -23,7 +23,7 @@ from .data import SPLITS, IncompleteDataset, is_user_data, load_complete, load_u
 from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
-          "mask_direction", "mask_seed")
+          "mask_direction", "mask_steepness", "mask_seed")
 # What a split holds (data.load_complete): 'train' keeps mnist-5k's 500 held-out digits back, so that every run
 # has examples it never saw; 'all' is every training example (runs made before splits existed); 'test' is the
 # held-out part (or the dataset's test set), for evaluation.
@@ -43,6 +43,7 @@ class DataSpec:
     missing_rate: float = 0.5                # per-pixel missing probability (dropout)
     missing_rate_range: tuple[float, float] | None = None  # per-example dropout rate drawn from this range
     mask_direction: str = "high"             # self-masking / censor: bright (high) or dark (low) pixels go missing
+    mask_steepness: float = 20.0             # self-masking: k in sigmoid(k (x - c)), logit per unit of intensity
     mask_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,12 +90,16 @@ class DataSpec:
                     problems.append(f"missing rate must lie in (0, 1) for {self.mask}; got {self.missing_rate}")
                 if self.mask_direction not in ("high", "low"):
                     problems.append(f"mask direction must be 'high' or 'low'; got {self.mask_direction!r}")
+                if self.mask == "self-masking" and not (isinstance(self.mask_steepness, (int, float))
+                                                        and math.isfinite(self.mask_steepness)
+                                                        and self.mask_steepness > 0):
+                    problems.append(f"mask steepness must be a positive number; got {self.mask_steepness}")
         if problems:
             raise ValueError("; ".join(problems))
 
     def mask_process(self) -> MaskProcess:
         return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range,
-                                 self.mask_direction)
+                                 self.mask_direction, self.mask_steepness)
 
     def missingness(self) -> str:
         """The missingness in words, e.g. 'square observation 14x14'."""
@@ -117,9 +122,10 @@ class DataSpec:
         if self.mask in DATA_DEPENDENT:
             pct = round(self.missing_rate * 100)
             way = f"-{self.mask_direction}" if self.mask != "mar" else ""
+            k = self.mask_steepness if self.mask == "self-masking" and self.mask_steepness != 20.0 else None
             if short:
-                return f"{self.mask}{way}{pct}"
-            return f"{self.mask}{' ' + self.mask_direction if way else ''} {pct}%"
+                return f"{self.mask}{way}{pct}" + (f"-k{k:g}" if k else "")
+            return f"{self.mask}{' ' + self.mask_direction if way else ''} {pct}%" + (f", k {k:g}" if k else "")
         return self.mask
 
     def label(self) -> str:
@@ -145,7 +151,8 @@ class DataSpec:
             params = (round(self.missing_rate, 6), self.missing_rate_range) if not self.missing_rate_range \
                 else (self.missing_rate_range,)
         elif self.mask in DATA_DEPENDENT:
-            params = (round(self.missing_rate, 6), self.mask_direction if self.mask != "mar" else None)
+            params = (round(self.missing_rate, 6), self.mask_direction if self.mask != "mar" else None,
+                      float(self.mask_steepness) if self.mask == "self-masking" else None)
         else:
             params = ()
         return (self.dataset, self.mask, params, self.mask_seed)
@@ -219,6 +226,9 @@ class DataSpec:
                        help="draw each example's dropout rate uniformly from this range")
         g.add_argument("--mask-direction", default="high", choices=["high", "low"],
                        help="self-masking and censor: bright (high) or dark (low) pixels go missing")
+        g.add_argument("--mask-steepness", type=float, default=20.0,
+                       help="self-masking: k in sigmoid(k (x - c)), the missing probability's logit per unit of "
+                            "intensity (default 20: close to censoring; smaller is softer)")
         g.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed per-example masks")
 
     @classmethod
@@ -226,6 +236,7 @@ class DataSpec:
         spec = cls(dataset=args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, mask=args.mask,
                    mask_size=args.mask_size, missing_rate=args.missing_rate,
                    missing_rate_range=tuple(args.missing_rate_range) if args.missing_rate_range else None,
-                   mask_direction=args.mask_direction, mask_seed=args.mask_seed)
+                   mask_direction=args.mask_direction, mask_steepness=getattr(args, "mask_steepness", 20.0),
+                   mask_seed=args.mask_seed)
         spec.validate()
         return spec

@@ -33,6 +33,24 @@ def test_self_masking_high_hides_the_bright_pixels_and_low_the_dark_ones(digits)
         assert (missing > observed + 0.1) if brighter else (observed > missing + 0.1), (direction, missing, observed)
 
 
+def test_self_masking_steepness_sets_how_sharply_brightness_decides(digits) -> None:
+    """A softer k keeps the rate and the direction, but missing and observed pixels differ less in intensity
+    (at k 20 the process is close to censoring); the spec, its label and the CLI carry k."""
+    gaps = {}
+    for k in (2.0, 5.0, 20.0):
+        m = SelfMasking(0.5, steepness=k).sample_for(digits, torch.Generator().manual_seed(0))
+        assert abs(1 - float(m.mean()) - 0.5) < 0.01
+        gaps[k] = float(digits[m == 0].mean()) - float(digits[m == 1].mean())
+    assert 0 < gaps[2.0] < gaps[5.0] < gaps[20.0], gaps
+    spec = DataSpec(limit=64, mask="self-masking", missing_rate=0.5, mask_steepness=5.0)
+    assert spec.label() == "mnist-5k (first 64), self-masking high 50%, k 5" and spec.slug().endswith("-k5")
+    assert not spec.same_missingness(spec.replace(mask_steepness=20.0))
+    assert DataSpec(mask="self-masking").label().endswith("self-masking high 50%")  # the default is not named
+    assert torch.equal(spec.load().m, spec.load().m)
+    with pytest.raises(ValueError, match="mask steepness must be a positive number"):
+        DataSpec(mask="self-masking", mask_steepness=0.0).validate()
+
+
 def test_censoring_is_a_threshold(digits) -> None:
     m = Censoring(0.3).sample_for(digits, torch.Generator().manual_seed(0))
     assert float(digits[m == 0].min()) >= float(digits[m == 1].max()) - 1e-6  # every missing pixel >= observed
@@ -74,6 +92,10 @@ def test_data_dependent_specs_load_label_and_train_from_the_cli(tmp_path, capsys
                  "--batch-size", "32", "--steps", "2", "--imputer", "--fid-every", "0",
                  "--out", str(tmp_path / "r")]) == 0
     assert "censoring (low values missing)" in capsys.readouterr().err
+    assert main(["train", "--mask", "self-masking", "--missing-rate", "0.5", "--mask-steepness", "5", "--limit",
+                 "128", "--batch-size", "32", "--steps", "1", "--fid-every", "0", "--out", str(tmp_path / "k")]) == 0
+    assert "steepness 5" in capsys.readouterr().err
+    assert json.loads((tmp_path / "k" / "config.json").read_text())["data"]["mask_steepness"] == 5.0
 
 
 # -- mask models that see the image (--mask-model) ------------------------------------------------
