@@ -1,7 +1,9 @@
 """How much missingness that depends on the data biases MisGAN, and how much a mask model that sees the image
 removes (issue 14): FC-MisGAN with its imputer, each mask model, on mnist-5k.
 
-    python bench/mnar_bias.py --out sweeps/mnar-bias [--steps 4000] [--threads 1]
+    python bench/mnar_bias.py --out sweeps/mnar-bias [--steps 4000] [--threads 1] [--train-args '--precision bf16']
+    python bench/mnar_bias.py --out sweeps/mnar-k5 --train-args '--mask-steepness 5' \
+        --only self-masking50-independent self-masking50-self-masking     # a softer process (copy the controls)
 
 Cells: self-masking (bright pixels missing) at 50% and 80% and mar at 50%, each with the independent,
 self-masking and conditional mask models; MCAR dropout at 50% and 80% with the same models as the controls.
@@ -92,6 +94,8 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
     config = json.loads((run / "config.json").read_text())
     row["data_critic"] = "(x*m, m)" if config.get("data_critic_sees_mask") else f"f_tau, tau {config['tau']:g}"
     row["precision"] = config.get("precision", "fp32")
+    if mask == "self-masking":
+        row["steepness"] = config["data"].get("mask_steepness", 20.0)
     return row
 
 
@@ -108,7 +112,8 @@ def write_table(out: Path, rows: list[dict]) -> None:
             excess = (f"{r['generation_fid'] - control['generation_fid']:+.1f}"
                       if control and mask != "dropout" else "-")
             bias = r["sample_intensity"] - r["data_intensity"]
-            lines.append(f"| {mask} {rate:.0%} (measured {r['missing_rate_measured']:.1%}) | {model} | "
+            k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
+            lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "
                          f"{r['imputation_fid']:.1f} | {r['rmse']:.4f} |")
