@@ -126,17 +126,21 @@ def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reuse
     out = tmp_path / "sweep"
     args = ["sweep", "--methods", "misgan", "--rates", "0.8", "--limit", "64", "--budget", "steps=2",
             "--eval-split", "train", "--threads", "1", "--out", str(out)]
-    assert main([*args, "--misgan-set", "mask_activation=stretched", "--misgan-set", "imputer_sees_mask=true"]) == 0
+    assert main([*args, "--misgan-set", "mask_activation=stretched", "--misgan-set", "imputer_sees_mask=true",
+                 "--misgan-set", "precision=bf16"]) == 0
     config = open_run(out / "cells" / "misgan-mnist-5k-dropout80").model.config
     assert config.mask_activation == "stretched" and config.imputer_sees_mask and config.imputer
+    assert config.precision == "bf16"
     [row] = read_sweep(out)
-    assert row["options"] == {"mask_activation": "stretched", "imputer_sees_mask": True}
+    assert row["options"] == {"mask_activation": "stretched", "imputer_sees_mask": True, "precision": "bf16"}
     assert "mask_activation=stretched" in (out / "results.md").read_text()
     capsys.readouterr()
 
     assert main(args) == 2  # the defaults (sigmoid, no mask input) would reuse a cell trained otherwise
     err = capsys.readouterr().err.strip()
     assert "was trained with mask_activation='stretched'" in err and len(err.splitlines()) == 1
+    assert main([*args, "--misgan-set", "mask_activation=stretched", "--misgan-set", "imputer_sees_mask=true"]) == 2
+    assert "was trained with precision='bf16'" in capsys.readouterr().err  # nor a bf16 cell for fp32
     assert len(read_sweep(out)) == 1
     for option, message in (("bogus=1", "unknown MisGAN option 'bogus'"), ("imputer_sees_mask=3", "not a bool"),
                             ("mask_activation=soft", "mask activation must be one of")):
