@@ -134,7 +134,8 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         key="train-mask-model",
         help="Gm: independent of the image (the paper; right for MCAR missingness), self-masking (each "
         "pixel's own value sets its chance to be missing) or conditional Gm(eps, x), for missingness that "
-        "depends on the data. The last two make the data critic judge masked data and masks jointly (tau -1).",
+        "depends on the data. The last two make the data critic judge masked data and masks jointly (see "
+        "the data critic's input).",
     )
     mask_activation = h1.selectbox(
         "Mask activation",
@@ -225,8 +226,10 @@ if dataset:
         alpha=None if mask_model != "independent" and alpha == 0.2 else float(alpha),
         beta=float(beta),
         lr=float(lr),
-        # A mask model that sees the image needs tau outside [0, 1]: None resolves to -1 for it.
-        tau=None if mask_model != "independent" and 0 <= tau <= 1 else float(tau),
+        # A mask model that sees the image, judged through f_tau alone, needs tau outside [0, 1]: None resolves
+        # to -1 for it (with the pair, any tau will do).
+        tau=(None if mask_model != "independent" and 0 <= tau <= 1 and DATA_CRITIC_INPUTS[data_critic_input] is False
+             else float(tau)),
         mask_model=mask_model,
         mask_activation=mask_activation,
         mask_noise=bool(mask_noise),
