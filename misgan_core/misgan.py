@@ -68,6 +68,11 @@ def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
     return x * m + tau * (1 - m)
 
 
+def _with_mask_channel(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x with the mask m appended as one more channel (the critics that judge (image, mask) pairs)."""
+    return torch.cat([x, m.to(x.dtype).expand(len(x), 1, *x.shape[2:])], 1)
+
+
 class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
@@ -651,9 +656,8 @@ class MisGAN:
         channel, which a joint critic needs under MNAR (module docstring). With the mask as a channel, tau stays
         0 (missing pixels read as black, as in the paper) and Dx's first layer weighs the mask on its own,
         where f_-1 = x*m + m - 1 ties the mask's weights to the pixels'."""
-        if not self.config.data_critic_sees_mask:
-            return f_tau(x, m, self.config.tau)
-        return torch.cat([f_tau(x, m, self.config.tau), m.to(x.dtype).expand(len(x), 1, *x.shape[2:])], 1)
+        masked = f_tau(x, m, self.config.tau)
+        return _with_mask_channel(masked, m) if self.config.data_critic_sees_mask else masked
 
     def _imputer_critic_input(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What Di sees of an image x imputed under mask m (or of a Gx sample paired with m): x alone (eq. 12),
@@ -664,9 +668,7 @@ class MisGAN:
         (Gi(x, m, w), m) ~ (Gx(z), m) jointly, which implies eq. 12's marginal match and asks it of every mask
         separately. Di then knows which pixels Gi made and which are given, and need not infer that from
         their values."""
-        if not self.config.imputer_critic_sees_mask:
-            return x
-        return torch.cat([x, m.to(x.dtype).expand(len(x), 1, *x.shape[2:])], 1)
+        return _with_mask_channel(x, m) if self.config.imputer_critic_sees_mask else x
 
     def impute_batch(self, x: torch.Tensor, m: torch.Tensor, train: bool = False,
                      generator: torch.Generator | None = None) -> torch.Tensor:

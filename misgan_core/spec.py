@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
-from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, make_incomplete, make_mask_process
+from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, SelfMasking, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
           "mask_direction", "mask_steepness", "mask_seed")
@@ -43,7 +43,7 @@ class DataSpec:
     missing_rate: float = 0.5                # per-pixel missing probability (dropout)
     missing_rate_range: tuple[float, float] | None = None  # per-example dropout rate drawn from this range
     mask_direction: str = "high"             # self-masking / censor: bright (high) or dark (low) pixels go missing
-    mask_steepness: float = 20.0             # self-masking: k in sigmoid(k (x - c)), logit per unit of intensity
+    mask_steepness: float = SelfMasking.steepness  # self-masking: k in sigmoid(k (x - c)), logit per unit of intensity
     mask_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -122,7 +122,8 @@ class DataSpec:
         if self.mask in DATA_DEPENDENT:
             pct = round(self.missing_rate * 100)
             way = f"-{self.mask_direction}" if self.mask != "mar" else ""
-            k = self.mask_steepness if self.mask == "self-masking" and self.mask_steepness != 20.0 else None
+            named_k = self.mask == "self-masking" and self.mask_steepness != SelfMasking.steepness
+            k = self.mask_steepness if named_k else None
             if short:
                 return f"{self.mask}{way}{pct}" + (f"-k{k:g}" if k else "")
             return f"{self.mask}{' ' + self.mask_direction if way else ''} {pct}%" + (f", k {k:g}" if k else "")
@@ -226,7 +227,7 @@ class DataSpec:
                        help="draw each example's dropout rate uniformly from this range")
         g.add_argument("--mask-direction", default="high", choices=["high", "low"],
                        help="self-masking and censor: bright (high) or dark (low) pixels go missing")
-        g.add_argument("--mask-steepness", type=float, default=20.0,
+        g.add_argument("--mask-steepness", type=float, default=SelfMasking.steepness,
                        help="self-masking: k in sigmoid(k (x - c)), the missing probability's logit per unit of "
                             "intensity (default 20: close to censoring; smaller is softer)")
         g.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed per-example masks")
@@ -236,7 +237,7 @@ class DataSpec:
         spec = cls(dataset=args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, mask=args.mask,
                    mask_size=args.mask_size, missing_rate=args.missing_rate,
                    missing_rate_range=tuple(args.missing_rate_range) if args.missing_rate_range else None,
-                   mask_direction=args.mask_direction, mask_steepness=getattr(args, "mask_steepness", 20.0),
-                   mask_seed=args.mask_seed)
+                   mask_direction=args.mask_direction,
+                   mask_steepness=getattr(args, "mask_steepness", SelfMasking.steepness), mask_seed=args.mask_seed)
         spec.validate()
         return spec

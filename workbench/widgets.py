@@ -405,7 +405,7 @@ def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> d
             )
         if mask == "self-masking":
             out["mask_steepness"] = st.number_input(
-                "Steepness k", 0.5, 200.0, 20.0, 0.5, key=f"{key}-steepness",
+                "Steepness k", 0.5, 200.0, float(DataSpec.mask_steepness), 0.5, key=f"{key}-steepness",
                 help="Each pixel is missing with probability sigmoid(k (x - c)): k is the logit per unit of "
                 "intensity. 20 is close to censoring (values past the threshold are all but always missing, so "
                 "how bright they were is barely in the data); smaller is softer.",
@@ -420,7 +420,8 @@ def data_spec(dataset: str, params: dict[str, Any], mask_seed: int = 0, limit: i
                     mask_size=int(params["mask_size"]), missing_rate=float(params["missing_rate"]),
                     missing_rate_range=tuple(rng) if rng else None,
                     mask_direction=params.get("mask_direction", "high"),
-                    mask_steepness=float(params.get("mask_steepness", 20.0)), mask_seed=int(mask_seed))
+                    mask_steepness=float(params.get("mask_steepness", DataSpec.mask_steepness)),
+                    mask_seed=int(mask_seed))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
