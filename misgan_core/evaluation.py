@@ -32,9 +32,15 @@ def evaluate_imputer(imputer: Imputer, data: IncompleteDataset, seed: int = 0) -
 EVAL_SPLITS = ("train", "test")
 
 
-def evaluation_data(run: OpenedRun, split: str = "train") -> tuple[DataSpec, IncompleteDataset]:
+def evaluation_data(run: OpenedRun, split: str = "train", dataset: str | None = None
+                    ) -> tuple[DataSpec, IncompleteDataset]:
     """The examples to evaluate a run on: 'train', the run's own incomplete training examples (the paper's
-    protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out)."""
+    protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out).
+    With `dataset`, another built-in dataset of the same image shape under the run's missingness (its split
+    'test'): e.g. uci-digits, digits by other writers, for a model trained on mnist-5k."""
+    if dataset is not None and dataset != run.spec.dataset:
+        spec = run.spec.on_dataset(dataset, run.data.shape)
+        return spec, spec.load().as_float()
     if split == "train":
         return run.spec, run.data.as_float()
     if split == "test":
@@ -43,29 +49,36 @@ def evaluation_data(run: OpenedRun, split: str = "train") -> tuple[DataSpec, Inc
     raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
 
 
-def split_label(split: str, n: int) -> str:
+def split_label(split: str, n: int, dataset: str | None = None) -> str:
+    if dataset is not None:
+        return f"{dataset}: {n:,} examples of another dataset, never trained on"
     return f"train: the run's own {n:,} examples" if split == "train" else f"test: {n:,} held-out examples"
 
 
 def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0, batch_size: int = 500,
-                    split: str = "train") -> dict[str, Any]:
+                    split: str = "train", dataset: str | None = None) -> dict[str, Any]:
     """Generation FID (n_samples samples, default as many as the evaluated examples, as in the paper),
-    imputation FID and RMSE (every example imputed once) of an opened run on `split`, with its budget."""
-    spec, data = evaluation_data(run, split)
+    imputation FID and RMSE (every example imputed once) of an opened run on `split`, with its budget.
+
+    On another dataset (`dataset`) only the imputation is measured: a generation FID against data the model
+    was not trained to generate would measure the gap between the datasets, not the model."""
+    other = dataset if dataset is not None and dataset != run.spec.dataset else None
+    spec, data = evaluation_data(run, split, other)
     with torch.no_grad():
-        result = evaluate(spec.dataset, data=data, sample_fn=run.sampler, imputer=run.imputer,
-                          n_samples=n_samples if n_samples is not None else len(data), seed=seed,
-                          batch_size=batch_size)
+        result = evaluate(spec.dataset, data=data, sample_fn=None if other else run.sampler,
+                          imputer=run.imputer, n_samples=n_samples if n_samples is not None else len(data),
+                          seed=seed, batch_size=batch_size)
     result["eval_seconds"] = result.pop("seconds")  # "seconds" is the run's training time (its budget)
+    split = "test" if other else split
     return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
             "dataset": spec.dataset, "missingness": data.missingness, "split": split,
-            "split_label": split_label(split, len(data)), **run.info, **result, **run.budget()}
+            "split_label": split_label(split, len(data), other), **run.info, **result, **run.budget()}
 
 
 def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, device: str | None = None,
-                 batch_size: int = 500, split: str = "train") -> dict[str, Any]:
+                 batch_size: int = 500, split: str = "train", dataset: str | None = None) -> dict[str, Any]:
     """`evaluate_opened` of the run folder at `path` (any kind)."""
-    return evaluate_opened(open_run(path, device=device), n_samples, seed, batch_size, split)
+    return evaluate_opened(open_run(path, device=device), n_samples, seed, batch_size, split, dataset)
 
 
 # ---------------------------------------------------------------------------------------------

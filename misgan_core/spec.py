@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
+from .data import DATASETS, SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
 from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, SelfMasking, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
@@ -186,6 +186,16 @@ class DataSpec:
             raise ValueError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
                              "train with --split train to keep 500 digits back, or evaluate with --split train")
         return self.replace(split="test", limit=None)
+
+    def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
+        """This missingness on another built-in dataset's test split, for a model of images of `shape`."""
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
+        if tuple(DATASETS[dataset].shape) != tuple(shape):
+            c, h, w = DATASETS[dataset].shape
+            raise ValueError(f"{dataset} images are {c}x{h}x{w} but this run's are {'x'.join(map(str, shape))}; "
+                             f"evaluate on a dataset of the same shape")
+        return self.replace(dataset=dataset, split="test", limit=None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -137,6 +137,28 @@ def test_shipped_classifier_accuracy_matches_its_record():
     assert record["dataset"] == "mnist-5k" and record["epochs"] >= 1 and "command" in record
 
 
+def test_uci_digits_are_digits_in_mnists_layout_for_the_digit_classifier():
+    data = load_complete("uci-digits", split="test")
+    assert data.x.shape == (1797, 1, 28, 28) and 0 <= data.x.min() and data.x.max() <= 1
+    assert torch.equal(data.labels.unique(), torch.arange(10))
+    # MNIST's layout: a 20x20 box, its centre of mass at the centre of 28x28
+    rows = data.x.sum((1, 3)).squeeze()
+    centre = (rows * (torch.arange(28) + 0.5)).sum(1) / rows.sum(1)
+    assert (centre - 14).abs().max() < 1
+    ink = data.x.squeeze(1) > 0
+    for axis in (1, 2):
+        lines = ink.any(axis).float()
+        span = 28 - lines.argmax(1) - lines.flip(1).argmax(1)
+        assert span.max() <= 20 and span.float().mean() > 12
+    # the classifier trained on mnist-5k reads them (a transposed or mis-scaled copy drops to chance)
+    model, _ = load_classifier("uci-digits")
+    assert classifier_accuracy(model, data.x, data.labels) > 75.0
+    assert classifier_accuracy(model, data.x.transpose(2, 3), data.labels) < 50.0
+    assert feature_extractor("uci-digits") is feature_extractor("mnist-5k")  # one extractor, one label
+    with pytest.raises(Exception, match="evaluation set"):
+        load_complete("uci-digits", split="train")
+
+
 def test_fashion_classifier_record_is_shipped():
     _model, record = load_classifier("fashion-mnist")
     assert record["dataset"] == "fashion-mnist" and record["n_train"] == 60_000

@@ -182,12 +182,17 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
     conditional models; a value given is kept; a bad one is a one-line error."""
     from misgan_core import MisGAN
 
-    for mask_model, want in (("independent", 0.2), ("self-masking", 1.0), ("conditional", 1.0)):
+    for mask_model, want, lam in (("independent", 0.2, 0.66), ("self-masking", 1.0, 3.0), ("conditional", 1.0, 3.0)):
         gan = MisGAN(_mnar_config(mask_model=mask_model, tau=-1.0), run_dir=tmp_path / mask_model)
-        assert gan.config.alpha == want
+        # the temperature likewise: the paper's 0.66 for Gm(eps), 3 where masks are drawn from the pixels
+        assert (gan.config.alpha, gan.config.temperature) == (want, lam)
+        from misgan_core.models import TemperatureSigmoid
+        assert [m.temperature for m in gan.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [lam]
         gan.train(1)
-        assert MisGAN.load(tmp_path / mask_model).config.alpha == want
+        assert (MisGAN.load(tmp_path / mask_model).config.alpha, MisGAN.load(tmp_path / mask_model).config.temperature
+                ) == (want, lam)
     assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
+    assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
     with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
         MisGAN(_mnar_config(alpha=-1.0))
 

@@ -122,6 +122,28 @@ def test_evaluate_on_the_held_out_split_for_misgan_and_a_baseline(tmp_path, caps
     assert "none is held out" in capsys.readouterr().err
 
 
+def test_evaluate_on_digits_no_run_trained_on(tmp_path, capsys) -> None:
+    data = ["--limit", "64", "--mask", "square", "--mask-size", "14", "--split", "train"]
+    assert main(["train", *data, "--steps", "2", "--batch-size", "16", "--imputer", "--fid-every", "0",
+                 "--out", str(tmp_path / "gan")]) == 0
+    assert main(["baseline", "mf", *data, "--set", "rank=3", "--out", str(tmp_path / "mf")]) == 0
+    capsys.readouterr()
+    for run in ("gan", "mf"):
+        assert main(["evaluate", str(tmp_path / run), "--dataset", "uci-digits"]) == 0
+        captured = capsys.readouterr()
+        result = json.loads(captured.out.strip().splitlines()[-1])
+        # every UCI digit imputed under the run's own missingness; no generation FID against another dataset
+        assert result["dataset"] == "uci-digits" and result["n_imputed"] == 1797 and result["fid"] is None
+        assert abs(result["missing_rate"] - 0.75) < 1e-6 and result["imputation_fid"] > 0
+        assert "uci-digits: 1,797 examples of another dataset" in captured.err and "imputation_fid" in captured.err
+    for args, message in ((["--dataset", "cifar10"], "3x32x32 but this run's are 1x28x28"),
+                          (["--dataset", "svhn"], "unknown dataset 'svhn'"),
+                          (["--dataset", "uci-digits", "--split", "train"], "drop --split train")):
+        assert main(["evaluate", str(tmp_path / "mf"), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
 def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reused(tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
     args = ["sweep", "--methods", "misgan", "--rates", "0.8", "--limit", "64", "--budget", "steps=2",

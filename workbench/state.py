@@ -45,7 +45,8 @@ def on_gpu() -> bool:
 
 
 def datasets() -> list[DatasetStatus]:
-    return list_datasets(data_dir())
+    """The datasets a run can train on (uci-digits is for `evaluate --dataset` only)."""
+    return [s for s in list_datasets(data_dir()) if not s.evaluation_only]
 
 
 def dataset_shape(name: str) -> tuple[int, int, int] | None:

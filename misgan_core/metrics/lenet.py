@@ -38,7 +38,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # Which classifier serves which dataset: the digit classifier, trained on the 5,000 offline digits, also
 # serves full MNIST (same domain); Fashion-MNIST has its own.
-CLASSIFIER_FOR = {"mnist-5k": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+CLASSIFIER_FOR = {"mnist-5k": "mnist", "mnist": "mnist", "uci-digits": "mnist", "fashion-mnist": "fashion-mnist"}
 # Training and test splits per dataset (see `classifier_splits`).
 SPLITS = {"mnist-5k": ("train minus held-out", "held-out: last 10% of each class in file order"),
           "mnist": ("train", "test"), "fashion-mnist": ("train", "test")}
