@@ -94,6 +94,7 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
     config = json.loads((run / "config.json").read_text())
     row["data_critic"] = "(x*m, m)" if config.get("data_critic_sees_mask") else f"f_tau, tau {config['tau']:g}"
     row["precision"] = config.get("precision", "fp32")
+    row["temperature"] = config.get("temperature")
     if mask == "self-masking":
         row["steepness"] = config["data"].get("mask_steepness", 20.0)
     return row
@@ -113,7 +114,8 @@ def write_table(out: Path, rows: list[dict]) -> None:
                       if control and mask != "dropout" else "-")
             bias = r["sample_intensity"] - r["data_intensity"]
             k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
-            lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model} | "
+            lam = f" (lambda {r['temperature']:g})" if r.get("temperature") is not None else ""
+            lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model}{lam} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "
                          f"{r['imputation_fid']:.1f} | {r['rmse']:.4f} |")
@@ -128,8 +130,8 @@ def write_table(out: Path, rows: list[dict]) -> None:
         ex_own = own["generation_fid"] - c_own["generation_fid"]
         b_ind, b_own = (abs(ind["sample_intensity"] - ind["data_intensity"]),
                         abs(own["sample_intensity"] - own["data_intensity"]))
-        cuts.append(f"{mask} {rate:.0%}: the self-masking model cuts the excess FID by {1 - ex_own / ex_ind:.0%} and "
-                    f"the intensity bias by {1 - b_own / b_ind:.0%} (target: 50% each)")
+        cuts.append(f"{mask} {rate:.0%}: the self-masking model cuts the excess FID by {1 - ex_own / ex_ind:.1%} "
+                    f"and the intensity bias by {1 - b_own / b_ind:.1%} (target: 50% each)")
     precisions = sorted({r.get("precision", "fp32") for r in rows})
     lines.append("")
     lines.extend(f"{line}." for line in cuts)

@@ -78,9 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
                         "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
     g.add_argument("--temperature", type=float, default=None,
-                   help="lambda of Gm's relaxed masks (default 0.66, the paper's, for the independent mask model; "
-                        "3 for the mask models that see the image, whose masks must pass gradients to bright "
-                        "pixels)")
+                   help="lambda of Gm's relaxed masks (default 0.66, the paper's; 3 for the self-masking mask "
+                        "model, whose masks must pass gradients to bright pixels)")
+    g.add_argument("--temperature-final", type=float, default=None, metavar="LAMBDA",
+                   help="anneal: lambda decays geometrically from --temperature to this over --temperature-steps "
+                        "generator steps, then stays")
+    g.add_argument("--temperature-steps", type=_non_negative, default=0, help="the anneal's length in generator steps")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
@@ -258,7 +261,8 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
     config = MisGANConfig(
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
-        temperature=args.temperature,
+        temperature=args.temperature, temperature_final=args.temperature_final,
+        temperature_steps=args.temperature_steps,
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,

@@ -65,8 +65,9 @@ PRECISIONS = ("fp32", "bf16")
 # at 0.66 it vanishes once a stroke is bright enough to be surely missing (x = 0.3 gives m ~ 1e-3 at the
 # learnt a = -20), so nothing in L_x or L_m tells Gx how bright missing strokes are, and they stay dim. Measured
 # on mnist-5k, self-masking 50% (k 20), 4,000 steps (README): sample intensity 0.060 at 0.66, 0.089 at 1.5 and
-# 0.135 at 3 (data 0.135); generation FID 527, 270 and 140.
-MASK_TEMPERATURE = {"independent": 0.66, "self-masking": 3.0, "conditional": 3.0}
+# 0.135 at 3 (data 0.135); generation FID 527, 270 and 140. The conditional Gm(eps, x) learnt slower at 3 (live
+# FID 1,375 against 1,118 at step 3,000 there; 180 against 153 at dropout 50%), so it keeps 0.66.
+MASK_TEMPERATURE = {"independent": 0.66, "self-masking": 3.0, "conditional": 0.66}
 
 
 def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
@@ -153,6 +154,8 @@ class MisGANConfig:
                                        # data critic without the mask (data_critic_sees_mask False)
     mask_model: str = "independent"    # independent Gm(eps) | self-masking | conditional Gm(eps, x): MNAR
     temperature: float | None = None   # lambda of Gm's relaxed masks; None: MASK_TEMPERATURE[mask_model]
+    temperature_final: float | None = None  # with temperature_steps: lambda decays geometrically from
+    temperature_steps: int = 0         # `temperature` to this over that many generator steps, then stays
     mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
     mask_noise: bool = False           # Gm draws each pixel with its own noise (models.NoisyMaskGenerator)
     data_critic_sees_mask: bool | None = None  # Dx judges (f_tau(x, m), m) as two channels, not f_tau(x, m) alone;
@@ -229,6 +232,12 @@ class MisGANConfig:
             problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.temperature_final is not None and not (math.isfinite(self.temperature_final)
+                                                       and self.temperature_final > 0):
+            problems.append(f"temperature_final must be a finite positive number; got {self.temperature_final}")
+        if self.temperature_steps < 0 or (self.temperature_final is None) != (self.temperature_steps == 0):
+            problems.append("anneal the temperature with both temperature_final and temperature_steps (at least "
+                            f"1 generator step); got {self.temperature_final} and {self.temperature_steps}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
@@ -728,8 +737,26 @@ class MisGAN:
             self.nets.gx.eval()
         self._samples_ahead = []  # the networks may have been changed or loaded since the last call
 
+    def mask_temperature(self, step: int | None = None) -> float:
+        """lambda at generator step `step` (default: the current one): `temperature`, or with an anneal
+        temperature * (temperature_final / temperature) ** (step / temperature_steps) up to temperature_steps."""
+        c = self.config
+        if c.temperature_final is None:
+            return c.temperature
+        t = min(1.0, (self.step if step is None else step) / c.temperature_steps)
+        return c.temperature * (c.temperature_final / c.temperature) ** t
+
+    def _set_mask_temperature(self) -> None:
+        lam = self.mask_temperature()
+        for net in (self.nets.gm, self.averaged.get("gm")):
+            for module in net.modules() if net is not None else ():
+                if isinstance(module, TemperatureSigmoid):
+                    module.temperature = lam
+
     def train_step(self) -> dict[str, torch.Tensor]:
         """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
+        if self.config.temperature_final is not None:
+            self._set_mask_temperature()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             while True:
                 x, m = self._batch()
@@ -956,4 +983,5 @@ class MisGAN:
         # may still be writing), and training drops them from the file when it resumes (begin_training).
         gan.history = [r for r in run.read_metrics() if r.get("step", 0) <= gan.step]
         gan._reconcile_log = True
+        gan._set_mask_temperature()  # an annealed lambda where the run stopped
         return gan

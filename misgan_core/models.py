@@ -156,7 +156,10 @@ class SelfMaskingMaskModel(nn.Module):
     first version), Gm explained where digits go missing by position alone and Gx collapsed to black or white
     images (README "Missingness that depends on the data"). The slope starts at `initial_slope`: at 0, Gx and
     the slope deadlock (x = 0 gives the slope no gradient, a = 0 gives Gx none through the masks); MisGAN
-    starts it from the sign the data suggest (`initial_self_masking_slope`).
+    starts it from the sign the data suggest (`initial_self_masking_slope`). The draw's temperature defaults to
+    3, not the paper's 0.66 (misgan.MASK_TEMPERATURE: at 0.66 the masks stop passing gradients to bright
+    pixels and missing strokes stay dim). A draw exceeds 1/2 with probability sigmoid(a x_d + b) at any
+    temperature.
 
     Identifiable where a fully parametric mechanism like this one is combined with dependence between pixels:
     each other pixel is a "shadow variable" for x_d (associated with x_d, independent of m_d given x_d), the

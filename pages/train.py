@@ -126,8 +126,8 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         0.66,
         0.01,
         key="train-temp",
-        help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66. Left at 0.66, a "
-        "mask model that sees the image uses 3: its relaxed masks then still pass gradients to bright pixels.",
+        help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66. Left at 0.66, the "
+        "self-masking mask model uses 3: its relaxed masks then still pass gradients to bright pixels.",
     )
     mask_model = h4.selectbox(
         "Mask model",
@@ -239,7 +239,7 @@ if dataset:
         data_critic_sees_mask=DATA_CRITIC_INPUTS[data_critic_input],
         ema=float(ema),
         precision=precision,
-        temperature=None if mask_model != "independent" and temperature == 0.66 else float(temperature),
+        temperature=None if mask_model == "self-masking" and temperature == 0.66 else float(temperature),
         seed=int(seed),
         imputer=bool(imputer),
         fid_every=int(fid_every),

@@ -96,7 +96,8 @@ def test_cli_datasets_lists_one_line_per_dataset():
     assert out.returncode == 0
     lines = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()}
     assert lines["mnist-5k"] == "present"
-    assert set(lines) == {"mnist-5k", "mnist", "fashion-mnist", "cifar10", "celeba"}
+    assert set(lines) == {"mnist-5k", "uci-digits", "mnist", "fashion-mnist", "cifar10", "celeba"}
+    assert lines["uci-digits"] == "present" and "evaluation only" in out.stdout
     assert lines["cifar10"] in ("present", "downloadable")
 
 

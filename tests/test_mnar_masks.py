@@ -182,9 +182,9 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
     conditional models; a value given is kept; a bad one is a one-line error."""
     from misgan_core import MisGAN
 
-    for mask_model, want, lam in (("independent", 0.2, 0.66), ("self-masking", 1.0, 3.0), ("conditional", 1.0, 3.0)):
+    for mask_model, want, lam in (("independent", 0.2, 0.66), ("self-masking", 1.0, 3.0), ("conditional", 1.0, 0.66)):
         gan = MisGAN(_mnar_config(mask_model=mask_model, tau=-1.0), run_dir=tmp_path / mask_model)
-        # the temperature likewise: the paper's 0.66 for Gm(eps), 3 where masks are drawn from the pixels
+        # the temperature likewise: the paper's 0.66, 3 where each pixel's mask is drawn from its own value
         assert (gan.config.alpha, gan.config.temperature) == (want, lam)
         from misgan_core.models import TemperatureSigmoid
         assert [m.temperature for m in gan.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [lam]
@@ -195,6 +195,31 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
     assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
     with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
         MisGAN(_mnar_config(alpha=-1.0))
+
+
+def test_the_temperature_anneals_geometrically_and_resumes_bit_exactly(tmp_path) -> None:
+    from misgan_core import MisGAN
+    from misgan_core.models import TemperatureSigmoid
+
+    kw = dict(mask_model="self-masking", temperature=3.0, temperature_final=0.75, temperature_steps=4, steps=6)
+    straight = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "a")
+    assert [round(straight.mask_temperature(t), 6) for t in (0, 2, 4, 9)] == [3.0, 1.5, 0.75, 0.75]
+    straight.train(3)
+    # the draw uses the step's lambda: the one set before generator step 2 (after it, step is 3)
+    assert [m.temperature for m in straight.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [
+        pytest.approx(straight.mask_temperature(2))]
+    straight.train(3)
+    split = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "b")
+    split.train(2)
+    resumed = MisGAN.load(tmp_path / "b")
+    assert [m.temperature for m in resumed.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [
+        pytest.approx(resumed.mask_temperature(2))]
+    resumed.train(4)
+    for name, net in straight.nets.modules().items():
+        for (k, v), w in zip(net.state_dict().items(), resumed.nets.modules()[name].state_dict().values(), strict=True):
+            assert torch.equal(v, w), f"{name}.{k}"
+    with pytest.raises(ValueError, match="both temperature_final and temperature_steps"):
+        MisGAN(_mnar_config(temperature_final=0.5))
 
 
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
