@@ -95,6 +95,7 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
     row["data_critic"] = "(x*m, m)" if config.get("data_critic_sees_mask") else f"f_tau, tau {config['tau']:g}"
     row["precision"] = config.get("precision", "fp32")
     row["temperature"] = config.get("temperature")
+    row["mask_critic_temperature"] = config.get("mask_critic_temperature")
     if mask == "self-masking":
         row["steepness"] = config["data"].get("mask_steepness", 20.0)
     return row
@@ -114,7 +115,8 @@ def write_table(out: Path, rows: list[dict]) -> None:
                       if control and mask != "dropout" else "-")
             bias = r["sample_intensity"] - r["data_intensity"]
             k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
-            lam = f" (lambda {r['temperature']:g})" if r.get("temperature") is not None else ""
+            lam, dm = r.get("temperature"), r.get("mask_critic_temperature")
+            lam = "" if lam is None else f" (lambda {lam:g}{f', Dm {dm:g}' if dm not in (None, lam) else ''})"
             lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model}{lam} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "

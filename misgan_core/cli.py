@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="anneal: lambda decays geometrically from --temperature to this over --temperature-steps "
                         "generator steps, then stays")
     g.add_argument("--temperature-steps", type=_non_negative, default=0, help="the anneal's length in generator steps")
+    g.add_argument("--mask-critic-temperature", type=float, default=None, metavar="LAMBDA",
+                   help="self-masking mask model: the mask critic judges draws of its own relaxed at this lambda "
+                        "(default 0.66; equal to --temperature: the data critic's draws)")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
@@ -262,7 +265,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
         temperature=args.temperature, temperature_final=args.temperature_final,
-        temperature_steps=args.temperature_steps,
+        temperature_steps=args.temperature_steps, mask_critic_temperature=args.mask_critic_temperature,
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,

@@ -156,10 +156,10 @@ class SelfMaskingMaskModel(nn.Module):
     first version), Gm explained where digits go missing by position alone and Gx collapsed to black or white
     images (README "Missingness that depends on the data"). The slope starts at `initial_slope`: at 0, Gx and
     the slope deadlock (x = 0 gives the slope no gradient, a = 0 gives Gx none through the masks); MisGAN
-    starts it from the sign the data suggest (`initial_self_masking_slope`). The draw's temperature defaults to
-    3, not the paper's 0.66 (misgan.MASK_TEMPERATURE: at 0.66 the masks stop passing gradients to bright
-    pixels and missing strokes stay dim). A draw exceeds 1/2 with probability sigmoid(a x_d + b) at any
-    temperature.
+    starts it from the sign the data suggest (`initial_self_masking_slope`). The data critic's draws are
+    relaxed at temperature 3, not the paper's 0.66 (misgan.MASK_TEMPERATURE: at 0.66 the masks stop passing
+    gradients to bright pixels and missing strokes stay dim); the mask critic's at 0.66 (`forward`'s
+    `output`). A draw exceeds 1/2 with probability sigmoid(a x_d + b) at any temperature.
 
     Identifiable where a fully parametric mechanism like this one is combined with dependence between pixels:
     each other pixel is a "shadow variable" for x_d (associated with x_d, independent of m_d given x_d), the
@@ -189,9 +189,10 @@ class SelfMaskingMaskModel(nn.Module):
         # RGB: one mask per pixel, from its mean intensity.
         return self.SCALE * (self.slope * x.mean(1, keepdim=True) + self.offset)
 
-    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        # output(l + noise) = sigma_lambda(l + noise): a binary-concrete draw at temperature lambda.
-        return self.output(self.observed_logit(x) + logistic_noise(u))
+    def forward(self, x: torch.Tensor, u: torch.Tensor, output: nn.Module | None = None) -> torch.Tensor:
+        # output(l + noise) = sigma_lambda(l + noise): a binary-concrete draw at temperature lambda (or at
+        # another output's, for the mask critic: MisGANConfig.mask_critic_temperature).
+        return (output or self.output)(self.observed_logit(x) + logistic_noise(u))
 
 
 class NoisyMaskGenerator(nn.Module):

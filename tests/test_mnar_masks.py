@@ -188,9 +188,18 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
         assert (gan.config.alpha, gan.config.temperature) == (want, lam)
         from misgan_core.models import TemperatureSigmoid
         assert [m.temperature for m in gan.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [lam]
+        assert gan.config.mask_critic_temperature == (0.66 if mask_model == "self-masking" else None)
         gan.train(1)
         assert (MisGAN.load(tmp_path / mask_model).config.alpha, MisGAN.load(tmp_path / mask_model).config.temperature
                 ) == (want, lam)
+    # a self-masking run made before the option: its mask critic judged the data critic's draws, and still does
+    config_path = tmp_path / "self-masking" / "config.json"
+    raw = json.loads(config_path.read_text())
+    del raw["mask_critic_temperature"]
+    config_path.write_text(json.dumps(raw))
+    old = MisGAN.load(tmp_path / "self-masking")
+    assert old.config.mask_critic_temperature == old.config.temperature and not old._own_mask_critic_draw
+    old.train(1)
     assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
     assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
     with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
@@ -220,6 +229,37 @@ def test_the_temperature_anneals_geometrically_and_resumes_bit_exactly(tmp_path)
             assert torch.equal(v, w), f"{name}.{k}"
     with pytest.raises(ValueError, match="both temperature_final and temperature_steps"):
         MisGAN(_mnar_config(temperature_final=0.5))
+
+
+def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatch) -> None:
+    """Dm judges draws relaxed at mask_critic_temperature (default 0.66) while Dx keeps the model's lambda 3:
+    at 3 more entries are soft (between 0.05 and 0.95) than at 0.66."""
+    import misgan_core.misgan as engine
+    from misgan_core import MisGAN
+
+    def soft_share(mask_critic_temperature):
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=2, mask_critic_temperature=mask_critic_temperature))
+        seen = {"dx": [], "dm": []}
+        critic_loss = engine.critic_loss
+
+        def spy(critic, real, fake, *args):
+            name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
+            if name:
+                masks = fake if name == "dm" else fake[:, -1:]  # Dx's pair: the mask is the last channel
+                seen[name].append(((masks > 0.05) & (masks < 0.95)).float().mean().item())
+            return critic_loss(critic, real, fake, *args)
+
+        monkeypatch.setattr(engine, "critic_loss", spy)
+        gan.train()
+        assert gan.config.temperature == 3.0 and len(seen["dm"]) == len(seen["dx"]) == 2 * gan.config.n_critic
+        return sum(seen["dx"]) / len(seen["dx"]), sum(seen["dm"]) / len(seen["dm"])
+
+    dx_same, dm_same = soft_share(3.0)  # equal to the temperature: Dm judges Dx's draws
+    dx, dm = soft_share(None)  # the default, 0.66
+    assert abs(dm_same - dx_same) < 0.05 and abs(dx - dx_same) < 0.05
+    assert dm < dx / 2
+    with pytest.raises(ValueError, match="for the self-masking mask model"):
+        MisGAN(_mnar_config(mask_model="conditional", mask_critic_temperature=0.66))
 
 
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
