@@ -381,8 +381,11 @@ class MisGAN:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.data = data if data is not None else config.data.load()
         self.shape = self.data.shape
+        # The self-masking model's mask critic judges draws of its own where its lambda differs from Dx's.
+        own_draw = (config.mask_critic and config.mask_critic_temperature is not None
+                    and config.mask_critic_temperature != config.temperature)
         self._mask_critic_output = (TemperatureSigmoid(config.mask_critic_temperature, config.mask_activation)
-                                    if config.mask_critic_temperature is not None else None)
+                                    if own_draw else None)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
             torch.manual_seed(config.seed)
             self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
@@ -566,7 +569,7 @@ class MisGAN:
                 xs = all_x.split(b)
                 ms = self._fake_masks(k * b, all_x).split(b) if masks else (None,) * k
                 ms_dm = self._fake_masks(k * b, all_x, for_mask_critic=True).split(b) \
-                    if masks and self._own_mask_critic_draw else ms
+                    if masks and self._mask_critic_output is not None else ms
                 imputed: tuple[torch.Tensor | None, ...] = (None,) * k
                 if self._imputing and c.imputer_mode != "target":
                     idx = torch.cat([self._batch_indices(self.batches + j) for j in range(k)])
@@ -579,11 +582,6 @@ class MisGAN:
         """Whether this step trains Gi and Di: with an imputer, from generator step `imputer_start` on."""
         return self.config.imputer and self.step >= self.config.imputer_start
 
-    @property
-    def _own_mask_critic_draw(self) -> bool:
-        c = self.config
-        return c.mask_critic_temperature is not None and c.mask_critic_temperature != c.temperature and c.mask_critic
-
     def _fake_masks(self, n: int, x: torch.Tensor, for_mask_critic: bool = False) -> torch.Tensor:
         """n masks from Gm; the mask models that see the image get the complete images x (Gx samples). With
         `mask_critic_temperature`, the draws Dm judges are relaxed at that lambda (their own noise)."""
@@ -591,7 +589,7 @@ class MisGAN:
         if not c.mask_critic and c.ambient_masks == "real":
             return self._real_masks_like(n)
         if c.mask_model == "self-masking":
-            output = self._mask_critic_output if for_mask_critic and self._own_mask_critic_draw else None
+            output = self._mask_critic_output if for_mask_critic else None
             return self.nets.gm(x, self._uniform(n, 1, *self.shape[1:]), output)
         if c.mask_model == "conditional":
             return self.nets.gm(self._z(n), x)
@@ -778,6 +776,9 @@ class MisGAN:
         return c.temperature * (c.temperature_final / c.temperature) ** t
 
     def _set_mask_temperature(self) -> None:
+        """Gm's output layers at this step's lambda (only an annealed run's changes)."""
+        if self.config.temperature_final is None:
+            return
         lam = self.mask_temperature()
         for net in (self.nets.gm, self.averaged.get("gm")):
             for module in net.modules() if net is not None else ():
@@ -786,8 +787,7 @@ class MisGAN:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
-        if self.config.temperature_final is not None:
-            self._set_mask_temperature()
+        self._set_mask_temperature()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             while True:
                 x, m = self._batch()

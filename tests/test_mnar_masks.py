@@ -198,7 +198,7 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
     del raw["mask_critic_temperature"]
     config_path.write_text(json.dumps(raw))
     old = MisGAN.load(tmp_path / "self-masking")
-    assert old.config.mask_critic_temperature == old.config.temperature and not old._own_mask_critic_draw
+    assert old.config.mask_critic_temperature == old.config.temperature and old._mask_critic_output is None
     old.train(1)
     assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
     assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
