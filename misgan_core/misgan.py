@@ -888,7 +888,8 @@ class MisGAN:
         gm.eval()
         xd = x.to(self.device)
         if self.config.mask_model == "self-masking":
-            m = gm(xd, torch.rand(n, 1, *self.shape[1:], generator=gen).to(self.device))
+            # the mask critic's draws where it has its own (sharper: MisGANConfig.mask_critic_temperature)
+            m = gm(xd, torch.rand(n, 1, *self.shape[1:], generator=gen).to(self.device), self._mask_critic_output)
         elif self.config.mask_model == "conditional":
             m = gm(torch.randn(n, self.config.latent, generator=gen).to(self.device), xd)
         elif self.config.mask_noise:

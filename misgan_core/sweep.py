@@ -484,14 +484,23 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     text = table(rows)
     (out / "results.md").write_text(text)
     written.append(out / "results.md")
+    try:  # plotly is the app's; a sweep run where only the engine is installed (a GPU box) still ends well
+        import plotly  # noqa: F401
+        interactive = True
+    except ImportError:
+        interactive = False
+        print("note: plotly is not installed, so the interactive HTML figures were left out (the PNGs and "
+              "results.md are written); pip install plotly, then rerun the sweep to add them", file=sys.stderr)
     for split in sorted({str(r.get("split")) for r in rows}):
         for metric in METRICS:
             if not series(rows, metric, split):
                 continue
-            html = out / f"{metric}-{split}.html"
-            figure(rows, metric, split).write_html(str(html), include_plotlyjs="cdn")
+            if interactive:
+                html = out / f"{metric}-{split}.html"
+                figure(rows, metric, split).write_html(str(html), include_plotlyjs="cdn")
+                written.append(html)
             _png(rows, metric, split, out / f"{metric}-{split}.png")
-            written += [html, out / f"{metric}-{split}.png"]
+            written.append(out / f"{metric}-{split}.png")
     return written
 
 

@@ -22,7 +22,8 @@ TINY = ["sweep", "--methods", "misgan,gain,mean", "--mask", "dropout", "--rates"
         "--budget", "steps=3", "--threads", "1"]
 
 
-def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_once(tmp_path, capsys) -> None:
+def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_once(tmp_path, capsys,
+                                                                                   monkeypatch) -> None:
     out = tmp_path / "sweep"
     assert main([*TINY, "--out", str(out)]) == 0
     cells = sorted(p.name for p in (out / "cells").iterdir())
@@ -45,6 +46,16 @@ def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_o
     assert time.perf_counter() - started < 20
     assert capsys.readouterr().err.count("done already, skipped") == 6
     assert len(read_sweep(out)) == 12
+
+    # where plotly is not installed (only the engine's packages, as on a GPU box) the rerun still writes
+    # the PNGs and the table, and says how to get the HTML figures
+    for html in out.glob("*.html"):
+        html.unlink()
+    (out / "rmse-test.png").unlink()
+    monkeypatch.setitem(sys.modules, "plotly", None)  # import plotly now raises ImportError
+    assert main([*TINY, "--out", str(out)]) == 0
+    assert "plotly is not installed" in capsys.readouterr().err
+    assert not list(out.glob("*.html")) and (out / "rmse-test.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -169,3 +180,29 @@ def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reuse
         assert main([*args[:-1], str(tmp_path / "other"), "--misgan-set", option]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_script_runs_its_cells_and_stops_at_a_failed_smoke_run(tmp_path) -> None:
+    """bench/gpu_conv_dropout.sh, run here on the CPU with a tiny budget: the smoke run, then both dropout
+    cells, and at most 8 files in OUT (what the device tool brings back); with a device that does not exist
+    it stops after the smoke run with its exit status."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "DEVICE": "cpu", "BUDGET": "steps=2", "SMOKE_STEPS": "1", "LIMIT": "128"}
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_conv_dropout.sh")], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(files) <= 8 and "summary.txt" in files
+    for rate in ("0.8", "0.9"):
+        rows = [json.loads(x) for x in (tmp_path / "out" / f"results-dropout-{rate}.jsonl").read_text().splitlines()]
+        assert {r["split"] for r in rows} == {"train", "test"} and all(r["steps"] == 2 for r in rows)
+        assert {r["rate"] for r in rows} == {float(rate)}
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "misgan-mnist-5k-dropout80: 2 generator steps" in summary and "dropout90: 2 generator steps" in summary
+
+    env.update(OUT=str(tmp_path / "out2"), WORK=str(tmp_path / "work2"), DEVICE="tpu")
+    failed = subprocess.run(["bash", str(ROOT / "bench" / "gpu_conv_dropout.sh")], env=env, capture_output=True,
+                            text=True, timeout=200)
+    assert failed.returncode != 0 and "smoke run failed" in failed.stderr
+    assert not (tmp_path / "work2" / "dropout-0.8").exists()
