@@ -258,6 +258,9 @@ def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatc
     dx, dm = soft_share(None)  # the default, 0.66
     assert abs(dm_same - dx_same) < 0.05 and abs(dx - dx_same) < 0.05
     assert dm < dx / 2
+    # the masks the app shows (sample_with_masks) are the mask critic's sharper draws
+    shown = MisGAN(_mnar_config(mask_model="self-masking")).sample_with_masks(64)[1]
+    assert ((shown > 0.05) & (shown < 0.95)).float().mean().item() < dx / 2
     with pytest.raises(ValueError, match="for the self-masking mask model"):
         MisGAN(_mnar_config(mask_model="conditional", mask_critic_temperature=0.66))
 
