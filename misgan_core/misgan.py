@@ -251,6 +251,9 @@ class MisGANConfig:
                                                           and self.mask_critic_temperature > 0)):
             problems.append("mask_critic_temperature is a positive lambda for the self-masking mask model; got "
                             f"{self.mask_critic_temperature} with mask model {self.mask_model!r}")
+        elif self.mask_critic_temperature is not None and not self.mask_critic:
+            problems.append("mask_critic_temperature sets the lambda of the draws the mask critic judges, and this "
+                            "run has none (mask_critic False): drop --mask-critic-temperature or --no-mask-critic")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
@@ -284,6 +287,28 @@ class MisGANConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def resolved(self) -> MisGANConfig:
+        """This config with every None that means "decided when the run is made" filled in, as the run's
+        config.json stores it (the sweep compares cells by these values)."""
+        config = self
+        if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
+            config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
+        if config.data_critic_sees_mask is None:  # the joint critic for the mask models that see the image
+            config = dataclasses.replace(config, data_critic_sees_mask=config.mask_model != "independent")
+        if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image and Dx is not shown
+            # the mask itself (module docstring)
+            joint_by_tau = config.mask_model != "independent" and not config.data_critic_sees_mask
+            config = dataclasses.replace(config, tau=-1.0 if joint_by_tau else 0.0)
+        if config.alpha is None:  # and Gm's share of L_x: the paper's 0.2, or 1 for a mask model that sees the
+            # image, whose mechanism is learnt from L_x. Measured on mnist-5k, self-masking 50%, 4,000 steps:
+            # generation FID 568 with 1 against 791 with 0.2, sample intensity 0.069 against 0.268 (data 0.135).
+            config = dataclasses.replace(config, alpha=0.2 if config.mask_model == "independent" else 1.0)
+        if config.temperature is None:
+            config = dataclasses.replace(config, temperature=MASK_TEMPERATURE[config.mask_model])
+        if config.mask_critic_temperature is None and config.mask_model == "self-masking" and config.mask_critic:
+            config = dataclasses.replace(config, mask_critic_temperature=MASK_CRITIC_TEMPERATURE)
+        return config
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "data"}
         return {"data": self.data.to_dict(), **d, "betas": list(self.betas)}
@@ -299,6 +324,8 @@ class MisGANConfig:
             d = {**d, "data_critic_sees_mask": False}
         if "mask_critic_temperature" not in d and d.get("mask_model") == "self-masking":
             d = {**d, "mask_critic_temperature": d.get("temperature")}  # likewise: Dm judged Dx's draws
+        if d.get("mask_critic") is False and d.get("mask_critic_temperature") is not None:
+            d = {**d, "mask_critic_temperature": None}  # stored by earlier versions without a Dm, and never used
         raw_data = d.get("data", d)
         if not isinstance(raw_data, dict):
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
@@ -356,22 +383,7 @@ class MisGAN:
     def __init__(self, config: MisGANConfig, data: IncompleteDataset | None = None,
                  run_dir: str | Path | RunDir | None = None, _resume: bool = False):
         config.validate()
-        if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
-            config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
-        if config.data_critic_sees_mask is None:  # the joint critic for the mask models that see the image
-            config = dataclasses.replace(config, data_critic_sees_mask=config.mask_model != "independent")
-        if config.tau is None:  # likewise: outside [0, 1] when the mask model sees the image and Dx is not shown
-            # the mask itself (module docstring)
-            joint_by_tau = config.mask_model != "independent" and not config.data_critic_sees_mask
-            config = dataclasses.replace(config, tau=-1.0 if joint_by_tau else 0.0)
-        if config.alpha is None:  # and Gm's share of L_x: the paper's 0.2, or 1 for a mask model that sees the
-            # image, whose mechanism is learnt from L_x. Measured on mnist-5k, self-masking 50%, 4,000 steps:
-            # generation FID 568 with 1 against 791 with 0.2, sample intensity 0.069 against 0.268 (data 0.135).
-            config = dataclasses.replace(config, alpha=0.2 if config.mask_model == "independent" else 1.0)
-        if config.temperature is None:
-            config = dataclasses.replace(config, temperature=MASK_TEMPERATURE[config.mask_model])
-        if config.mask_critic_temperature is None and config.mask_model == "self-masking":
-            config = dataclasses.replace(config, mask_critic_temperature=MASK_CRITIC_TEMPERATURE)
+        config = config.resolved()
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -799,6 +811,7 @@ class MisGAN:
         self._samples_ahead = []  # they came from the generators before this update
         self._update_averages()
         self.step += 1
+        self._set_mask_temperature()  # samples and grids between steps use the lambda a reload would
         return record
 
     @torch.no_grad()
@@ -999,6 +1012,7 @@ class MisGAN:
             gan.train_time = float(next((r["time"] for r in reversed(gan.history)
                                          if isinstance(r.get("time"), (int, float))), 0.0))
             gan.run = None  # nothing may write into a shipped model's folder
+            gan._set_mask_temperature()  # an annealed lambda where it was shipped
             return gan
         state = run.load_checkpoint(gan._checkpoint_modules(), map_location=gan.device)
         try:

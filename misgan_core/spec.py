@@ -188,7 +188,15 @@ class DataSpec:
         return self.replace(split="test", limit=None)
 
     def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
-        """This missingness on another built-in dataset's test split, for a model of images of `shape`."""
+        """This missingness on another built-in dataset's test split, for a model of images of `shape`. A
+        data-dependent process keeps its form (direction, steepness) and has its threshold matched to the
+        missing rate on the new images."""
+        if self.own_data:
+            raise ValueError("this run trained on your own data, which brings its own masks: there is no "
+                             "missingness process to draw on another dataset")
+        if dataset == self.dataset:
+            raise ValueError(f"{dataset} is this run's own dataset; evaluate it with --split test (its held-out "
+                             f"examples) or --split train")
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
         if tuple(DATASETS[dataset].shape) != tuple(shape):

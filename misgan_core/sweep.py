@@ -299,7 +299,7 @@ class Sweep:
     def _check_options(self, cell: Cell, config: MisGANConfig) -> None:
         """Refuse to reuse a cell made with other MisGAN options: its numbers would belong to neither. Compared:
         every option that changes the model or its training (not steps, device, threads or cadences)."""
-        wanted = self._misgan_config(cell.spec)
+        wanted = self._misgan_config(cell.spec).resolved()  # defaults as a new cell would store them
         for name in OPTION_FIELDS:
             value, have = getattr(wanted, name), getattr(config, name)
             if value is not None and have != value:

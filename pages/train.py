@@ -123,11 +123,13 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         "Mask temperature lambda",
         0.01,
         5.0,
-        0.66,
+        None,
         0.01,
         key="train-temp",
-        help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66. Left at 0.66, the "
-        "self-masking mask model uses 3: its relaxed masks then still pass gradients to bright pixels.",
+        placeholder="auto: 0.66; 3 for self-masking",
+        help="Gm's output sigmoid(x / lambda): lower is closer to binary masks. Paper: 0.66. Left empty, each "
+        "mask model takes its own: the paper's 0.66, and 3 for the self-masking model, whose relaxed masks then "
+        "still pass gradients to bright pixels.",
     )
     mask_model = h4.selectbox(
         "Mask model",
@@ -239,7 +241,7 @@ if dataset:
         data_critic_sees_mask=DATA_CRITIC_INPUTS[data_critic_input],
         ema=float(ema),
         precision=precision,
-        temperature=None if mask_model == "self-masking" and temperature == 0.66 else float(temperature),
+        temperature=None if temperature is None else float(temperature),
         seed=int(seed),
         imputer=bool(imputer),
         fid_every=int(fid_every),

@@ -200,6 +200,15 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
     old = MisGAN.load(tmp_path / "self-masking")
     assert old.config.mask_critic_temperature == old.config.temperature and old._mask_critic_output is None
     old.train(1)
+    assert old.step == 2 and MisGAN.load(tmp_path / "self-masking").step == 2
+    # without a mask critic no lambda is stored for it; one an earlier version stored is dropped on load
+    no_dm = MisGAN(_mnar_config(mask_model="self-masking", mask_critic=False), run_dir=tmp_path / "no-dm")
+    assert no_dm.config.mask_critic_temperature is None
+    no_dm.train(1)
+    raw = json.loads((tmp_path / "no-dm" / "config.json").read_text())
+    config_path = tmp_path / "no-dm" / "config.json"
+    config_path.write_text(json.dumps({**raw, "mask_critic_temperature": 0.66}))
+    assert MisGAN.load(tmp_path / "no-dm").config.mask_critic_temperature is None
     assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
     assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
     with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
@@ -214,9 +223,9 @@ def test_the_temperature_anneals_geometrically_and_resumes_bit_exactly(tmp_path)
     straight = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "a")
     assert [round(straight.mask_temperature(t), 6) for t in (0, 2, 4, 9)] == [3.0, 1.5, 0.75, 0.75]
     straight.train(3)
-    # the draw uses the step's lambda: the one set before generator step 2 (after it, step is 3)
+    # between steps Gm holds the lambda of the step ahead (3 steps done: step 3's)
     assert [m.temperature for m in straight.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [
-        pytest.approx(straight.mask_temperature(2))]
+        pytest.approx(straight.mask_temperature(3))] and straight.mask_temperature(3) < 1.5
     straight.train(3)
     split = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "b")
     split.train(2)
@@ -229,6 +238,27 @@ def test_the_temperature_anneals_geometrically_and_resumes_bit_exactly(tmp_path)
             assert torch.equal(v, w), f"{name}.{k}"
     with pytest.raises(ValueError, match="both temperature_final and temperature_steps"):
         MisGAN(_mnar_config(temperature_final=0.5))
+
+
+def test_an_annealed_model_draws_at_its_steps_lambda_live_reloaded_and_shipped(tmp_path) -> None:
+    """Between steps, after a reload and in an exported (inference-only) copy, Gm's live and averaged output
+    layers hold the lambda of the step the run has reached, not the anneal's start."""
+    from misgan_core import MisGAN
+    from misgan_core.demo import export_demo
+    from misgan_core.models import TemperatureSigmoid
+
+    def lambdas(gan):
+        nets = [gan.nets.gm, *([gan.averaged["gm"]] if "gm" in gan.averaged else [])]
+        return [m.temperature for net in nets for m in net.modules() if isinstance(m, TemperatureSigmoid)]
+
+    gan = MisGAN(_mnar_config(mask_model="self-masking", temperature=3.0, temperature_final=0.75,
+                              temperature_steps=2, imputer=True, ema=0.9), run_dir=tmp_path / "run")
+    gan.train(3)
+    assert lambdas(gan) == [pytest.approx(0.75)] * 2 and gan.mask_temperature() == pytest.approx(0.75)
+    assert lambdas(MisGAN.load(tmp_path / "run")) == [pytest.approx(0.75)] * 2
+    export_demo(tmp_path / "run", tmp_path / "demo", record={})
+    shipped = MisGAN.load(tmp_path / "demo")
+    assert shipped.run is None and lambdas(shipped) == [pytest.approx(0.75)] * 2
 
 
 def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatch) -> None:
@@ -304,6 +334,7 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
     (["--mask-model", "self-masking", "--tau", "0", "--no-data-critic-sees-mask"], "needs tau outside the data range"),
     (["--mask-model", "conditional", "--no-mask-critic", "--ambient-masks", "real"], "cannot be combined"),
     (["--mask-model", "bogus"], "invalid choice"),
+    (["--mask-model", "self-masking", "--no-mask-critic", "--mask-critic-temperature", "0.5"], "this run has none"),
 ])
 def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, message) -> None:
     try:

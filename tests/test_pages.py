@@ -250,13 +250,16 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     at.selectbox(key="train-mask-model").set_value("self-masking")
     job, config = _train_small_job(at, steps=3)
     assert config["mask_model"] == "self-masking" and config["data_critic_sees_mask"] and config["tau"] == 0.0
-    assert config["data"]["mask"] == "self-masking" and config["temperature"] == 3.0  # the page's 0.66 left alone
+    assert config["data"]["mask"] == "self-masking" and config["temperature"] == 3.0  # the field left empty
     assert job.snapshot().status == "finished", job.snapshot()
     at.selectbox(key="train-data-critic-input").set_value("f_tau(x, m)")  # then tau -1 shows the masks
     at.number_input(key="train-temp").set_value(1.5)
     job, config = _train_small_job(at, steps=2)
     assert not config["data_critic_sees_mask"] and config["tau"] == -1.0 and config["temperature"] == 1.5
     assert job.snapshot().status == "finished", job.snapshot()
+    at.number_input(key="train-temp").set_value(0.66)  # the paper's lambda, asked for, is kept
+    job, config = _train_small_job(at, steps=1)
+    assert config["temperature"] == 0.66 and config["mask_model"] == "self-masking"
 
 
 def test_train_with_mask_noise_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:

@@ -147,12 +147,25 @@ def test_evaluate_on_digits_no_run_trained_on(tmp_path, capsys) -> None:
         assert result["dataset"] == "uci-digits" and result["n_imputed"] == 1797 and result["fid"] is None
         assert abs(result["missing_rate"] - 0.75) < 1e-6 and result["imputation_fid"] > 0
         assert "uci-digits: 1,797 examples of another dataset" in captured.err and "imputation_fid" in captured.err
-    for args, message in ((["--dataset", "cifar10"], "3x32x32 but this run's are 1x28x28"),
-                          (["--dataset", "svhn"], "unknown dataset 'svhn'"),
-                          (["--dataset", "uci-digits", "--split", "train"], "drop --split train")):
-        assert main(["evaluate", str(tmp_path / "mf"), *args]) == 2
+    assert main(["train", *data, "--steps", "1", "--batch-size", "16", "--fid-every", "0",
+                 "--out", str(tmp_path / "no-imputer")]) == 0
+    np_data = tmp_path / "own.npz"
+    import numpy as np
+    np.savez(np_data, x=np.random.default_rng(0).random((32, 28, 28), dtype=np.float32),
+             m=np.random.default_rng(1).random((32, 28, 28)) > 0.5)
+    assert main(["baseline", "mean", "--dataset", str(np_data), "--out", str(tmp_path / "own")]) == 0
+    capsys.readouterr()
+    for run, args, message in (
+            ("mf", ["--dataset", "cifar10"], "3x32x32 but this run's are 1x28x28"),
+            ("mf", ["--dataset", "svhn"], "unknown dataset 'svhn'"),
+            ("mf", ["--dataset", "uci-digits", "--split", "train"], "drop --split train"),
+            ("mf", ["--dataset", "uci-digits", "--samples", "100"], "drop --samples"),
+            ("mf", ["--dataset", "mnist-5k"], "is this run's own dataset; evaluate it with --split test"),
+            ("no-imputer", ["--dataset", "uci-digits"], "has no imputer"),
+            ("own", ["--dataset", "uci-digits"], "brings its own masks")):
+        assert main(["evaluate", str(tmp_path / run), *args]) == 2, (run, args)
         err = capsys.readouterr().err.strip()
-        assert message in err and len(err.splitlines()) == 1
+        assert message in err and len(err.splitlines()) == 1, err
 
 
 def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reused(tmp_path, capsys) -> None:
@@ -175,6 +188,19 @@ def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reuse
     assert main([*args, "--misgan-set", "mask_activation=stretched", "--misgan-set", "imputer_sees_mask=true"]) == 2
     assert "was trained with precision='bf16'" in capsys.readouterr().err  # nor a bf16 cell for fp32
     assert len(read_sweep(out)) == 1
+    # a cell from before a default changed (a self-masking cell at the old lambda 0.66, one draw for both
+    # critics) is compared with the defaults a new cell would store, not reused
+    sm = [*args[:-1], str(tmp_path / "sm"), "--misgan-set", "mask_model=self-masking"]
+    assert main(sm) == 0
+    config_path = tmp_path / "sm" / "cells" / "misgan-mnist-5k-dropout80" / "config.json"
+    raw = json.loads(config_path.read_text())
+    assert (raw["temperature"], raw["mask_critic_temperature"]) == (3.0, 0.66)
+    raw["temperature"] = 0.66
+    del raw["mask_critic_temperature"]
+    config_path.write_text(json.dumps(raw))
+    capsys.readouterr()
+    assert main(sm) == 2
+    assert "was trained with temperature=0.66, not 3.0" in capsys.readouterr().err
     for option, message in (("bogus=1", "unknown MisGAN option 'bogus'"), ("imputer_sees_mask=3", "not a bool"),
                             ("mask_activation=soft", "mask activation must be one of")):
         assert main([*args[:-1], str(tmp_path / "other"), "--misgan-set", option]) == 2
