@@ -55,7 +55,8 @@ def train_cell(run: Path, mask: str, rate: float, model: str, args: argparse.Nam
         done = trained_step(run)
         if done >= args.steps:
             return True
-        cmd = base + ["resume", str(run), "--steps", str(args.steps - done), "--threads", str(args.threads)]
+        # --until, not --steps: another copy of this command may train the cell on between here and the load
+        cmd = base + ["resume", str(run), "--until", str(args.steps), "--threads", str(args.threads)]
     else:
         cmd = base + ["train", "--dataset", "mnist-5k", "--split", "train", "--mask", mask, "--missing-rate",
                       str(rate), "--mask-direction", "high", "--mask-model", model, "--imputer",

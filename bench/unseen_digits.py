@@ -39,7 +39,7 @@ def fit_baseline(kind: str, mask_args: list[str], out: Path, threads: int) -> No
         done = open_run(out).budget().get("steps") or 0
         if done >= target:
             return
-        cmd = ["resume", str(out), "--steps", str(target - done)]
+        cmd = ["resume", str(out), "--until", str(target)]
     else:
         cmd = ["baseline", kind, "--dataset", "mnist-5k", "--split", "train", *mask_args, "--out", str(out)]
     subprocess.run([sys.executable, "-m", "misgan_core", *cmd, "--threads", str(threads)], check=True)

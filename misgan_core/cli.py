@@ -155,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
                        description="Continue a run from its last checkpoint, bit-identical to having trained "
                                    "straight through.")
     p.add_argument("run")
-    p.add_argument("--steps", type=_positive, required=True, help="this many more steps")
+    how_long = p.add_mutually_exclusive_group(required=True)
+    how_long.add_argument("--steps", type=_positive, help="this many more steps")
+    how_long.add_argument("--until", type=_positive, metavar="STEP",
+                          help="until the run has trained STEP steps in all (nothing to do if it has)")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=_positive, default=None)
 
@@ -321,12 +324,17 @@ def _resume_in_group(args: argparse.Namespace, rank: int) -> None:
     if isinstance(trainer, BaselineRun) and distributed.launched_by_torchrun():
         raise ValueError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
                          f"in one process (python -m misgan_core resume RUN)")
+    steps = args.steps if args.steps is not None else max(0, args.until - trainer.step)
     if rank:
-        trainer.train(args.steps)
+        trainer.train(steps)
         return
-    print(f"resuming {args.run} ({METHODS[kind].title}) at step {trainer.step} for {args.steps} more",
+    if not steps:
+        print(f"{args.run} ({METHODS[kind].title}) has trained {trainer.step} steps already (--until "
+              f"{args.until}); nothing to do", file=sys.stderr)
+        return
+    print(f"resuming {args.run} ({METHODS[kind].title}) at step {trainer.step} for {steps} more",
           file=sys.stderr)
-    trainer.train(args.steps, progress=True)
+    trainer.train(steps, progress=True)
     _report(trainer, kind)
 
 

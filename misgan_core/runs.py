@@ -219,6 +219,14 @@ class RunDir:
         _, w, s = max(pairs, key=lambda t: t[0])
         return w, s, w.name != WEIGHTS
 
+    def saved_step(self) -> int | None:
+        """The step of the checkpoint a load would use now (None before the first save)."""
+        try:
+            _, state, _ = self.checkpoint_files()
+        except CheckpointError:
+            return None
+        return self._state_step(state)
+
     def load_checkpoint(self, modules: dict[str, torch.nn.Module],
                         map_location: str | torch.device = "cpu", warn: Callable[[str], None] | None = None,
                         ) -> dict[str, Any]:

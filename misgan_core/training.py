@@ -29,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .runs import CheckpointError
+
 
 class StopTraining(Exception):
     """Raised by a step callback to end training cleanly after the current step."""
@@ -123,6 +125,13 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
         raise ValueError(f"steps must be 0 or more; got {steps}")
     lock = trainer.run.lock() if trainer.can_save else contextlib.nullcontext()
     with lock:
+        if trainer.can_save:
+            # Loaded while another process was training it: going on from here would overwrite that work.
+            saved = trainer.run.saved_step()
+            if saved is not None and saved > trainer.step:
+                raise CheckpointError(f"run {trainer.run.path} was trained on to step {saved} by another process "
+                                      f"after this copy was loaded at step {trainer.step}; load it again to go on "
+                                      f"from there")
         _drive(trainer, steps, cadence, callback, progress, progress_fields)
 
 

@@ -311,6 +311,31 @@ def test_two_resumes_at_once_one_trains_and_the_other_is_told_who(tmp_path) -> N
     assert subprocess.run(_resume_cmd(run, 2), cwd=ROOT, env=ENV, capture_output=True, timeout=300).returncode == 0
 
 
+def test_a_copy_loaded_before_another_process_trained_on_does_not_overwrite_that_work(tmp_path, capsys) -> None:
+    """A trainer (MisGAN or a baseline) loaded at step s, while another process trains the run to s + k, is
+    refused when it starts training; the run keeps s + k. `resume --until N` is a no-op once the run has N."""
+    from misgan_core.baselines.runs import BaselineRun
+
+    run = tmp_path / "r"
+    _tiny_run(run)
+    stale = MisGAN.load(run)
+    MisGAN.load(run).train(3)  # "the other process"
+    with pytest.raises(CheckpointError, match="trained on to step 5 by another process"):
+        stale.train(1)
+    assert MisGAN.load(run).step == 5
+    assert main(["baseline", "gain", "--limit", "64", "--steps", "2", "--out", str(tmp_path / "g")]) == 0
+    stale_gain = BaselineRun.load(tmp_path / "g")
+    BaselineRun.load(tmp_path / "g").train(2)
+    with pytest.raises(CheckpointError, match="by another process"):
+        stale_gain.train(1)
+    capsys.readouterr()
+    assert main(["resume", str(run), "--until", "5"]) == 0 and "nothing to do" in capsys.readouterr().err
+    assert main(["resume", str(run), "--until", "7"]) == 0 and MisGAN.load(run).step == 7
+    with pytest.raises(SystemExit) as exit_info:  # one or the other: argparse's one-line usage error
+        main(["resume", str(run), "--until", "8", "--steps", "1"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_racing_creates_give_the_folder_to_exactly_one(tmp_path) -> None:
     import threading
 
