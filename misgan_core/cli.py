@@ -253,10 +253,12 @@ def _data_parallel(device: str) -> Iterator[int]:
         yield 0
         return
     group = distributed.start(device)
+    finished = False
     try:
         yield group.rank
+        finished = True
     finally:
-        distributed.stop()
+        distributed.stop(finished)
 
 
 def _train(args: argparse.Namespace) -> None:

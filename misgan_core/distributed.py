@@ -52,8 +52,14 @@ def start(device: str = "auto") -> ProcessGroup:
     return ProcessGroup(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
 
 
-def stop() -> None:
+def stop(finished: bool = True) -> None:
+    """Leave the process group. After a command that `finished`, first wait for every rank: a rank that tore
+    its gloo connections down while rank 0 was still writing the checkpoint was seen to abort ("terminate
+    called without an active exception", under a loaded CI machine). After an error, leave at once (torchrun
+    stops the other ranks)."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
