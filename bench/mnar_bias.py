@@ -39,13 +39,9 @@ def cell_name(mask: str, rate: float, model: str) -> str:
 
 def trained_step(run: Path) -> int:
     sys.path.insert(0, str(ROOT))
-    from misgan_core.runs import CheckpointError, RunDir
+    from misgan_core.runs import RunDir
 
-    try:
-        _, state, _ = RunDir.open(run).checkpoint_files()
-    except CheckpointError:
-        return 0
-    return RunDir._state_step(state) or 0
+    return RunDir(run).saved_step() or 0
 
 
 def train_cell(run: Path, mask: str, rate: float, model: str, args: argparse.Namespace) -> bool:

@@ -62,20 +62,19 @@ def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
 
     On another dataset (`dataset`) only the imputation is measured: a generation FID against data the model
     was not trained to generate would measure the gap between the datasets, not the model."""
-    other = dataset
-    if other is not None and run.imputer is None:
+    if dataset is not None and run.imputer is None:
         raise ValueError(f"on another dataset only imputation is measured, and run {run.path.name} has no "
                          f"imputer; evaluate a run trained with --imputer (or a baseline)")
-    spec, data = evaluation_data(run, split, other)
+    spec, data = evaluation_data(run, split, dataset)
     with torch.no_grad():
-        result = evaluate(spec.dataset, data=data, sample_fn=None if other else run.sampler,
+        result = evaluate(spec.dataset, data=data, sample_fn=None if dataset else run.sampler,
                           imputer=run.imputer, n_samples=n_samples if n_samples is not None else len(data),
                           seed=seed, batch_size=batch_size)
     result["eval_seconds"] = result.pop("seconds")  # "seconds" is the run's training time (its budget)
-    split = "test" if other else split
+    split = "test" if dataset else split
     return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
             "dataset": spec.dataset, "missingness": data.missingness, "split": split,
-            "split_label": split_label(split, len(data), other), **run.info, **result, **run.budget()}
+            "split_label": split_label(split, len(data), dataset), **run.info, **result, **run.budget()}
 
 
 def evaluate_run(path: str | Path, n_samples: int | None = None, seed: int = 0, device: str | None = None,

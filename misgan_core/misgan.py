@@ -798,8 +798,8 @@ class MisGAN:
                     module.temperature = lam
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
-        self._set_mask_temperature()
+        """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch). An
+        annealed Gm is at this step's lambda already (set after the previous step, and by load)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             while True:
                 x, m = self._batch()
@@ -811,7 +811,7 @@ class MisGAN:
         self._samples_ahead = []  # they came from the generators before this update
         self._update_averages()
         self.step += 1
-        self._set_mask_temperature()  # samples and grids between steps use the lambda a reload would
+        self._set_mask_temperature()  # the next step's lambda, which samples between steps and a reload use
         return record
 
     @torch.no_grad()
