@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-critic-temperature", type=float, default=None, metavar="LAMBDA",
                    help="self-masking mask model: the mask critic judges draws of its own relaxed at this lambda "
                         "(default 0.66; equal to --temperature: the data critic's draws)")
+    g.add_argument("--temperature-floor", type=float, default=None, metavar="LAMBDA",
+                   help="self-masking mask model: the data critic's draws are at this lambda where the learnt "
+                        "slope is 0 (MCAR), rising to --temperature as |slope| reaches 2 (default 0.66; equal to "
+                        "--temperature: no floor)")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
@@ -272,6 +276,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
         temperature=args.temperature, temperature_final=args.temperature_final,
         temperature_steps=args.temperature_steps, mask_critic_temperature=args.mask_critic_temperature,
+        temperature_floor=args.temperature_floor,
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,

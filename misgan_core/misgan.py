@@ -47,7 +47,7 @@ from .distributed import average, average_gradients, rank_and_world
 from .imputers import check_incomplete_batch, paste_observed
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
-from .models import MASK_MODELS, Networks, TemperatureSigmoid, build_networks
+from .models import MASK_MODELS, Networks, SelfMaskingMaskModel, TemperatureSigmoid, build_networks
 from .runs import CheckpointError, RunDir
 from .spec import FIELDS as DATA_FIELDS
 from .spec import DataSpec
@@ -74,6 +74,9 @@ MASK_TEMPERATURE = {"independent": 0.66, "self-masking": 3.0, "conditional": 0.6
 # where the data observe 20%). Measured (4,000 steps, README): the intensity bias cut from 49.7% to 60.4% at
 # self-masking 80% (and 61% instead of 99.9% at 50%); dropout 50% 91.5 against 116.6.
 MASK_CRITIC_TEMPERATURE = 0.66
+# The self-masking model's data critic draws at MASK_TEMPERATURE only where the learnt slope is steep; where it is
+# near 0 (masks independent of the values: MCAR) at this lambda (SelfMaskingMaskModel.data_critic_temperature).
+MASK_TEMPERATURE_FLOOR = 0.66
 
 
 def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
@@ -164,6 +167,10 @@ class MisGANConfig:
     temperature_steps: int = 0         # `temperature` to this over that many generator steps, then stays
     mask_critic_temperature: float | None = None  # self-masking model: lambda of the draws Dm judges (their own
                                        # noise; equal to `temperature`: Dx's draws); None: 0.66 (MASK_TEMPERATURE)
+    temperature_floor: float | None = None  # self-masking model: lambda of Dx's draws where the learnt slope is
+                                       # 0, rising to `temperature` as |slope| reaches 2
+                                       # (models.SelfMaskingMaskModel.data_critic_temperature); None:
+                                       # MASK_TEMPERATURE_FLOOR; equal to `temperature`: no floor
     mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
     mask_noise: bool = False           # Gm draws each pixel with its own noise (models.NoisyMaskGenerator)
     data_critic_sees_mask: bool | None = None  # Dx judges (f_tau(x, m), m) as two channels, not f_tau(x, m) alone;
@@ -254,6 +261,13 @@ class MisGANConfig:
         elif self.mask_critic_temperature is not None and not self.mask_critic:
             problems.append("mask_critic_temperature sets the lambda of the draws the mask critic judges, and this "
                             "run has none (mask_critic False): drop --mask-critic-temperature or --no-mask-critic")
+        if self.temperature_floor is not None:
+            top = self.temperature if self.temperature is not None else MASK_TEMPERATURE.get(self.mask_model)
+            if self.mask_model != "self-masking" or not (math.isfinite(self.temperature_floor)
+                                                         and 0 < self.temperature_floor <= (top or 0)):
+                problems.append("temperature_floor is the self-masking mask model's lambda where its slope is 0, "
+                                f"above 0 and at most --temperature ({top}); got {self.temperature_floor} with "
+                                f"mask model {self.mask_model!r}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1; got {self.threads}")
         for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
@@ -307,6 +321,8 @@ class MisGANConfig:
             config = dataclasses.replace(config, temperature=MASK_TEMPERATURE[config.mask_model])
         if config.mask_critic_temperature is None and config.mask_model == "self-masking" and config.mask_critic:
             config = dataclasses.replace(config, mask_critic_temperature=MASK_CRITIC_TEMPERATURE)
+        if config.temperature_floor is None and config.mask_model == "self-masking":
+            config = dataclasses.replace(config, temperature_floor=min(MASK_TEMPERATURE_FLOOR, config.temperature))
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -324,6 +340,8 @@ class MisGANConfig:
             d = {**d, "data_critic_sees_mask": False}
         if "mask_critic_temperature" not in d and d.get("mask_model") == "self-masking":
             d = {**d, "mask_critic_temperature": d.get("temperature")}  # likewise: Dm judged Dx's draws
+        if "temperature_floor" not in d and d.get("mask_model") == "self-masking":
+            d = {**d, "temperature_floor": d.get("temperature")}  # likewise: Dx's draws at `temperature` throughout
         if d.get("mask_critic") is False and d.get("mask_critic_temperature") is not None:
             d = {**d, "mask_critic_temperature": None}  # stored by earlier versions without a Dm, and never used
         raw_data = d.get("data", d)
@@ -347,7 +365,8 @@ class MisGANConfig:
 # Fields whose default is None ("resolved when the run is made" or "not set"), with a value of their type.
 _OPTIONAL_FIELD_TYPES: dict[str, Any] = {"tau": 0.0, "alpha": 0.0, "fid_every": 0, "threads": 0, "pretrained": "",
                                          "data_critic_sees_mask": False, "temperature": 0.0,
-                                         "temperature_final": 0.0, "mask_critic_temperature": 0.0}
+                                         "temperature_final": 0.0, "mask_critic_temperature": 0.0,
+                                         "temperature_floor": 0.0}
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -407,6 +426,7 @@ class MisGAN:
                                                  imputer_sees_mask=config.imputer_sees_mask,
                                                  imputer_critic_sees_mask=config.imputer_critic_sees_mask,
                                                  data_critic_sees_mask=config.data_critic_sees_mask,
+                                                 temperature_floor=config.temperature_floor,
                                                  # (a resumed run's slope comes from its checkpoint)
                                                  initial_slope=(initial_self_masking_slope(self.data.x, self.data.m)
                                                                 if config.mask_model == "self-masking" and not _resume
@@ -845,6 +865,8 @@ class MisGAN:
         values = (average(values) if self.world > 1 else values).tolist()  # the global batch's losses
         line: dict[str, Any] = {"step": self.step, "time": round(self.train_time, 3)}
         line.update(dict(zip(keys, values, strict=True)))
+        if isinstance(self.nets.gm, SelfMaskingMaskModel):
+            line.update({k: round(v, 4) for k, v in self.nets.gm.mechanism().items()})
         self.history.append(line)
         if self.run is not None:
             self.run.log_metrics(line)

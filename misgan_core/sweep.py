@@ -52,7 +52,7 @@ SELECT_EVERY_EPOCHS = {"gain": 1, "convac": 5}  # best-FID selection cadence und
 PATIENCE = 4  # ConvAC stops after this many selections without a better imputation FID
 # MisGAN options that change what a cell learns; a cell is reused only when they all agree.
 OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "temperature_final",
-                 "temperature_steps", "mask_critic_temperature", "mask_activation", "mask_critic",
+                 "temperature_steps", "mask_critic_temperature", "temperature_floor", "mask_activation", "mask_critic",
                  "ambient_masks", "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
                  "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "imputer_critic_sees_mask",
                  "data_critic_sees_mask", "imputer_start", "mask_noise", "ema", "imputer_width", "imputer_depth",

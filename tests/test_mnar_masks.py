@@ -295,6 +295,61 @@ def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatc
         MisGAN(_mnar_config(mask_model="conditional", mask_critic_temperature=0.66))
 
 
+def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monkeypatch, tmp_path) -> None:
+    """The self-masking model's Dx draws are at `temperature` (3) where |slope| >= 2 and fall to
+    `temperature_floor` (0.66) as the slope goes to 0: on MCAR dropout (slope started at 0) they are as sharp
+    as the mask critic's; under self-masking (slope started at -4) as soft as before; with the floor equal to
+    the temperature, soft on MCAR too. Runs made before the option keep their lambda throughout."""
+    import misgan_core.misgan as engine
+    from misgan_core import MisGAN
+    from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid, logistic_noise
+
+    def soft_shares(**kw):
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
+        seen = {"dx": [], "dm": []}
+        critic_loss = engine.critic_loss
+
+        def spy(critic, real, fake, *args):
+            name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
+            if name:
+                masks = fake if name == "dm" else fake[:, -1:]
+                seen[name].append(((masks > 0.2) & (masks < 0.8)).float().mean().item())
+            return critic_loss(critic, real, fake, *args)
+
+        monkeypatch.setattr(engine, "critic_loss", spy)
+        gan.train()
+        monkeypatch.setattr(engine, "critic_loss", critic_loss)
+        return gan, sum(seen["dx"]) / len(seen["dx"]), sum(seen["dm"]) / len(seen["dm"])
+
+    mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
+    gan, dx, dm = soft_shares(data=mcar)
+    assert gan.config.temperature_floor == 0.66
+    assert gan.nets.gm.data_critic_temperature() == pytest.approx(0.66, abs=0.01)
+    assert abs(dx - dm) < 0.05
+    _, dx_no_floor, _ = soft_shares(data=mcar, temperature_floor=3.0)
+    assert dx_no_floor > 1.5 * dx
+    steep, dx_steep, dm_steep = soft_shares()  # self-masking 50%: the slope starts at -4
+    assert steep.nets.gm.data_critic_temperature() == 3.0 and dx_steep > 1.5 * dm_steep
+    # the rule itself: floor + (temperature - floor) * min(1, (a / 2) ** 2)
+    model = SelfMaskingMaskModel((1, 4, 4), TemperatureSigmoid(3.0), initial_slope=1.0, temperature_floor=0.5)
+    assert model.data_critic_temperature() == pytest.approx(0.5 + 2.5 / 4)
+    x, u = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    lam = model.data_critic_temperature()
+    assert torch.allclose(model(x, u), TemperatureSigmoid(lam)(model.observed_logit(x) + logistic_noise(u)))
+    # a run made before the option drew at its temperature throughout, and still does
+    MisGAN(_mnar_config(mask_model="self-masking", data=mcar, steps=1), run_dir=tmp_path / "old").train()
+    config_path = tmp_path / "old" / "config.json"
+    raw = json.loads(config_path.read_text())
+    del raw["temperature_floor"]
+    config_path.write_text(json.dumps(raw))
+    old = MisGAN.load(tmp_path / "old")
+    assert old.config.temperature_floor == 3.0 and old.nets.gm.data_critic_temperature() == 3.0
+    for bad in (dict(mask_model="independent", temperature_floor=0.5), dict(mask_model="self-masking",
+                                                                            temperature_floor=4.0)):
+        with pytest.raises(ValueError, match="temperature_floor is the self-masking mask model's lambda"):
+            MisGAN(_mnar_config(**bad))
+
+
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
     """With a mask model that sees the image, L_m reaches Gx (the masks are drawn from its images); with the
     independent Gm it cannot. Dx is zeroed, so any gradient Gx gets comes from L_m."""
