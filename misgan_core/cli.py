@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 0.66; equal to --temperature: the data critic's draws)")
     g.add_argument("--temperature-floor", type=float, default=None, metavar="LAMBDA",
                    help="self-masking mask model: the data critic's draws are at this lambda where the learnt "
-                        "slope is 0 (MCAR), rising to --temperature as |slope| reaches 2 (default 0.66; equal to "
+                        "slope is 0 (MCAR), rising to --temperature as |slope| reaches 2 (default 0.25; equal to "
                         "--temperature: no floor)")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "

@@ -76,7 +76,7 @@ MASK_TEMPERATURE = {"independent": 0.66, "self-masking": 3.0, "conditional": 0.6
 MASK_CRITIC_TEMPERATURE = 0.66
 # The self-masking model's data critic draws at MASK_TEMPERATURE only where the learnt slope is steep; where it is
 # near 0 (masks independent of the values: MCAR) at this lambda (SelfMaskingMaskModel.data_critic_temperature).
-MASK_TEMPERATURE_FLOOR = 0.66
+MASK_TEMPERATURE_FLOOR = 0.25
 
 
 def f_tau(x: torch.Tensor, m: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
