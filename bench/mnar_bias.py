@@ -93,6 +93,7 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
     row["precision"] = config.get("precision", "fp32")
     row["temperature"] = config.get("temperature")
     row["mask_critic_temperature"] = config.get("mask_critic_temperature")
+    row["temperature_floor"] = config.get("temperature_floor")
     if mask == "self-masking":
         row["steepness"] = config["data"].get("mask_steepness", 20.0)
     return row
@@ -112,8 +113,9 @@ def write_table(out: Path, rows: list[dict]) -> None:
                       if control and mask != "dropout" else "-")
             bias = r["sample_intensity"] - r["data_intensity"]
             k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
-            lam, dm = r.get("temperature"), r.get("mask_critic_temperature")
-            lam = "" if lam is None else f" (lambda {lam:g}{f', Dm {dm:g}' if dm not in (None, lam) else ''})"
+            lam, dm, floor = r.get("temperature"), r.get("mask_critic_temperature"), r.get("temperature_floor")
+            floor = f" to {floor:g} at slope 0" if floor not in (None, lam) else ""
+            lam = "" if lam is None else f" (lambda {lam:g}{floor}{f', Dm {dm:g}' if dm not in (None, lam) else ''})"
             lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model}{lam} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "

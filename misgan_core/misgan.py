@@ -147,6 +147,19 @@ def initial_self_masking_slope(x: torch.Tensor, m: torch.Tensor, magnitude: floa
     return -magnitude if r > 0 else magnitude
 
 
+def initial_self_masking_offset(m: torch.Tensor, slope: float) -> float:
+    """The offset the self-masking mask model starts from: where the data give no sign of dependence (slope 0)
+    the MCAR fit, logit of the observed share; else 0, where it was measured (README).
+
+    From 0, at dropout 80% the offset took about 300 steps to reach logit(0.2) = -1.39 and dragged the slope
+    along (to -1.24 at step 300: Gx's first samples are grey, so both get the same gradient), which raised the
+    data critic's lambda to 1.3 before the slope went back to 0 by step 600."""
+    if slope != 0.0:
+        return 0.0
+    observed = float(m.float().mean().clamp(1e-3, 1 - 1e-3))
+    return math.log(observed / (1 - observed))
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 
@@ -417,6 +430,10 @@ class MisGAN:
                     and config.mask_critic_temperature != config.temperature)
         self._mask_critic_output = (TemperatureSigmoid(config.mask_critic_temperature, config.mask_activation)
                                     if own_draw else None)
+        slope = offset = 0.0  # the self-masking model's start (a resumed run's comes from its checkpoint)
+        if config.mask_model == "self-masking" and not _resume:
+            slope = initial_self_masking_slope(self.data.x, self.data.m)
+            offset = initial_self_masking_offset(self.data.m, slope)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
             torch.manual_seed(config.seed)
             self.nets: Networks = build_networks(config.arch, self.shape, imputer=config.imputer,
@@ -427,10 +444,7 @@ class MisGAN:
                                                  imputer_critic_sees_mask=config.imputer_critic_sees_mask,
                                                  data_critic_sees_mask=config.data_critic_sees_mask,
                                                  temperature_floor=config.temperature_floor,
-                                                 # (a resumed run's slope comes from its checkpoint)
-                                                 initial_slope=(initial_self_masking_slope(self.data.x, self.data.m)
-                                                                if config.mask_model == "self-masking" and not _resume
-                                                                else 0.0),
+                                                 initial_slope=slope, initial_offset=offset,
                                                  mask_noise=config.mask_noise,
                                                  imputer_width=config.imputer_width,
                                                  imputer_depth=config.imputer_depth)

@@ -174,11 +174,11 @@ class SelfMaskingMaskModel(nn.Module):
     STEEP_SLOPE = 2.0
 
     def __init__(self, mask_shape: tuple[int, int, int], output: nn.Module, initial_slope: float = 0.0,
-                 temperature_floor: float | None = None):
+                 temperature_floor: float | None = None, initial_offset: float = 0.0):
         super().__init__()
         self.mask_shape = tuple(mask_shape)
         self.slope = nn.Parameter(torch.full((), initial_slope / self.SCALE))
-        self.offset = nn.Parameter(torch.zeros(()))
+        self.offset = nn.Parameter(torch.full((), initial_offset / self.SCALE))
         self.output = output
         self.temperature_floor = temperature_floor
 
@@ -427,7 +427,7 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
                    mask_activation: str = "sigmoid", latent: int = LATENT,
                    mask_model: str = "independent", imputer_sees_mask: bool = False,
                    mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2,
-                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0,
+                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0, initial_offset: float = 0.0,
                    data_critic_sees_mask: bool = False, temperature_floor: float | None = None) -> Networks:
     """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
     independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
@@ -452,7 +452,8 @@ def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False
 
     mask_output = TemperatureSigmoid(temperature, mask_activation)
     if mask_model == "self-masking":
-        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output, initial_slope, temperature_floor)
+        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output, initial_slope, temperature_floor,
+                                             initial_offset)
     elif mask_model == "conditional":
         gm = ConditionalMaskGenerator(shape, mask_shape, mask_output, latent)
     elif mask_noise:
