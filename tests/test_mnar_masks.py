@@ -4,6 +4,7 @@ is real, clear errors for combinations that cannot work, and the same paths thro
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -367,19 +368,24 @@ def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
         assert torch.isfinite(out["loss_gm"])
 
 
-@pytest.mark.parametrize("mask, direction, sign", [("self-masking", "high", -1), ("self-masking", "low", 1),
-                                                   ("dropout", "high", 0)])
-def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask, direction, sign) -> None:
+@pytest.mark.parametrize("mask, direction, rate, sign", [("self-masking", "high", 0.5, -1),
+                                                         ("self-masking", "low", 0.5, 1), ("dropout", "high", 0.5, 0),
+                                                         ("dropout", "high", 0.8, 0)])
+def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask, direction, rate, sign) -> None:
     """Bright pixels missing -> a negative starting slope (bright values less often observed); dark ones
-    missing -> positive; MCAR dropout -> 0, the true slope. Read from the incomplete data alone."""
+    missing -> positive; MCAR dropout -> 0, the true slope, with the offset at the observed share's logit (the
+    MCAR fit; 0 beside a slope). Read from the incomplete data alone."""
     from misgan_core import MisGAN
     from misgan_core.misgan import initial_self_masking_slope
 
-    spec = DataSpec(dataset="mnist-5k", limit=500, mask=mask, missing_rate=0.5, mask_direction=direction)
+    spec = DataSpec(dataset="mnist-5k", limit=500, mask=mask, missing_rate=rate, mask_direction=direction)
     gan = MisGAN(_mnar_config(data=spec, mask_model="self-masking"))
-    slope = float(gan.nets.gm.slope.detach()) * gan.nets.gm.SCALE
+    slope, offset = gan.nets.gm.mechanism()["slope"], gan.nets.gm.mechanism()["offset"]
     assert (slope > 0) - (slope < 0) == sign
     data = spec.load()
+    observed = float(data.m.float().mean())
+    assert offset == pytest.approx(math.log(observed / (1 - observed)) if sign == 0 else 0.0, abs=1e-4)
+    assert sign != 0 or abs(observed - (1 - rate)) < 0.01
     assert initial_self_masking_slope(data.x, data.m) == pytest.approx(slope, abs=1e-5)
     empty = torch.zeros_like(data.m)
     assert initial_self_masking_slope(data.x, empty) == 0.0  # nothing observed: no evidence either way
@@ -390,6 +396,7 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
     (["--mask-model", "conditional", "--no-mask-critic", "--ambient-masks", "real"], "cannot be combined"),
     (["--mask-model", "bogus"], "invalid choice"),
     (["--mask-model", "self-masking", "--no-mask-critic", "--mask-critic-temperature", "0.5"], "this run has none"),
+    (["--temperature-floor", "0.25"], "temperature_floor is the self-masking mask model's lambda"),
 ])
 def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, message) -> None:
     try:
