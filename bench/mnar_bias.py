@@ -90,6 +90,8 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
            "missing_rate_measured": float(1 - held_out.m.float().mean())}
     config = json.loads((run / "config.json").read_text())
     row["data_critic"] = "(x*m, m)" if config.get("data_critic_sees_mask") else f"f_tau, tau {config['tau']:g}"
+    if config.get("mask_channel_gate"):
+        row["data_critic"] = "(x*m, g m), g by slope"
     row["precision"] = config.get("precision", "fp32")
     row["temperature"] = config.get("temperature")
     row["mask_critic_temperature"] = config.get("mask_critic_temperature")

@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
                         "mask models that see the image, whose masks and pixels it must judge jointly; no for "
                         "the independent one, as in the paper). With --no-data-critic-sees-mask they need tau "
                         "outside [0, 1] (default then -1)")
+    g.add_argument("--mask-channel-gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="self-masking mask model with the pair critic: Dx's mask channel weighed by the learnt "
+                        "dependence min(1, (slope / 2)^2), so that with masks independent of the values (slope 0, "
+                        "as under MCAR) Dx judges x * m as the paper's does (default: yes)")
     g.add_argument("--imputer-critic-sees-mask", action="store_true",
                    help="the imputer's critic judges (image, mask) pairs, Gx samples paired with the same masks "
                         "(a conditional critic; not the paper's eq. 12)")
@@ -280,7 +284,7 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
         ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,
-        data_critic_sees_mask=args.data_critic_sees_mask,
+        data_critic_sees_mask=args.data_critic_sees_mask, mask_channel_gate=args.mask_channel_gate,
         ema=args.ema, imputer_width=args.imputer_width,
         imputer_depth=args.imputer_depth,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,

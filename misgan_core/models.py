@@ -194,6 +194,13 @@ class SelfMaskingMaskModel(nn.Module):
         # RGB: one mask per pixel, from its mean intensity.
         return self.SCALE * (self.slope * x.mean(1, keepdim=True) + self.offset)
 
+    def dependence(self) -> float:
+        """min(1, (a / STEEP_SLOPE) ** 2): 0 where the learnt masks do not depend on the values (a = 0), 1 where
+        the mechanism is steep. Sets the data critic's lambda (below) and, with the pair critic, the weight of
+        its mask channel (MisGANConfig.mask_channel_gate)."""
+        a = self.SCALE * float(self.slope.detach())
+        return min(1.0, (a / self.STEEP_SLOPE) ** 2)
+
     def data_critic_temperature(self) -> float:
         """lambda of the draws the data critic judges: the output's temperature where the learnt mechanism is
         steep (|a| >= STEEP_SLOPE), falling to `temperature_floor` as a goes to 0, as
@@ -210,8 +217,7 @@ class SelfMaskingMaskModel(nn.Module):
         floor = self.temperature_floor
         if floor is None or floor == top:
             return top
-        a = self.SCALE * float(self.slope.detach())
-        return floor + (top - floor) * min(1.0, (a / self.STEEP_SLOPE) ** 2)
+        return floor + (top - floor) * self.dependence()
 
     def mechanism(self) -> dict[str, float]:
         """What the model has learnt, for the training log: slope a and offset b (logits; the mean offset of

@@ -55,8 +55,8 @@ OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "temperat
                  "temperature_steps", "mask_critic_temperature", "temperature_floor", "mask_activation", "mask_critic",
                  "ambient_masks", "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
                  "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "imputer_critic_sees_mask",
-                 "data_critic_sees_mask", "imputer_start", "mask_noise", "ema", "imputer_width", "imputer_depth",
-                 "precision", "seed")
+                 "data_critic_sees_mask", "mask_channel_gate", "imputer_start", "mask_noise", "ema",
+                 "imputer_width", "imputer_depth", "precision", "seed")
 METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
 
 

@@ -305,8 +305,8 @@ def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monk
     from misgan_core import MisGAN
     from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid, logistic_noise
 
-    def soft_shares(**kw):
-        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
+    def soft_shares(**kw):  # (the mask channel ungated, to read the draws off it)
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, mask_channel_gate=False, **kw))
         seen = {"dx": [], "dm": []}
         critic_loss = engine.critic_loss
 
@@ -349,6 +349,50 @@ def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monk
                                                                             temperature_floor=4.0)):
         with pytest.raises(ValueError, match="temperature_floor is the self-masking mask model's lambda"):
             MisGAN(_mnar_config(**bad))
+
+
+def test_the_pair_critics_mask_channel_is_weighed_by_the_learnt_dependence(monkeypatch, tmp_path) -> None:
+    """With the self-masking model, Dx's mask channel is m * min(1, (slope / 2) ** 2) for real and generated
+    pairs: zero on MCAR dropout (slope 0), m itself under self-masking (slope -4); m without the gate, and in
+    runs made before it. The gate needs the self-masking model and the pair critic."""
+    import misgan_core.misgan as engine
+    from misgan_core import MisGAN
+
+    def channels(**kw):
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
+        seen = []
+        critic_loss = engine.critic_loss
+
+        def spy(critic, real, fake, *args):
+            if critic is gan.nets.dx:
+                seen.append((real[:, -1:].clone(), fake[:, -1:].clone()))
+            return critic_loss(critic, real, fake, *args)
+
+        monkeypatch.setattr(engine, "critic_loss", spy)
+        gan.train()
+        monkeypatch.setattr(engine, "critic_loss", critic_loss)
+        return gan, seen
+
+    mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
+    gan, seen = channels(data=mcar)
+    assert gan.config.mask_channel_gate and gan.nets.gm.dependence() < 1e-3
+    assert all(float(real.abs().max()) < 1e-3 and float(fake.abs().max()) < 1e-3 for real, fake in seen)
+    gan, seen = channels(data=mcar, mask_channel_gate=False)
+    assert all(set(real.unique().tolist()) == {0.0, 1.0} and float(fake.max()) > 0.5 for real, fake in seen)
+    gan, seen = channels()  # self-masking 50%: the gate open from the start
+    assert gan.nets.gm.dependence() == 1.0 and all(set(real.unique().tolist()) == {0.0, 1.0} for real, _ in seen)
+    MisGAN(_mnar_config(mask_model="self-masking", data=mcar, steps=1), run_dir=tmp_path / "old").train()
+    config_path = tmp_path / "old" / "config.json"
+    raw = json.loads(config_path.read_text())
+    assert raw["mask_channel_gate"] is True
+    del raw["mask_channel_gate"]
+    config_path.write_text(json.dumps(raw))
+    assert MisGAN.load(tmp_path / "old").config.mask_channel_gate is False
+    for bad in (dict(mask_model="independent", mask_channel_gate=True),
+                dict(mask_model="self-masking", mask_channel_gate=True, data_critic_sees_mask=False, tau=-1.0)):
+        with pytest.raises(ValueError, match="mask_channel_gate weighs the pair critic's mask channel"):
+            MisGAN(_mnar_config(**bad))
+    assert MisGAN(_mnar_config(mask_model="conditional")).config.mask_channel_gate is False
 
 
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
@@ -397,6 +441,7 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
     (["--mask-model", "bogus"], "invalid choice"),
     (["--mask-model", "self-masking", "--no-mask-critic", "--mask-critic-temperature", "0.5"], "this run has none"),
     (["--temperature-floor", "0.25"], "temperature_floor is the self-masking mask model's lambda"),
+    (["--mask-channel-gate"], "use it with --mask-model self-masking"),
 ])
 def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, message) -> None:
     try:
