@@ -262,28 +262,45 @@ def test_an_annealed_model_draws_at_its_steps_lambda_live_reloaded_and_shipped(t
     assert shipped.run is None and lambdas(shipped) == [pytest.approx(0.75)] * 2
 
 
+def _critic_inputs(monkeypatch, gan) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Train `gan` and return the (real, fake) batches its data and mask critics were shown."""
+    import misgan_core.misgan as engine
+
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"dx": [], "dm": []}
+    critic_loss = engine.critic_loss
+
+    def spy(critic, real, fake, *args):
+        name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
+        if name:
+            seen[name].append((real.detach().clone(), fake.detach().clone()))
+        return critic_loss(critic, real, fake, *args)
+
+    monkeypatch.setattr(engine, "critic_loss", spy)
+    try:
+        gan.train()
+    finally:
+        monkeypatch.setattr(engine, "critic_loss", critic_loss)
+    return seen
+
+
+def _soft_share(seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], name: str, low: float, high: float
+                ) -> float:
+    """The mean share of generated mask entries strictly between low and high that critic `name` judged (Dx's
+    pair: the mask is the last channel)."""
+    masks = [fake if name == "dm" else fake[:, -1:] for _, fake in seen[name]]
+    return sum(((m > low) & (m < high)).float().mean().item() for m in masks) / len(masks)
+
+
 def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatch) -> None:
     """Dm judges draws relaxed at mask_critic_temperature (default 0.66) while Dx keeps the model's lambda 3:
     at 3 more entries are soft (between 0.05 and 0.95) than at 0.66."""
-    import misgan_core.misgan as engine
     from misgan_core import MisGAN
 
     def soft_share(mask_critic_temperature):
         gan = MisGAN(_mnar_config(mask_model="self-masking", steps=2, mask_critic_temperature=mask_critic_temperature))
-        seen = {"dx": [], "dm": []}
-        critic_loss = engine.critic_loss
-
-        def spy(critic, real, fake, *args):
-            name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
-            if name:
-                masks = fake if name == "dm" else fake[:, -1:]  # Dx's pair: the mask is the last channel
-                seen[name].append(((masks > 0.05) & (masks < 0.95)).float().mean().item())
-            return critic_loss(critic, real, fake, *args)
-
-        monkeypatch.setattr(engine, "critic_loss", spy)
-        gan.train()
+        seen = _critic_inputs(monkeypatch, gan)
         assert gan.config.temperature == 3.0 and len(seen["dm"]) == len(seen["dx"]) == 2 * gan.config.n_critic
-        return sum(seen["dx"]) / len(seen["dx"]), sum(seen["dm"]) / len(seen["dm"])
+        return _soft_share(seen, "dx", 0.05, 0.95), _soft_share(seen, "dm", 0.05, 0.95)
 
     dx_same, dm_same = soft_share(3.0)  # equal to the temperature: Dm judges Dx's draws
     dx, dm = soft_share(None)  # the default, 0.66
@@ -301,26 +318,13 @@ def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monk
     `temperature_floor` (0.25) as the slope goes to 0: on MCAR dropout (slope started at 0) they are sharper
     than the mask critic's (0.66); under self-masking (slope started at -4) as soft as before; with the floor equal to
     the temperature, soft on MCAR too. Runs made before the option keep their lambda throughout."""
-    import misgan_core.misgan as engine
     from misgan_core import MisGAN
     from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid, logistic_noise
 
     def soft_shares(**kw):  # (the mask channel ungated, to read the draws off it)
         gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, mask_channel_gate=False, **kw))
-        seen = {"dx": [], "dm": []}
-        critic_loss = engine.critic_loss
-
-        def spy(critic, real, fake, *args):
-            name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
-            if name:
-                masks = fake if name == "dm" else fake[:, -1:]
-                seen[name].append(((masks > 0.2) & (masks < 0.8)).float().mean().item())
-            return critic_loss(critic, real, fake, *args)
-
-        monkeypatch.setattr(engine, "critic_loss", spy)
-        gan.train()
-        monkeypatch.setattr(engine, "critic_loss", critic_loss)
-        return gan, sum(seen["dx"]) / len(seen["dx"]), sum(seen["dm"]) / len(seen["dm"])
+        seen = _critic_inputs(monkeypatch, gan)
+        return gan, _soft_share(seen, "dx", 0.2, 0.8), _soft_share(seen, "dm", 0.2, 0.8)
 
     mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
     gan, dx, dm = soft_shares(data=mcar)
@@ -355,23 +359,12 @@ def test_the_pair_critics_mask_channel_is_weighed_by_the_learnt_dependence(monke
     """With the self-masking model, Dx's mask channel is m * min(1, (slope / 2) ** 2) for real and generated
     pairs: zero on MCAR dropout (slope 0), m itself under self-masking (slope -4); m without the gate, and in
     runs made before it. The gate needs the self-masking model and the pair critic."""
-    import misgan_core.misgan as engine
     from misgan_core import MisGAN
 
     def channels(**kw):
         gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
-        seen = []
-        critic_loss = engine.critic_loss
-
-        def spy(critic, real, fake, *args):
-            if critic is gan.nets.dx:
-                seen.append((real[:, -1:].clone(), fake[:, -1:].clone()))
-            return critic_loss(critic, real, fake, *args)
-
-        monkeypatch.setattr(engine, "critic_loss", spy)
-        gan.train()
-        monkeypatch.setattr(engine, "critic_loss", critic_loss)
-        return gan, seen
+        seen = _critic_inputs(monkeypatch, gan)["dx"]
+        return gan, [(real[:, -1:], fake[:, -1:]) for real, fake in seen]
 
     mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
     gan, seen = channels(data=mcar)
