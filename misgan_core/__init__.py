@@ -13,6 +13,7 @@ Layers, lowest first (a module imports only from its own layer or lower ones; te
   data                 data, masks, spec
   metrics              metrics/ (features, Fréchet distance, FID)
   networks             models, critic_gradients
+  config               config (MisGANConfig: what defines a run)
   training             training (the one driver), jobs (background threads over training.Trainer)
   methods              misgan, baselines/, demo
   catalogue            catalog (methods, run folders, jobs), evaluation
@@ -20,6 +21,7 @@ Layers, lowest first (a module imports only from its own layer or lower ones; te
 """
 
 from .catalog import METHODS, OpenedRun, RunInfo, list_runs, open_run
+from .config import PRECISIONS, MisGANConfig
 from .critic_gradients import gradient_penalty
 from .data import (
     CompleteData,
@@ -42,7 +44,7 @@ from .masks import (
     make_incomplete,
     make_mask_process,
 )
-from .misgan import PRECISIONS, MisGAN, MisGANConfig, f_tau
+from .misgan import MisGAN, f_tau
 from .models import MASK_MODELS, TemperatureSigmoid
 from .runs import CheckpointError, RunDir
 from .spec import DataSpec

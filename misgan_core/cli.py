@@ -22,10 +22,11 @@ from . import distributed
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
+from .config import IMPUTER_MODES, PRECISIONS, MisGANConfig
 from .data import DatasetError, list_datasets, load_user_data
 from .device import native_bf16
 from .evaluation import EVAL_SPLITS, evaluate_opened
-from .misgan import IMPUTER_MODES, PRECISIONS, MisGAN, MisGANConfig
+from .misgan import MisGAN
 from .models import MASK_MODELS, TemperatureSigmoid
 from .runs import CheckpointError
 from .spec import DataSpec
