@@ -89,13 +89,11 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
            "data_intensity": float(held_out.x.mean()),
            "missing_rate_measured": float(1 - held_out.m.float().mean())}
     config = json.loads((run / "config.json").read_text())
-    row["data_critic"] = "(x*m, m)" if config.get("data_critic_sees_mask") else f"f_tau, tau {config['tau']:g}"
-    if config.get("mask_channel_gate"):
-        row["data_critic"] = "(x*m, g m), g by slope"
+    model = config.get("mask_model", "independent")
+    row["data_critic"] = {"independent": f"f_tau, tau {config['tau']:g}", "self-masking": "(x*m, g m), g by slope"
+                          }.get(model, "(x*m, m)")
     row["precision"] = config.get("precision", "fp32")
     row["temperature"] = config.get("temperature")
-    row["mask_critic_temperature"] = config.get("mask_critic_temperature")
-    row["temperature_floor"] = config.get("temperature_floor")
     if mask == "self-masking":
         row["steepness"] = config["data"].get("mask_steepness", 20.0)
     return row
@@ -115,9 +113,8 @@ def write_table(out: Path, rows: list[dict]) -> None:
                       if control and mask != "dropout" else "-")
             bias = r["sample_intensity"] - r["data_intensity"]
             k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
-            lam, dm, floor = r.get("temperature"), r.get("mask_critic_temperature"), r.get("temperature_floor")
-            floor = f" to {floor:g} at slope 0" if floor not in (None, lam) else ""
-            lam = "" if lam is None else f" (lambda {lam:g}{floor}{f', Dm {dm:g}' if dm not in (None, lam) else ''})"
+            lam = r.get("temperature")
+            lam = "" if lam is None else f" (lambda {lam:g})"
             lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model}{lam} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "

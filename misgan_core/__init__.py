@@ -35,6 +35,7 @@ from .data import (
 from .device import native_bf16, pick_device
 from .evaluation import evaluate_run
 from .imputers import Imputer, paste_observed
+from .mask_models import MASK_MODELS
 from .masks import (
     IndependentDropout,
     MaskProcess,
@@ -45,7 +46,7 @@ from .masks import (
     make_mask_process,
 )
 from .misgan import MisGAN, f_tau
-from .models import MASK_MODELS, TemperatureSigmoid
+from .models import TemperatureSigmoid
 from .runs import CheckpointError, RunDir
 from .spec import DataSpec
 from .training import StopTraining

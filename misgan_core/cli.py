@@ -26,8 +26,9 @@ from .config import IMPUTER_MODES, PRECISIONS, MisGANConfig
 from .data import DatasetError, list_datasets, load_user_data
 from .device import native_bf16
 from .evaluation import EVAL_SPLITS, evaluate_opened
+from .mask_models import MASK_MODELS
 from .misgan import MisGAN
-from .models import MASK_MODELS, TemperatureSigmoid
+from .models import TemperatureSigmoid
 from .runs import CheckpointError
 from .spec import DataSpec
 from .training import TrainingInterrupted
@@ -72,35 +73,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="Gm's share of L_x (eq. 7; default 0.2, the paper's, or 1 with a mask model that sees the "
                         "image)")
     g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--tau", type=float, default=None,
-                   help="fill value of the masking operator f_tau (default 0; -1 with a mask model that sees the "
-                        "image and --no-data-critic-sees-mask)")
+    g.add_argument("--tau", type=float, default=0.0,
+                   help="fill value of the masking operator f_tau (eq. 3; the paper's 0)")
     g.add_argument("--mask-model", default="independent", choices=list(MASK_MODELS),
                    help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
                         "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
     g.add_argument("--temperature", type=float, default=None,
                    help="lambda of Gm's relaxed masks (default 0.66, the paper's; 3 for the self-masking mask "
                         "model, whose masks must pass gradients to bright pixels)")
-    g.add_argument("--temperature-final", type=float, default=None, metavar="LAMBDA",
-                   help="anneal: lambda decays geometrically from --temperature to this over --temperature-steps "
-                        "generator steps, then stays")
-    g.add_argument("--temperature-steps", type=_non_negative, default=0, help="the anneal's length in generator steps")
-    g.add_argument("--mask-critic-temperature", type=float, default=None, metavar="LAMBDA",
-                   help="self-masking mask model: the mask critic judges draws of its own relaxed at this lambda "
-                        "(default 0.66; equal to --temperature: the data critic's draws)")
-    g.add_argument("--temperature-floor", type=float, default=None, metavar="LAMBDA",
-                   help="self-masking mask model: the data critic's draws are at this lambda where the learnt "
-                        "slope is 0 (MCAR), rising to --temperature as |slope| reaches 2 (default 0.25; equal to "
-                        "--temperature: no floor)")
     g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
                    help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
                         "exact 0 and 1 (needed at high missing rates)")
-    g.add_argument("--mask-noise", action="store_true",
-                   help="Gm draws every pixel with its own noise (a relaxed Bernoulli on its logits), so it can "
-                        "represent independent dropout")
     g.add_argument("--no-mask-critic", action="store_true", help="the AmbientGAN ablation: no mask critic Dm")
-    g.add_argument("--ambient-masks", default="learned", choices=["learned", "real"],
-                   help="without Dm: learn Gm from L_x alone, or feed real masks")
     g.add_argument("--imputer", action="store_true", help="also train the imputer Gi")
     g.add_argument("--imputer-mode", default="joint", choices=IMPUTER_MODES,
                    help="joint (eq. 9-10), standalone (eq. 9 from --pretrained Gx), target (eq. 11)")
@@ -113,15 +97,6 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--imputer-depth", type=_positive, default=2, help="its hidden layers (paper: 2)")
     g.add_argument("--imputer-sees-mask", action="store_true",
                    help="give the imputer the mask as a second input (the released code's MaskImputer)")
-    g.add_argument("--data-critic-sees-mask", action=argparse.BooleanOptionalAction, default=None,
-                   help="Dx judges (x * m, m) as two channels instead of f_tau(x, m) alone (default: yes for the "
-                        "mask models that see the image, whose masks and pixels it must judge jointly; no for "
-                        "the independent one, as in the paper). With --no-data-critic-sees-mask they need tau "
-                        "outside [0, 1] (default then -1)")
-    g.add_argument("--mask-channel-gate", action=argparse.BooleanOptionalAction, default=None,
-                   help="self-masking mask model with the pair critic: Dx's mask channel weighed by the learnt "
-                        "dependence min(1, (slope / 2)^2), so that with masks independent of the values (slope 0, "
-                        "as under MCAR) Dx judges x * m as the paper's does (default: yes)")
     g.add_argument("--imputer-critic-sees-mask", action="store_true",
                    help="the imputer's critic judges (image, mask) pairs, Gx samples paired with the same masks "
                         "(a conditional critic; not the paper's eq. 12)")
@@ -279,13 +254,10 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
     config = MisGANConfig(
         data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
-        temperature=args.temperature, temperature_final=args.temperature_final,
-        temperature_steps=args.temperature_steps, mask_critic_temperature=args.mask_critic_temperature,
-        temperature_floor=args.temperature_floor,
-        mask_activation=args.mask_activation, mask_noise=args.mask_noise, mask_critic=not args.no_mask_critic,
-        ambient_masks=args.ambient_masks, imputer=args.imputer, imputer_mode=args.imputer_mode,
+        temperature=args.temperature,
+        mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
+        imputer=args.imputer, imputer_mode=args.imputer_mode,
         imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,
-        data_critic_sees_mask=args.data_critic_sees_mask, mask_channel_gate=args.mask_channel_gate,
         ema=args.ema, imputer_width=args.imputer_width,
         imputer_depth=args.imputer_depth,
         pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,

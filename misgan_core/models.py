@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,146 +129,6 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.output(self.body(self.project(z).view(-1, self.top, 4, 4)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Mask models that see the image (MNAR): Gm(eps, x)
-
-MASK_MODELS = ("independent", "self-masking", "conditional")
-
-
-def logistic_noise(u: torch.Tensor) -> torch.Tensor:
-    """Logistic(0, 1) noise from uniform u: log u - log(1 - u), clamped away from 0 and 1."""
-    u = u.clamp(1e-6, 1 - 1e-6)
-    return torch.log(u) - torch.log1p(-u)
-
-
-class SelfMaskingMaskModel(nn.Module):
-    """Each pixel observed with probability sigmoid(a * x_d + b): a learned slope a and offset b shared by all
-    pixels, so the missingness of a pixel depends on its own value only (self-masking MNAR), through the same
-    logistic family as the `self-masking` process (masks.SelfMasking). A draw is a relaxed Bernoulli (binary
-    concrete: the output activation of logit + logistic noise, Maddison et al. 2017), so gradients reach a, b
-    and the pixel values.
-
-    The parameters are stored at 1/SCALE of their value: Adam moves each by about lr a step, and at lr 1e-4 a
-    logit slope of 5 would take 50,000 steps to learn. The offset is shared: with one offset per pixel (the
-    first version), Gm explained where digits go missing by position alone and Gx collapsed to black or white
-    images (README "Missingness that depends on the data"). The slope starts at `initial_slope`: at 0, Gx and
-    the slope deadlock (x = 0 gives the slope no gradient, a = 0 gives Gx none through the masks); MisGAN
-    starts it from the sign the data suggest (`initial_self_masking_slope`). The data critic's draws are
-    relaxed at temperature 3, not the paper's 0.66 (misgan.MASK_TEMPERATURE: at 0.66 the masks stop passing
-    gradients to bright pixels and missing strokes stay dim); the mask critic's at 0.66 (`forward`'s
-    `output`). A draw exceeds 1/2 with probability sigmoid(a x_d + b) at any temperature.
-
-    Identifiable where a fully parametric mechanism like this one is combined with dependence between pixels:
-    each other pixel is a "shadow variable" for x_d (associated with x_d, independent of m_d given x_d), the
-    condition of Miao and Tchetgen Tchetgen (2016, Biometrika 103(2)) under completeness; a single variable
-    with an unrestricted self-masking mechanism is not identifiable (Mohan and Pearl 2021, JASA 116(534)).
-    The Theory page shows both on a two-pixel case.
-    """
-
-    SCALE = 50.0
-
-    # |slope| (logit per unit of intensity) from which the data critic's draws are at the full temperature
-    STEEP_SLOPE = 2.0
-
-    def __init__(self, mask_shape: tuple[int, int, int], output: nn.Module, initial_slope: float = 0.0,
-                 temperature_floor: float | None = None, initial_offset: float = 0.0):
-        super().__init__()
-        self.mask_shape = tuple(mask_shape)
-        self.slope = nn.Parameter(torch.full((), initial_slope / self.SCALE))
-        self.offset = nn.Parameter(torch.full((), initial_offset / self.SCALE))
-        self.output = output
-        self.temperature_floor = temperature_floor
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Runs made with the per-pixel offset (its first version) load with that offset, into the same Parameter
-        # object, so an optimizer built before the load (MisGAN.load resumes that way) updates the loaded one.
-        saved = state_dict.get(prefix + "offset")
-        if saved is not None and saved.shape != self.offset.shape:
-            self.offset.data = torch.zeros(saved.shape, dtype=self.offset.dtype, device=self.offset.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def observed_logit(self, x: torch.Tensor) -> torch.Tensor:
-        # RGB: one mask per pixel, from its mean intensity.
-        return self.SCALE * (self.slope * x.mean(1, keepdim=True) + self.offset)
-
-    def dependence(self) -> float:
-        """min(1, (a / STEEP_SLOPE) ** 2): 0 where the learnt masks do not depend on the values (a = 0), 1 where
-        the mechanism is steep. Sets the data critic's lambda (below) and, with the pair critic, the weight of
-        its mask channel (MisGANConfig.mask_channel_gate)."""
-        a = self.SCALE * float(self.slope.detach())
-        return min(1.0, (a / self.STEEP_SLOPE) ** 2)
-
-    def data_critic_temperature(self) -> float:
-        """lambda of the draws the data critic judges: the output's temperature where the learnt mechanism is
-        steep (|a| >= STEEP_SLOPE), falling to `temperature_floor` as a goes to 0, as
-        floor + (temperature - floor) * min(1, (a / STEEP_SLOPE) ** 2).
-
-        The high temperature is there for the leak: it keeps a draw's slope in the pixel value, a m (1 - m) /
-        lambda, alive at bright missing strokes (misgan.MASK_TEMPERATURE). Where a is near 0 (MCAR) there is
-        nothing to leak, and a soft draw only costs: at 80% missing and lambda 3 nearly every pixel of a draw
-        lies between 0.2 and 0.55 while the data's masks are binary, which the data critic sees at once.
-        Measured on mnist-5k, dropout 80%, 4,000 steps, the mask channel ungated (README): generation FID 387.4
-        at lambda 3 throughout, 283.0 with the floor at 0.66, 253.9, 243.5 and 236.0 (seeds 0-2) at 0.25 (the
-        slope stayed within 0.01 of 0); under self-masking, where |a| passes 2 at once, nothing changes."""
-        top = float(self.output.temperature)
-        floor = self.temperature_floor
-        if floor is None or floor == top:
-            return top
-        return floor + (top - floor) * self.dependence()
-
-    def mechanism(self) -> dict[str, float]:
-        """What the model has learnt, for the training log: slope a and offset b (logits; the mean offset of
-        a run with one per pixel) and the data critic's lambda."""
-        return {"slope": self.SCALE * float(self.slope.detach()),
-                "offset": self.SCALE * float(self.offset.detach().mean()),
-                "lambda_x": self.data_critic_temperature()}
-
-    def forward(self, x: torch.Tensor, u: torch.Tensor, output: nn.Module | None = None) -> torch.Tensor:
-        # output(l + noise) = sigma_lambda(l + noise): a binary-concrete draw at temperature lambda (or at
-        # another output's, for the mask critic: MisGANConfig.mask_critic_temperature).
-        logit = self.observed_logit(x) + logistic_noise(u)
-        if output is None:
-            lam = self.data_critic_temperature()
-            top = float(self.output.temperature)
-            if lam != top:  # output(l * top / lam) = output at lambda lam, for every activation kind
-                logit = logit * (top / lam)
-        return (output or self.output)(logit)
-
-
-class NoisyMaskGenerator(nn.Module):
-    """Gm(eps, u) = output(G(eps) + logistic(u)): the generator's per-pixel logits, then a relaxed Bernoulli draw
-    per pixel (binary concrete, Maddison et al. 2017) from its own uniform noise u (`--mask-noise`).
-
-    The paper's Gm = sigma_lambda(G(eps)) gets all its randomness from the 128 latent dimensions, so it cannot
-    represent 784 independent Bernoulli pixels (MCAR dropout): on mnist-5k at dropout 80% the mask critic's
-    Wasserstein estimate stayed near 4.7 through 14,000 steps with the sigmoid and the stretched activation
-    alike. With per-pixel noise a constant logit gives exact independent dropout, and block masks (logits far
-    from 0) are unchanged."""
-
-    def __init__(self, net: nn.Module, output: nn.Module, mask_shape: tuple[int, int, int]):
-        super().__init__()
-        self.net, self.output, self.mask_shape = net, output, tuple(mask_shape)
-
-    def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.output(self.net(z) + logistic_noise(u))
-
-
-class ConditionalMaskGenerator(nn.Module):
-    """Gm(eps, x): an FC network fed the latent noise and the (generated) complete image, for missingness that
-    may depend on the whole image (MAR or general MNAR): FC(latent + D, 256)-FC(256, 512)-FC(512, D_mask)."""
-
-    def __init__(self, shape: tuple[int, int, int], mask_shape: tuple[int, int, int], output: nn.Module,
-                 latent: int = LATENT):
-        super().__init__()
-        self.mask_shape = tuple(mask_shape)
-        self.net = nn.Sequential(nn.Linear(latent + math.prod(shape), 256), nn.ReLU(), nn.Linear(256, 512),
-                                 nn.ReLU(), nn.Linear(512, math.prod(mask_shape)))
-        self.output = output
-
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.net(torch.cat([z, x.flatten(1)], 1))).view(-1, *self.mask_shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,61 +277,36 @@ class Networks:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
-def _check_shape(arch: str, shape: tuple[int, int, int]) -> None:
+def check_shape(arch: str, shape: tuple[int, int, int]) -> None:
+    """Refuse image shapes the architecture cannot model, saying what to do."""
     c, h, w = shape
     if c not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels; got {c}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if arch == "conv" and not (h == w and h in (28, 32, 64)):
         raise ValueError(f"arch 'conv' supports 28x28, 32x32 and 64x64 images; got {h}x{w}. Use --arch fc, "
                          f"or resize the images")
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
-def build_networks(arch: str, shape: tuple[int, int, int], imputer: bool = False, temperature: float = 0.66,
-                   mask_activation: str = "sigmoid", latent: int = LATENT,
-                   mask_model: str = "independent", imputer_sees_mask: bool = False,
-                   mask_noise: bool = False, imputer_width: int = 500, imputer_depth: int = 2,
-                   imputer_critic_sees_mask: bool = False, initial_slope: float = 0.0, initial_offset: float = 0.0,
-                   data_critic_sees_mask: bool = False, temperature_floor: float | None = None) -> Networks:
-    """Gx, Gm, Dx, Dm (and Gi, Di when `imputer`) for data of `shape` (C, H, W). `mask_model` picks Gm:
-    independent Gm(eps) (the paper), self-masking or conditional Gm(eps, x) (see MASK_MODELS)."""
-    if mask_model not in MASK_MODELS:
-        raise ValueError(f"unknown mask model {mask_model!r}; choose one of {', '.join(MASK_MODELS)}")
-    shape = tuple(shape)  # type: ignore[assignment]
-    _check_shape(arch, shape)
-    c, h, _ = shape
-    mask_shape = (1, h, shape[2])
+def generator(arch: str, shape: tuple[int, int, int], output: nn.Module, latent: int = LATENT) -> nn.Module:
+    """A generator of `shape` outputs through `output` (appendix D): FC, the WGAN-GP 28x28 layout or DCGAN."""
+    if arch == "fc":
+        return FCGenerator(shape, output, latent)
+    if shape[1] == 28:
+        return ConvGenerator28(shape[0], output, latent)
+    return DCGANGenerator(shape, output, latent)
 
-    def gen(out_shape: tuple[int, int, int], output: nn.Module) -> nn.Module:
-        if arch == "fc":
-            return FCGenerator(out_shape, output, latent)
-        if h == 28:
-            return ConvGenerator28(out_shape[0], output, latent)
-        return DCGANGenerator(out_shape, output, latent)
 
-    def critic(in_shape: tuple[int, int, int]) -> Critic:
-        if arch == "fc":
-            return fc_critic(in_shape)
-        return conv_critic28(in_shape) if h == 28 else dcgan_critic(in_shape)
+def critic(arch: str, shape: tuple[int, int, int]) -> Critic:
+    """A critic of `shape` inputs (appendix D): FC, the WGAN-GP 28x28 layout or DCGAN's."""
+    if arch == "fc":
+        return fc_critic(shape)
+    return conv_critic28(shape) if shape[1] == 28 else dcgan_critic(shape)
 
-    mask_output = TemperatureSigmoid(temperature, mask_activation)
-    if mask_model == "self-masking":
-        gm: nn.Module = SelfMaskingMaskModel(mask_shape, mask_output, initial_slope, temperature_floor,
-                                             initial_offset)
-    elif mask_model == "conditional":
-        gm = ConditionalMaskGenerator(shape, mask_shape, mask_output, latent)
-    elif mask_noise:
-        gm = NoisyMaskGenerator(gen(mask_shape, nn.Identity()), mask_output, mask_shape)
-    else:
-        gm = gen(mask_shape, mask_output)
-    # Dx judges f_tau(x, m), or (x * m, m) as one more input channel (MisGAN._data_critic_input).
-    paired = (shape[0] + 1, *shape[1:])
-    nets = Networks(gx=gen(shape, nn.Sigmoid()), gm=gm, dx=critic(paired if data_critic_sees_mask else shape),
-                    dm=critic(mask_shape))
-    if imputer:
-        nets.gi = (FCImputerNet(shape, imputer_width, imputer_sees_mask, mask_shape, imputer_depth) if h < 32
-                   else UNetImputerNet(shape, sees_mask=imputer_sees_mask))
-        # Di judges images, or (image, mask) pairs as one more input channel (MisGAN._imputer_critic_input).
-        nets.di = critic(paired if imputer_critic_sees_mask else shape)
-    return nets
+
+def imputer_net(shape: tuple[int, int, int], width: int = 500, depth: int = 2, sees_mask: bool = False) -> nn.Module:
+    """Ĝi of eq. 12: FC (section 5.1) up to 28x28, the U-Net above."""
+    if shape[1] < 32:
+        return FCImputerNet(shape, width, sees_mask, (1, *shape[1:]), depth)
+    return UNetImputerNet(shape, sees_mask=sees_mask)

@@ -11,9 +11,6 @@ from misgan_core.jobs import registry
 from misgan_core.metrics import default_fid_every
 from workbench import state, widgets
 
-# The Data critic's input choices: MisGANConfig.data_critic_sees_mask (None resolves by the mask model).
-DATA_CRITIC_INPUTS = {"auto": None, "f_tau(x, m)": False, "pair (x*m, m)": True}
-
 st.title("Train MisGAN")
 st.caption(
     "Training runs in the background on the server: leaving this page or closing the browser does not "
@@ -138,8 +135,7 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         key="train-mask-model",
         help="Gm: independent of the image (the paper; right for MCAR missingness), self-masking (each "
         "pixel's own value sets its chance to be missing) or conditional Gm(eps, x), for missingness that "
-        "depends on the data. The last two make the data critic judge masked data and masks jointly (see "
-        "the data critic's input).",
+        "depends on the data. The last two make the data critic judge masked data and masks jointly.",
     )
     mask_activation = h1.selectbox(
         "Mask activation",
@@ -147,14 +143,6 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         key="train-mask-activation",
         help="sigmoid(x / lambda) as in the paper, or 'stretched' (the released code's default): masks reach "
         "exact 0 and 1, which high missing rates need (at 90% dropout the plain sigmoid did not learn).",
-    )
-    mask_noise = h2.checkbox(
-        "Per-pixel mask noise",
-        value=False,
-        key="train-mask-noise",
-        help="Gm draws every pixel with its own noise (a relaxed Bernoulli on its logits). The paper's Gm gets "
-        "all its randomness from 128 latent numbers and cannot draw independent dropout; block masks do not "
-        "need it. Independent mask model only.",
     )
     imputer_sees_mask = h3.checkbox(
         "Imputer sees the mask",
@@ -180,14 +168,6 @@ with st.expander("Hyper-parameters (defaults are the paper's)"):
         key="train-imputer-critic-sees-mask",
         help="Di judges (image, mask) pairs: each imputation against a Gx sample carrying the same mask, so "
         "it knows which pixels the imputer made. A conditional critic; the paper's Di sees images only.",
-    )
-    data_critic_input = h4.selectbox(
-        "Data critic's input",
-        list(DATA_CRITIC_INPUTS),
-        key="train-data-critic-input",
-        help="What Dx judges: f_tau(x, m) (the paper), or the pair (x * m, m) as two channels. A mask model "
-        "that sees the image needs a joint critic: the pair (auto's choice for it), or f_tau with tau -1, "
-        "which learnt slower (generation FID 180 against 90 under dropout 50%, README).",
     )
     native = native_bf16(pick_device("auto"))
     precision = h3.selectbox(
@@ -230,16 +210,11 @@ if dataset:
         alpha=None if mask_model != "independent" and alpha == 0.2 else float(alpha),
         beta=float(beta),
         lr=float(lr),
-        # A mask model that sees the image, judged through f_tau alone, needs tau outside [0, 1]: None resolves
-        # to -1 for it (with the pair, any tau will do).
-        tau=(None if mask_model != "independent" and 0 <= tau <= 1 and DATA_CRITIC_INPUTS[data_critic_input] is False
-             else float(tau)),
+        tau=float(tau),
         mask_model=mask_model,
         mask_activation=mask_activation,
-        mask_noise=bool(mask_noise),
         imputer_sees_mask=bool(imputer_sees_mask),
         imputer_critic_sees_mask=bool(imputer_critic_sees_mask),
-        data_critic_sees_mask=DATA_CRITIC_INPUTS[data_critic_input],
         ema=float(ema),
         precision=precision,
         temperature=None if temperature is None else float(temperature),

@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
@@ -27,8 +26,9 @@ from misgan_core import (
     make_mask_process,
 )
 from misgan_core.critic_gradients import critic_loss, gradient_penalty_autograd
-from misgan_core.misgan import scale_grad
-from misgan_core.models import Critic, TemperatureSigmoid, build_networks
+from misgan_core.fast import SpeedPaths
+from misgan_core.mask_models import scale_grad
+from misgan_core.models import Critic, TemperatureSigmoid, check_shape, critic, imputer_net
 from misgan_core.spec import FIELDS as DATA_FIELDS
 from misgan_core.training import EpochOrder
 
@@ -94,7 +94,7 @@ def test_critic_loss_is_fake_minus_real_plus_penalty_on_a_linear_critic():
                                         ("conv", (1, 64, 64))])
 def test_explicit_gradient_penalty_equals_autograd_double_backward(arch, shape):
     torch.manual_seed(0)
-    critic = build_networks(arch, shape).dx.double()
+    critic = critic_of(arch, shape).double()
     real, fake = torch.rand(3, *shape, dtype=torch.float64), torch.rand(3, *shape, dtype=torch.float64)
     eps = torch.rand(3, 1, 1, 1, dtype=torch.float64)
     params = list(critic.parameters())
@@ -135,6 +135,12 @@ def test_one_generator_backward_gives_gm_alpha_times_lx_plus_lm():
         assert torch.allclose(p.grad, g, atol=1e-7)
     for p, g in zip(nets.gm.parameters(), gm_ref, strict=True):
         assert torch.allclose(p.grad, g, atol=1e-7)
+
+
+
+def critic_of(arch: str, shape: tuple[int, int, int]) -> Critic:
+    """The data critic appendix D gives images of `shape` (with the paper's independent mask model)."""
+    return critic(arch, shape)
 
 
 # -- missingness ------------------------------------------------------------------------------------
@@ -311,9 +317,6 @@ def test_ambient_gan_ablation_trains_without_mask_critic():
     assert "dm" not in gan.optimizers
     gan.train()
     assert "loss_dm" not in gan.history[-1] and np.isfinite(gan.history[-1]["loss_dx"])
-    real = MisGAN(tiny_config(mask_critic=False, ambient_masks="real", steps=2))
-    assert "gm" not in real.optimizers
-    real.train()
 
 
 # -- runs, checkpoints, resume --------------------------------------------------------------------
@@ -393,14 +396,14 @@ def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match="needs --pretrained"):
         MisGANConfig(imputer=True, imputer_mode="standalone").validate()
     with pytest.raises(ValueError, match="supports 28x28, 32x32 and 64x64"):
-        build_networks("conv", (1, 20, 20))
+        check_shape("conv", (1, 20, 20))
 
 
 @pytest.mark.parametrize("arch,shape", [("fc", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))])
 def test_fused_critic_loss_equals_the_textbook_wgan_gp_loss(arch, shape):
     """Separate forwards on real and fake plus the autograd gradient penalty: value and weight gradients."""
     torch.manual_seed(1)
-    critic = build_networks(arch, shape).dx.double()
+    critic = critic_of(arch, shape).double()
     real, fake = torch.rand(4, *shape, dtype=torch.float64), torch.rand(4, *shape, dtype=torch.float64)
     eps = torch.rand(4, 1, 1, 1, dtype=torch.float64)
     params = list(critic.parameters())
@@ -436,16 +439,11 @@ def test_all_linear_critic_loss_and_gradients_equal_the_textbook_ones(negative_s
     assert w.item() == pytest.approx(w_general.item(), rel=1e-12)
 
 
-def test_shared_adam_step_equals_stepping_each_optimizer(monkeypatch):
+def test_shared_adam_step_equals_stepping_each_optimizer():
     """The loop steps all critics (and all generators) with one fused Adam call; the weights and optimizer
     state must be exactly those of torch's Adam stepped per network."""
-    def per_network(self, names):
-        for k in names:
-            self.optimizers[k].step()
-
     shared = MisGAN(tiny_config(imputer=True, seed=3)).train(3)
-    monkeypatch.setattr(MisGAN, "_adam_step", per_network)
-    separate = MisGAN(tiny_config(imputer=True, seed=3)).train(3)
+    separate = MisGAN(tiny_config(imputer=True, seed=3), speed=SpeedPaths(direct_adam=False)).train(3)
     for name, module in shared.nets.modules().items():
         for (key, a), b in zip(module.state_dict().items(), separate.nets.modules()[name].state_dict().values(),
                                strict=True):
@@ -532,7 +530,7 @@ def test_an_imputer_that_sees_the_mask_uses_it_keeps_observed_pixels_and_resumes
     x, m = gan.data.x[:8], gan.data.m[:8]
     draws = gan.impute(x, m, draws=2)
     assert torch.equal(draws[:, m.bool().expand_as(x)], x[m.bool()].expand(2, -1))
-    plain = build_networks("fc", (1, 28, 28), imputer=True).gi
+    plain = imputer_net((1, 28, 28))
     assert plain.net[0].in_features == 784 and gi.net[0].in_features == 2 * 784
 
     resumed = MisGAN(config, run_dir=tmp_path / "b")
@@ -552,7 +550,7 @@ def test_an_imputer_critic_that_sees_the_mask_judges_pairs_with_the_batch_masks_
                          seed=4)
     gan = MisGAN(config, run_dir=tmp_path / "a")
     assert gan.nets.di.layers[0].in_features == 2 * 784
-    assert build_networks("fc", (1, 28, 28), imputer=True).di.layers[0].in_features == 784
+    assert MisGAN(dataclasses.replace(config, imputer_critic_sees_mask=False)).nets.di.layers[0].in_features == 784
     seen = []  # the generator step's Di inputs (the critic steps' MLP loss does not call forward)
     gan.nets.di.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach().clone()))
     gan.train(2)
@@ -578,44 +576,6 @@ def test_an_imputer_critic_that_sees_the_mask_judges_pairs_with_the_batch_masks_
     a, b = _weights(straight), _weights(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-def test_a_mask_generator_with_per_pixel_noise_can_draw_independent_dropout(tmp_path):
-    """--mask-noise: with constant logits Gm draws each pixel independently (the paper's Gm, whose only
-    randomness is its latent code, then gives one fixed mask); straight-through masks are exactly binary."""
-    config = tiny_config(mask="dropout", missing_rate=0.8, mask_noise=True, mask_activation="straight-through",
-                         imputer=True, limit=96, seed=2)
-    gan = MisGAN(config, run_dir=tmp_path / "a")
-    with torch.no_grad():
-        for p in gan.nets.gm.parameters():
-            p.zero_()
-        bias = [p for n, p in gan.nets.gm.named_parameters() if n.endswith("bias")][-1]
-        bias.fill_(math.log(0.2 / 0.8))  # P(observed) = 0.2 for every pixel
-    masks = gan.sample_masks(2000).flatten(1)
-    assert set(masks.unique().tolist()) <= {0.0, 1.0}
-    assert abs(masks.mean().item() - 0.2) < 0.01
-    corr = torch.corrcoef(masks[:, 300:340].T)  # neighbouring pixels: independent
-    assert corr.fill_diagonal_(0).abs().max() < 0.12
-    plain = MisGAN(dataclasses.replace(config, mask_noise=False))
-    with torch.no_grad():
-        for p in plain.nets.gm.parameters():
-            p.zero_()
-    assert plain.sample_masks(50).flatten(1).std(0).max() == 0  # no per-pixel noise: one mask for all draws
-
-    gan.train(3)
-    resumed = MisGAN(config, run_dir=tmp_path / "b")
-    with torch.no_grad():
-        for p in resumed.nets.gm.parameters():
-            p.zero_()
-        [p for n, p in resumed.nets.gm.named_parameters() if n.endswith("bias")][-1].fill_(math.log(0.2 / 0.8))
-    resumed.train(1)
-    resumed = MisGAN.load(tmp_path / "b")
-    resumed.train(2)
-    a, b = _weights(gan), _weights(resumed)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    with pytest.raises(ValueError, match="--mask-noise is for the independent mask model"):
-        tiny_config(mask_model="self-masking", mask_noise=True).validate()
 
 
 def test_weight_averages_sample_and_impute_and_resume_bit_exactly(tmp_path):
@@ -669,7 +629,7 @@ def test_the_imputer_joins_at_imputer_start_and_misgan_trains_alone_before(tmp_p
 
 
 def test_the_fc_imputer_has_the_asked_width_and_depth(tmp_path):
-    gi = build_networks("fc", (1, 28, 28), imputer=True, imputer_width=784, imputer_depth=3).gi
+    gi = imputer_net((1, 28, 28), width=784, depth=3)
     widths = [(layer.in_features, layer.out_features) for layer in gi.net if isinstance(layer, torch.nn.Linear)]
     assert widths == [(784, 784), (784, 784), (784, 784), (784, 784)]  # the released code's 784-784 imputer
     gan = MisGAN(tiny_config(imputer=True, imputer_width=64, imputer_depth=1), run_dir=tmp_path / "run")
@@ -692,7 +652,7 @@ def test_bf16_critic_loss_is_the_float32_loss_within_a_small_part_of_minibatch_n
     and weight gradients in float32, off the float32 ones by bfloat16 rounding (8 bits) only: each weight
     gradient by under a fifth of how much it changes from one minibatch to the next (measured: 1/13 to 1/8)."""
     torch.manual_seed(3)
-    critic = build_networks(arch, shape).dx
+    critic = critic_of(arch, shape)
     params = list(critic.parameters())
 
     def loss_and_grads(seed: int, bf16: bool):
@@ -744,3 +704,37 @@ def test_bf16_training_keeps_float32_weights_follows_fp32_and_resumes_bit_exactl
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         tiny_config(precision="fp16").validate()
+
+
+@pytest.mark.parametrize("arch,shape", [("fc", (1, 28, 28)), ("conv", (1, 28, 28))])
+def test_the_plain_speed_path_computes_the_same_critic_loss_and_gradients(arch, shape):
+    """fast.SpeedPaths: the written-out critic loss against autograd's double backward, through the seam the
+    training step calls."""
+    torch.manual_seed(5)
+    net = critic_of(arch, shape).double()
+    real, fake, eps = torch.rand(16, *shape).double(), torch.rand(16, *shape).double(), torch.rand(16, 1, 1, 1).double()
+    results = []
+    for speed in (SpeedPaths(), SpeedPaths.plain()):
+        net.zero_grad()
+        loss, w = speed.critic_loss(net, real, fake, eps, 10.0)
+        loss.backward()
+        results.append((loss.detach(), w.detach(), [p.grad.clone() for p in net.parameters()]))
+    (fast_loss, fast_w, fast_grads), (plain_loss, plain_w, plain_grads) = results
+    assert torch.allclose(fast_loss, plain_loss) and torch.allclose(fast_w, plain_w)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_a_run_on_the_plain_speed_paths_trains_checkpoints_and_resumes_bit_exactly(tmp_path):
+    """Every speed path off (the reference the benches compare with) is a whole training path too."""
+    config = tiny_config(imputer=True, seed=6)
+    straight = MisGAN(config, run_dir=tmp_path / "a", speed=SpeedPaths.plain())
+    straight.train(3)
+    assert all(np.isfinite(v) for k, v in straight.history[-1].items() if k.startswith("loss"))
+    split = MisGAN(config, run_dir=tmp_path / "b", speed=SpeedPaths.plain())
+    split.train(2)
+    resumed = MisGAN.load(tmp_path / "b", speed=SpeedPaths.plain())
+    resumed.train(1)
+    a, b = _weights(straight), _weights(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -108,22 +108,20 @@ def _mnar_config(**kw) -> MisGANConfig:
     return MisGANConfig(**base)
 
 
-@pytest.mark.parametrize("mask_model,pair", [("self-masking", None), ("conditional", None),
-                                             ("self-masking", False)])
-def test_mask_models_train_checkpoint_and_resume_bit_exactly(tmp_path, mask_model, pair) -> None:
-    """Both joint data critics: the pair (x*m, m) (the default, tau 0) and f_tau with tau -1."""
+@pytest.mark.parametrize("mask_model", ["self-masking", "conditional"])
+def test_mask_models_train_checkpoint_and_resume_bit_exactly(tmp_path, mask_model) -> None:
+    """The joint data critic: the pair (x*m, m), tau 0."""
     from misgan_core import MisGAN
 
-    config = _mnar_config(mask_model=mask_model, imputer=True, data_critic_sees_mask=pair)
+    config = _mnar_config(mask_model=mask_model, imputer=True)
     straight = MisGAN(config, run_dir=tmp_path / "a")
     straight.train(5)
     split = MisGAN(config, run_dir=tmp_path / "b")
     split.train(3)
     resumed = MisGAN.load(tmp_path / "b")
     assert resumed.config.mask_model == mask_model  # the defaults are resolved once and stored
-    assert resumed.config.data_critic_sees_mask == (pair is None)
-    assert resumed.config.tau == (0.0 if pair is None else -1.0)
-    assert resumed.nets.dx.layers[0].in_features == (2 if pair is None else 1) * 784
+    assert resumed.config.tau == 0.0
+    assert resumed.nets.dx.layers[0].in_features == 2 * 784
     resumed.train(2)
     for name, module in straight.nets.modules().items():
         for key, value in module.state_dict().items():
@@ -132,7 +130,8 @@ def test_mask_models_train_checkpoint_and_resume_bit_exactly(tmp_path, mask_mode
 
 
 def test_self_masking_mask_model_makes_masks_from_the_pixels_it_is_given() -> None:
-    from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid
+    from misgan_core.mask_models import SelfMaskingNet as SelfMaskingMaskModel
+    from misgan_core.models import TemperatureSigmoid
 
     model = SelfMaskingMaskModel((1, 2, 2), TemperatureSigmoid(0.66))
     with torch.no_grad():
@@ -149,7 +148,8 @@ def test_self_masking_mask_model_makes_masks_from_the_pixels_it_is_given() -> No
 def test_a_per_pixel_offset_from_an_old_run_loads_into_the_parameter_its_optimizer_steps() -> None:
     """Runs made with the first version's per-pixel offset still load and resume: the loaded offset is the
     tensor Adam (built before the load, as MisGAN.load does) updates."""
-    from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid
+    from misgan_core.mask_models import SelfMaskingNet as SelfMaskingMaskModel
+    from misgan_core.models import TemperatureSigmoid
 
     model = SelfMaskingMaskModel((1, 2, 2), TemperatureSigmoid(0.66))
     adam = torch.optim.Adam(model.parameters(), lr=0.1)
@@ -189,97 +189,35 @@ def test_alpha_resolves_to_the_papers_for_the_independent_model_and_to_one_for_m
         assert (gan.config.alpha, gan.config.temperature) == (want, lam)
         from misgan_core.models import TemperatureSigmoid
         assert [m.temperature for m in gan.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [lam]
-        assert gan.config.mask_critic_temperature == (0.66 if mask_model == "self-masking" else None)
+        assert (gan.mask_model.mask_critic_output is not None) == (mask_model == "self-masking")
         gan.train(1)
         assert (MisGAN.load(tmp_path / mask_model).config.alpha, MisGAN.load(tmp_path / mask_model).config.temperature
                 ) == (want, lam)
-    # a self-masking run made before the option: its mask critic judged the data critic's draws, and still does
-    config_path = tmp_path / "self-masking" / "config.json"
-    raw = json.loads(config_path.read_text())
-    del raw["mask_critic_temperature"]
-    config_path.write_text(json.dumps(raw))
-    old = MisGAN.load(tmp_path / "self-masking")
-    assert old.config.mask_critic_temperature == old.config.temperature and old._mask_critic_output is None
-    old.train(1)
-    assert old.step == 2 and MisGAN.load(tmp_path / "self-masking").step == 2
-    # without a mask critic no lambda is stored for it; one an earlier version stored is dropped on load
-    no_dm = MisGAN(_mnar_config(mask_model="self-masking", mask_critic=False), run_dir=tmp_path / "no-dm")
-    assert no_dm.config.mask_critic_temperature is None
-    no_dm.train(1)
-    raw = json.loads((tmp_path / "no-dm" / "config.json").read_text())
-    config_path = tmp_path / "no-dm" / "config.json"
-    config_path.write_text(json.dumps({**raw, "mask_critic_temperature": 0.66}))
-    assert MisGAN.load(tmp_path / "no-dm").config.mask_critic_temperature is None
     assert MisGAN(_mnar_config(mask_model="self-masking", alpha=0.3)).config.alpha == 0.3
     assert MisGAN(_mnar_config(mask_model="self-masking", temperature=0.66)).config.temperature == 0.66
     with pytest.raises(ValueError, match="alpha must be a finite non-negative number"):
         MisGAN(_mnar_config(alpha=-1.0))
 
 
-def test_the_temperature_anneals_geometrically_and_resumes_bit_exactly(tmp_path) -> None:
-    from misgan_core import MisGAN
-    from misgan_core.models import TemperatureSigmoid
-
-    kw = dict(mask_model="self-masking", temperature=3.0, temperature_final=0.75, temperature_steps=4, steps=6)
-    straight = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "a")
-    assert [round(straight.mask_temperature(t), 6) for t in (0, 2, 4, 9)] == [3.0, 1.5, 0.75, 0.75]
-    straight.train(3)
-    # between steps Gm holds the lambda of the step ahead (3 steps done: step 3's)
-    assert [m.temperature for m in straight.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [
-        pytest.approx(straight.mask_temperature(3))] and straight.mask_temperature(3) < 1.5
-    straight.train(3)
-    split = MisGAN(_mnar_config(**kw), run_dir=tmp_path / "b")
-    split.train(2)
-    resumed = MisGAN.load(tmp_path / "b")
-    assert [m.temperature for m in resumed.nets.gm.modules() if isinstance(m, TemperatureSigmoid)] == [
-        pytest.approx(resumed.mask_temperature(2))]
-    resumed.train(4)
-    for name, net in straight.nets.modules().items():
-        for (k, v), w in zip(net.state_dict().items(), resumed.nets.modules()[name].state_dict().values(), strict=True):
-            assert torch.equal(v, w), f"{name}.{k}"
-    with pytest.raises(ValueError, match="both temperature_final and temperature_steps"):
-        MisGAN(_mnar_config(temperature_final=0.5))
-
-
-def test_an_annealed_model_draws_at_its_steps_lambda_live_reloaded_and_shipped(tmp_path) -> None:
-    """Between steps, after a reload and in an exported (inference-only) copy, Gm's live and averaged output
-    layers hold the lambda of the step the run has reached, not the anneal's start."""
-    from misgan_core import MisGAN
-    from misgan_core.demo import export_demo
-    from misgan_core.models import TemperatureSigmoid
-
-    def lambdas(gan):
-        nets = [gan.nets.gm, *([gan.averaged["gm"]] if "gm" in gan.averaged else [])]
-        return [m.temperature for net in nets for m in net.modules() if isinstance(m, TemperatureSigmoid)]
-
-    gan = MisGAN(_mnar_config(mask_model="self-masking", temperature=3.0, temperature_final=0.75,
-                              temperature_steps=2, imputer=True, ema=0.9), run_dir=tmp_path / "run")
-    gan.train(3)
-    assert lambdas(gan) == [pytest.approx(0.75)] * 2 and gan.mask_temperature() == pytest.approx(0.75)
-    assert lambdas(MisGAN.load(tmp_path / "run")) == [pytest.approx(0.75)] * 2
-    export_demo(tmp_path / "run", tmp_path / "demo", record={})
-    shipped = MisGAN.load(tmp_path / "demo")
-    assert shipped.run is None and lambdas(shipped) == [pytest.approx(0.75)] * 2
-
-
 def _critic_inputs(monkeypatch, gan) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Train `gan` and return the (real, fake) batches its data and mask critics were shown."""
-    import misgan_core.misgan as engine
+    import dataclasses
 
     seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"dx": [], "dm": []}
-    critic_loss = engine.critic_loss
+    speed = gan.speed
 
-    def spy(critic, real, fake, *args):
-        name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
-        if name:
-            seen[name].append((real.detach().clone(), fake.detach().clone()))
-        return critic_loss(critic, real, fake, *args)
+    class Spy(type(speed)):
+        def critic_loss(self, critic, real, fake, *args):
+            name = "dm" if critic is gan.nets.dm else "dx" if critic is gan.nets.dx else None
+            if name:
+                seen[name].append((real.detach().clone(), fake.detach().clone()))
+            return speed.critic_loss(critic, real, fake, *args)
 
-    monkeypatch.setattr(engine, "critic_loss", spy)
+    gan.speed = Spy(**dataclasses.asdict(speed))
     try:
         gan.train()
     finally:
-        monkeypatch.setattr(engine, "critic_loss", critic_loss)
+        gan.speed = speed
     return seen
 
 
@@ -291,101 +229,90 @@ def _soft_share(seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], name: 
     return sum(((m > low) & (m < high)).float().mean().item() for m in masks) / len(masks)
 
 
-def test_the_mask_critic_can_judge_sharper_draws_than_the_data_critic(monkeypatch) -> None:
-    """Dm judges draws relaxed at mask_critic_temperature (default 0.66) while Dx keeps the model's lambda 3:
-    at 3 more entries are soft (between 0.05 and 0.95) than at 0.66."""
-    from misgan_core import MisGAN
+def _ungated(monkeypatch) -> None:
+    """The self-masking model's pair critic without the gate, to read its draws off the mask channel."""
+    from misgan_core import mask_models
 
-    def soft_share(mask_critic_temperature):
-        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=2, mask_critic_temperature=mask_critic_temperature))
+    monkeypatch.setattr(mask_models.SelfMaskingMaskModel, "data_critic_input",
+                        lambda self, x, m, tau: mask_models.with_mask_channel(mask_models.f_tau(x, m, tau), m))
+
+
+def test_the_mask_critic_judges_sharper_draws_than_the_data_critic(monkeypatch) -> None:
+    """The self-masking model's Dm judges draws of its own at MASK_CRITIC_TEMPERATURE (0.66) while Dx keeps the
+    model's lambda 3: at 3 more entries are soft (between 0.05 and 0.95) than at 0.66."""
+    from misgan_core import MisGAN, mask_models
+
+    def soft_share():
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=2))
         seen = _critic_inputs(monkeypatch, gan)
         assert gan.config.temperature == 3.0 and len(seen["dm"]) == len(seen["dx"]) == 2 * gan.config.n_critic
         return _soft_share(seen, "dx", 0.05, 0.95), _soft_share(seen, "dm", 0.05, 0.95)
 
-    dx_same, dm_same = soft_share(3.0)  # equal to the temperature: Dm judges Dx's draws
-    dx, dm = soft_share(None)  # the default, 0.66
+    _ungated(monkeypatch)
+    dx, dm = soft_share()
+    with monkeypatch.context() as patch:
+        patch.setattr(mask_models, "MASK_CRITIC_TEMPERATURE", 3.0)  # Dm judges Dx's own draws
+        dx_same, dm_same = soft_share()
     assert abs(dm_same - dx_same) < 0.05 and abs(dx - dx_same) < 0.05
     assert dm < dx / 2
     # the masks the app shows (sample_with_masks) are the mask critic's sharper draws
     shown = MisGAN(_mnar_config(mask_model="self-masking")).sample_with_masks(64)[1]
     assert ((shown > 0.05) & (shown < 0.95)).float().mean().item() < dx / 2
-    with pytest.raises(ValueError, match="for the self-masking mask model"):
-        MisGAN(_mnar_config(mask_model="conditional", mask_critic_temperature=0.66))
+    assert MisGAN(_mnar_config(mask_model="conditional")).mask_model.mask_critic_output is None
 
 
-def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monkeypatch, tmp_path) -> None:
+def test_the_data_critics_draws_sharpen_where_the_learnt_slope_is_near_zero(monkeypatch) -> None:
     """The self-masking model's Dx draws are at `temperature` (3) where |slope| >= 2 and fall to
-    `temperature_floor` (0.25) as the slope goes to 0: on MCAR dropout (slope started at 0) they are sharper
+    TEMPERATURE_FLOOR (0.25) as the slope goes to 0: on MCAR dropout (slope started at 0) they are sharper
     than the mask critic's (0.66); under self-masking (slope started at -4) as soft as before; with the floor equal to
-    the temperature, soft on MCAR too. Runs made before the option keep their lambda throughout."""
-    from misgan_core import MisGAN
-    from misgan_core.models import SelfMaskingMaskModel, TemperatureSigmoid, logistic_noise
+    the temperature, soft on MCAR too."""
+    from misgan_core import MisGAN, mask_models
+    from misgan_core.mask_models import SelfMaskingNet, logistic_noise
+    from misgan_core.models import TemperatureSigmoid
 
-    def soft_shares(**kw):  # (the mask channel ungated, to read the draws off it)
-        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, mask_channel_gate=False, **kw))
+    def soft_shares(**kw):
+        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
         seen = _critic_inputs(monkeypatch, gan)
         return gan, _soft_share(seen, "dx", 0.2, 0.8), _soft_share(seen, "dm", 0.2, 0.8)
 
+    _ungated(monkeypatch)
     mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
     gan, dx, dm = soft_shares(data=mcar)
-    assert gan.config.temperature_floor == 0.25
     assert gan.nets.gm.data_critic_temperature() == pytest.approx(0.25, abs=0.01)
     assert dx < dm / 1.5  # sharper than the mask critic's draws at 0.66
-    _, dx_no_floor, _ = soft_shares(data=mcar, temperature_floor=3.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(mask_models, "TEMPERATURE_FLOOR", 3.0)
+        _, dx_no_floor, _ = soft_shares(data=mcar)
     assert dx_no_floor > 1.5 * dx
     steep, dx_steep, dm_steep = soft_shares()  # self-masking 50%: the slope starts at -4
     assert steep.nets.gm.data_critic_temperature() == 3.0 and dx_steep > 1.5 * dm_steep
     # the rule itself: floor + (temperature - floor) * min(1, (a / 2) ** 2)
-    model = SelfMaskingMaskModel((1, 4, 4), TemperatureSigmoid(3.0), initial_slope=1.0, temperature_floor=0.5)
+    model = SelfMaskingNet((1, 4, 4), TemperatureSigmoid(3.0), initial_slope=1.0, temperature_floor=0.5)
     assert model.data_critic_temperature() == pytest.approx(0.5 + 2.5 / 4)
     x, u = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
     lam = model.data_critic_temperature()
     assert torch.allclose(model(x, u), TemperatureSigmoid(lam)(model.observed_logit(x) + logistic_noise(u)))
-    # a run made before the option drew at its temperature throughout, and still does
-    MisGAN(_mnar_config(mask_model="self-masking", data=mcar, steps=1), run_dir=tmp_path / "old").train()
-    config_path = tmp_path / "old" / "config.json"
-    raw = json.loads(config_path.read_text())
-    del raw["temperature_floor"]
-    config_path.write_text(json.dumps(raw))
-    old = MisGAN.load(tmp_path / "old")
-    assert old.config.temperature_floor == 3.0 and old.nets.gm.data_critic_temperature() == 3.0
-    for bad in (dict(mask_model="independent", temperature_floor=0.5), dict(mask_model="self-masking",
-                                                                            temperature_floor=4.0)):
-        with pytest.raises(ValueError, match="temperature_floor is the self-masking mask model's lambda"):
-            MisGAN(_mnar_config(**bad))
 
 
-def test_the_pair_critics_mask_channel_is_weighed_by_the_learnt_dependence(monkeypatch, tmp_path) -> None:
+def test_the_pair_critics_mask_channel_is_weighed_by_the_learnt_dependence(monkeypatch) -> None:
     """With the self-masking model, Dx's mask channel is m * min(1, (slope / 2) ** 2) for real and generated
-    pairs: zero on MCAR dropout (slope 0), m itself under self-masking (slope -4); m without the gate, and in
-    runs made before it. The gate needs the self-masking model and the pair critic."""
+    pairs: zero on MCAR dropout (slope 0), m itself under self-masking (slope -4), and m for the conditional
+    model."""
     from misgan_core import MisGAN
 
-    def channels(**kw):
-        gan = MisGAN(_mnar_config(mask_model="self-masking", steps=1, **kw))
+    def channels(mask_model="self-masking", **kw):
+        gan = MisGAN(_mnar_config(mask_model=mask_model, steps=1, **kw))
         seen = _critic_inputs(monkeypatch, gan)["dx"]
         return gan, [(real[:, -1:], fake[:, -1:]) for real, fake in seen]
 
     mcar = DataSpec(dataset="mnist-5k", limit=96, mask="dropout", missing_rate=0.8)
     gan, seen = channels(data=mcar)
-    assert gan.config.mask_channel_gate and gan.nets.gm.dependence() < 1e-3
+    assert gan.nets.gm.dependence() < 1e-3
     assert all(float(real.abs().max()) < 1e-3 and float(fake.abs().max()) < 1e-3 for real, fake in seen)
-    gan, seen = channels(data=mcar, mask_channel_gate=False)
-    assert all(set(real.unique().tolist()) == {0.0, 1.0} and float(fake.max()) > 0.5 for real, fake in seen)
     gan, seen = channels()  # self-masking 50%: the gate open from the start
     assert gan.nets.gm.dependence() == 1.0 and all(set(real.unique().tolist()) == {0.0, 1.0} for real, _ in seen)
-    MisGAN(_mnar_config(mask_model="self-masking", data=mcar, steps=1), run_dir=tmp_path / "old").train()
-    config_path = tmp_path / "old" / "config.json"
-    raw = json.loads(config_path.read_text())
-    assert raw["mask_channel_gate"] is True
-    del raw["mask_channel_gate"]
-    config_path.write_text(json.dumps(raw))
-    assert MisGAN.load(tmp_path / "old").config.mask_channel_gate is False
-    for bad in (dict(mask_model="independent", mask_channel_gate=True),
-                dict(mask_model="self-masking", mask_channel_gate=True, data_critic_sees_mask=False, tau=-1.0)):
-        with pytest.raises(ValueError, match="mask_channel_gate weighs the pair critic's mask channel"):
-            MisGAN(_mnar_config(**bad))
-    assert MisGAN(_mnar_config(mask_model="conditional")).config.mask_channel_gate is False
+    _, seen = channels("conditional", data=mcar)
+    assert all(set(real.unique().tolist()) == {0.0, 1.0} and float(fake.max()) > 0.5 for real, fake in seen)
 
 
 def test_the_mask_critic_moves_gx_through_the_masks_it_causes() -> None:
@@ -413,7 +340,7 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
     missing -> positive; MCAR dropout -> 0, the true slope, with the offset at the observed share's logit (the
     MCAR fit; 0 beside a slope). Read from the incomplete data alone."""
     from misgan_core import MisGAN
-    from misgan_core.misgan import initial_self_masking_slope
+    from misgan_core.mask_models import initial_self_masking_slope
 
     spec = DataSpec(dataset="mnist-5k", limit=500, mask=mask, missing_rate=rate, mask_direction=direction)
     gan = MisGAN(_mnar_config(data=spec, mask_model="self-masking"))
@@ -429,12 +356,9 @@ def test_the_self_masking_model_starts_from_the_direction_the_data_suggest(mask,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mask-model", "self-masking", "--tau", "0", "--no-data-critic-sees-mask"], "needs tau outside the data range"),
-    (["--mask-model", "conditional", "--no-mask-critic", "--ambient-masks", "real"], "cannot be combined"),
     (["--mask-model", "bogus"], "invalid choice"),
-    (["--mask-model", "self-masking", "--no-mask-critic", "--mask-critic-temperature", "0.5"], "this run has none"),
-    (["--temperature-floor", "0.25"], "temperature_floor is the self-masking mask model's lambda"),
-    (["--mask-channel-gate"], "use it with --mask-model self-masking"),
+    (["--mask-model", "self-masking", "--temperature", "0"], "temperature must be a finite positive number"),
+    (["--temperature-floor", "0.25"], "unrecognized arguments"),
 ])
 def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, message) -> None:
     try:
@@ -449,12 +373,11 @@ def test_bad_mask_model_combinations_get_one_line(tmp_path, capsys, args, messag
 
 
 def test_a_data_critic_that_sees_the_mask_judges_pairs_keeps_tau_0_and_resumes_bit_exactly(tmp_path) -> None:
-    """--data-critic-sees-mask: Dx takes (x * m, m) as two channels; the real half of its batch carries the
-    minibatch's own masks and observed pixels, the fake half Gm's masks of Gx's images; tau resolves to 0,
-    which a mask model that sees the image may then use."""
+    """A mask model that sees the image: Dx takes (x * m, m) as two channels; the real half of its batch carries
+    the minibatch's own masks and observed pixels, the fake half Gm's masks of Gx's images; tau stays 0."""
     from misgan_core import MisGAN
 
-    config = _mnar_config(mask_model="self-masking", imputer=True, data_critic_sees_mask=True)
+    config = _mnar_config(mask_model="self-masking", imputer=True)
     gan = MisGAN(config, run_dir=tmp_path / "a")
     assert gan.config.tau == 0.0 and gan.nets.dx.layers[0].in_features == 2 * 784
     seen: list[torch.Tensor] = []
@@ -467,7 +390,7 @@ def test_a_data_critic_that_sees_the_mask_judges_pairs_keeps_tau_0_and_resumes_b
     fake_image, fake_mask = fake[:, :1], fake[:, 1:]
     assert bool((fake_image <= fake_mask + 1e-6).all()) and bool((fake_image >= 0).all())  # Gx(z) * m, x in [0, 1]
     assert bool((fake_image[fake_mask == 0] == 0).all()) and 0 < float(fake_mask.mean()) < 1
-    pair = gan._data_critic_input(x, m)
+    pair = gan.mask_model.data_critic_input(x, m, gan.config.tau)
     assert torch.equal(pair[:, :1], x * m) and torch.equal(pair[:, 1:], m)
 
     straight = MisGAN(config, run_dir=tmp_path / "b")
@@ -475,22 +398,8 @@ def test_a_data_critic_that_sees_the_mask_judges_pairs_keeps_tau_0_and_resumes_b
     split = MisGAN(config, run_dir=tmp_path / "c")
     split.train(2)
     resumed = MisGAN.load(tmp_path / "c")
-    assert resumed.config.data_critic_sees_mask and resumed.config.tau == 0.0
+    assert resumed.config.tau == 0.0
     resumed.train(2)
     for name, module in straight.nets.modules().items():
         for key, value in module.state_dict().items():
             assert torch.equal(value, resumed.nets.modules()[name].state_dict()[key]), f"{name}.{key}"
-    with pytest.raises(ValueError, match="--data-critic-sees-mask"):
-        _mnar_config(mask_model="self-masking", tau=0.0, data_critic_sees_mask=False).validate()
-    _mnar_config(mask_model="self-masking", tau=0.0).validate()  # the pair, by default
-
-    # A run made before the option (no such key in config.json) saw f_tau alone, and loads that way.
-    old = MisGAN(_mnar_config(mask_model="self-masking", data_critic_sees_mask=False), run_dir=tmp_path / "old")
-    old.train(1)
-    config_file = tmp_path / "old" / "config.json"
-    raw = json.loads(config_file.read_text())
-    del raw["data_critic_sees_mask"]
-    config_file.write_text(json.dumps(raw))
-    reloaded = MisGAN.load(tmp_path / "old")
-    assert reloaded.config.data_critic_sees_mask is False and reloaded.config.tau == -1.0
-    reloaded.train(1)

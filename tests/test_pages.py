@@ -242,29 +242,26 @@ def _train_small_job(at: AppTest, steps: int) -> tuple[Any, dict[str, Any]]:
 
 def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     """Self-masking missingness with the self-masking mask model: the job's run folder records the model and
-    its joint data critic: the pair (x*m, m) by default, or f_tau with the tau it then needs (-1, since the
-    page's tau 0 would hide the masks from the data critic)."""
+    the model's own lambda (3) where the field is left empty, and the lambda asked for otherwise."""
     at = _app("train")
     box = at.selectbox(key="train-mask")
     box.set_value(next(o for o in box.options if o.startswith("Self-masking"))).run()
     at.selectbox(key="train-mask-model").set_value("self-masking")
     job, config = _train_small_job(at, steps=3)
-    assert config["mask_model"] == "self-masking" and config["data_critic_sees_mask"] and config["tau"] == 0.0
+    assert config["mask_model"] == "self-masking" and config["tau"] == 0.0
     assert config["data"]["mask"] == "self-masking" and config["temperature"] == 3.0  # the field left empty
     assert job.snapshot().status == "finished", job.snapshot()
-    at.selectbox(key="train-data-critic-input").set_value("f_tau(x, m)")  # then tau -1 shows the masks
     at.number_input(key="train-temp").set_value(1.5)
     job, config = _train_small_job(at, steps=2)
-    assert not config["data_critic_sees_mask"] and config["tau"] == -1.0 and config["temperature"] == 1.5
+    assert config["temperature"] == 1.5
     assert job.snapshot().status == "finished", job.snapshot()
     at.number_input(key="train-temp").set_value(0.66)  # the paper's lambda, asked for, is kept
     job, config = _train_small_job(at, steps=1)
     assert config["temperature"] == 0.66 and config["mask_model"] == "self-masking"
 
 
-def test_train_with_mask_noise_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
+def test_train_with_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
     at = _app("train")
-    at.checkbox(key="train-mask-noise").check()
     at.checkbox(key="train-imputer-sees-mask").check()
     at.checkbox(key="train-imputer-critic-sees-mask").check()
     at.selectbox(key="train-mask-activation").set_value("straight-through")
@@ -273,7 +270,7 @@ def test_train_with_mask_noise_weight_averages_bf16_and_an_imputer_that_sees_the
     job, config = _train_small_job(at, steps=2)
     assert config["ema"] == 0.99 and (Path(job.key) / "model.safetensors").exists()
     assert config["precision"] == "bf16"
-    assert config["mask_noise"] and config["imputer_sees_mask"] and config["imputer_critic_sees_mask"]
+    assert config["imputer_sees_mask"] and config["imputer_critic_sees_mask"]
     assert config["mask_activation"] == "straight-through"
     assert job.snapshot().status == "finished", job.snapshot()
 
