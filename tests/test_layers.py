@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("networks", ("misgan_core.models", "misgan_core.critic_gradients", "misgan_core.mask_models", "misgan_core.fast")),
     ("config", ("misgan_core.config", "misgan_core.migrate")),
     ("training", ("misgan_core.training", "misgan_core.distributed", "misgan_core.jobs")),
-    ("methods", ("misgan_core.misgan", "misgan_core.baselines", "misgan_core.baselines.*", "misgan_core.demo")),
+    ("methods", ("misgan_core.misgan", "misgan_core.misgan_runs", "misgan_core.baselines", "misgan_core.baselines.*", "misgan_core.demo")),
     ("catalogue", ("misgan_core.catalog", "misgan_core.evaluation", "misgan_core.sweep")),
     ("interface", ("misgan_core.cli", "misgan_core.__main__", "misgan_core")),
     ("app", ("workbench", "workbench.*", "pages.*")),
