@@ -27,19 +27,27 @@ TARGET_RATIO = {"fc": 3.0, "conv": 1.4}
 WINDOW = 10  # generator steps per timing window
 
 
-def measure(arch: str, threads: int, steps: int, imputer: bool, precision: str = "fp32") -> dict:
+def measure(arch: str, threads: int, steps: int, imputer: bool, precision: str = "fp32", paths: str = "") -> dict:
     """Steady-state rates: the time of each generator step is taken in the training callback, and the steps
     are cut into windows of `WINDOW`. The median window is the typical rate; the best window is the rate on a
-    quiet machine (this one is shared, and other tenants' load comes and goes within seconds)."""
+    quiet machine (this one is shared, and other tenants' load comes and goes within seconds). `paths`: speed
+    paths to turn off (bench/speed_paths.py), comma-separated SpeedPaths fields, or "plain" for all."""
     import torch
 
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from misgan_core import MisGAN, MisGANConfig
 
     torch.set_num_threads(threads)
     config = MisGANConfig(arch=arch, batch_size=64, steps=steps, imputer=imputer, fid_every=0,
                           sample_every=10**9, log_every=10**9, precision=precision)
-    gan = MisGAN(config)
+    if paths:
+        from misgan_core.fast import SpeedPaths
+
+        off = SpeedPaths.plain() if paths == "plain" else SpeedPaths(**{name: False for name in paths.split(",")})
+        gan = MisGAN(config, speed=off)
+    else:
+        gan = MisGAN(config)
     gan.train(max(2, steps // 10))  # warm-up: allocator, first-call dispatch
     stamps: list[float] = []
     gan.train(steps, callback=lambda _: stamps.append(time.perf_counter()))
