@@ -13,7 +13,7 @@ Layers, lowest first (a module imports only from its own layer or lower ones; te
   data                 data, masks, spec
   metrics              metrics/ (features, Fréchet distance, FID)
   networks             models, critic_gradients
-  config               config (MisGANConfig: what defines a run)
+  config               options (each option declared once), config (MisGANConfig: what defines a run)
   training             training (the one driver), jobs (background threads over training.Trainer)
   methods              misgan, baselines/, demo
   catalogue            catalog (methods, run folders, jobs), evaluation

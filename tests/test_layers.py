@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("misgan_core.data", "misgan_core.masks", "misgan_core.spec")),
     ("metrics", ("misgan_core.metrics", "misgan_core.metrics.*")),
     ("networks", ("misgan_core.models", "misgan_core.critic_gradients", "misgan_core.mask_models", "misgan_core.fast")),
-    ("config", ("misgan_core.config", "misgan_core.migrate")),
+    ("config", ("misgan_core.options", "misgan_core.config", "misgan_core.migrate")),
     ("training", ("misgan_core.training", "misgan_core.distributed", "misgan_core.jobs")),
     ("methods", ("misgan_core.misgan", "misgan_core.misgan_runs", "misgan_core.baselines", "misgan_core.baselines.*", "misgan_core.demo")),
     ("catalogue", ("misgan_core.catalog", "misgan_core.evaluation", "misgan_core.sweep")),
