@@ -18,17 +18,15 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from . import distributed
+from . import distributed, options
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
-from .config import IMPUTER_MODES, PRECISIONS, MisGANConfig
+from .config import MisGANConfig
 from .data import DatasetError, list_datasets, load_user_data
 from .device import native_bf16
 from .evaluation import EVAL_SPLITS, evaluate_opened
-from .mask_models import MASK_MODELS
 from .misgan import MisGAN
-from .models import TemperatureSigmoid
 from .runs import CheckpointError
 from .spec import DataSpec
 from .training import TrainingInterrupted
@@ -63,56 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train MisGAN; --steps counts generator updates (each follows n_critic "
                                    "critic updates).")
     DataSpec.add_arguments(p)
-    g = p.add_argument_group("model and training")
-    g.add_argument("--arch", default="fc", choices=["fc", "conv"])
-    g.add_argument("--steps", type=int, default=METHODS["misgan"].default_steps, help="generator updates")
-    g.add_argument("--batch-size", type=_positive, default=64,
-                   help="the global minibatch: under torchrun each of the N processes trains on batch-size / N rows")
-    g.add_argument("--n-critic", type=_positive, default=5)
-    g.add_argument("--alpha", type=float, default=None,
-                   help="Gm's share of L_x (eq. 7; default 0.2, the paper's, or 1 with a mask model that sees the "
-                        "image)")
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--tau", type=float, default=0.0,
-                   help="fill value of the masking operator f_tau (eq. 3; the paper's 0)")
-    g.add_argument("--mask-model", default="independent", choices=list(MASK_MODELS),
-                   help="Gm: independent Gm(eps) (the paper, MCAR); self-masking (each pixel's own value sets its "
-                        "missing probability) or conditional Gm(eps, x), for missingness that depends on the data")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="lambda of Gm's relaxed masks (default 0.66, the paper's; 3 for the self-masking mask "
-                        "model, whose masks must pass gradients to bright pixels)")
-    g.add_argument("--mask-activation", default="sigmoid", choices=list(TemperatureSigmoid.KINDS),
-                   help="Gm's output: the paper's sigmoid; stretched, the released code's default, which reaches "
-                        "exact 0 and 1 (needed at high missing rates)")
-    g.add_argument("--no-mask-critic", action="store_true", help="the AmbientGAN ablation: no mask critic Dm")
-    g.add_argument("--imputer", action="store_true", help="also train the imputer Gi")
-    g.add_argument("--imputer-mode", default="joint", choices=IMPUTER_MODES,
-                   help="joint (eq. 9-10), standalone (eq. 9 from --pretrained Gx), target (eq. 11)")
-    g.add_argument("--pretrained", default=None, help="run folder with a trained Gx (standalone / target)")
-    g.add_argument("--beta", type=float, default=0.1)
-    g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
-                   help="sample and impute with exponential moving averages of Gx, Gm and Gi's weights (e.g. "
-                        "0.999; 0: off, the paper)")
-    g.add_argument("--imputer-width", type=_positive, default=500, help="the FC imputer's hidden width (paper: 500)")
-    g.add_argument("--imputer-depth", type=_positive, default=2, help="its hidden layers (paper: 2)")
-    g.add_argument("--imputer-sees-mask", action="store_true",
-                   help="give the imputer the mask as a second input (the released code's MaskImputer)")
-    g.add_argument("--imputer-critic-sees-mask", action="store_true",
-                   help="the imputer's critic judges (image, mask) pairs, Gx samples paired with the same masks "
-                        "(a conditional critic; not the paper's eq. 12)")
-    g.add_argument("--seed", type=_non_negative, default=0)
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    g.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: the training step's products in bfloat16 (autocast; weights, Adam and evaluation "
-                        "stay float32): about 2x the rate of fp32 on CPUs with AVX512-BF16 or AMX and on GPUs")
-    g.add_argument("--sample-every", type=_non_negative, default=100, help="grids every N steps (0: at the end)")
-    g.add_argument("--checkpoint-every", type=_non_negative, default=500,
-                   help="checkpoint every N steps (0: only at the end)")
-    g.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="also checkpoint whenever this many minutes of training have passed (0: off)")
-    g.add_argument("--fid-every", type=_non_negative, default=None,
-                   help="live FID cadence in generator steps (default: on for datasets with a FID classifier)")
+    g = p.add_argument_group("model and training (each option: docs/options.md)")
+    options.add_arguments(g, MisGANConfig)
     g.add_argument("--out", required=True, help="new run folder")
 
     p = sub.add_parser("baseline", help="fit a baseline imputer (gain, convac, mf, mean, zero) into a run folder",
@@ -251,18 +201,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_in_group(args: argparse.Namespace, rank: int) -> None:
-    config = MisGANConfig(
-        data=DataSpec.from_args(args), arch=args.arch, steps=args.steps, batch_size=args.batch_size,
-        n_critic=args.n_critic, alpha=args.alpha, lr=args.lr, tau=args.tau, mask_model=args.mask_model,
-        temperature=args.temperature,
-        mask_activation=args.mask_activation, mask_critic=not args.no_mask_critic,
-        imputer=args.imputer, imputer_mode=args.imputer_mode,
-        imputer_sees_mask=args.imputer_sees_mask, imputer_critic_sees_mask=args.imputer_critic_sees_mask,
-        ema=args.ema, imputer_width=args.imputer_width,
-        imputer_depth=args.imputer_depth,
-        pretrained=args.pretrained, beta=args.beta, seed=args.seed, device=args.device, threads=args.threads,
-        precision=args.precision, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes, fid_every=args.fid_every)
+    config = options.from_namespace(MisGANConfig, args, data=DataSpec.from_args(args))
     config.validate()
     gan = MisGAN(config, run_dir=args.out)
     if config.precision == "bf16" and not native_bf16(gan.device) and not rank:
@@ -395,7 +334,8 @@ def _sweep(args: argparse.Namespace) -> None:
     sweep = Sweep(args.out, args.dataset, [m.strip() for m in args.methods.split(",") if m.strip()], args.mask,
                   args.rates, Budget.parse(args.budget), arch=args.arch, device=args.device, eval_splits=splits,
                   seed=args.seed, data_dir=args.data_dir, limit=args.limit, mask_seed=args.mask_seed,
-                  misgan_options=_parse_set(args.misgan_options))
+                  misgan_options=options.parse_assignments(MisGANConfig, args.misgan_options, "--misgan-set",
+                                                           kind="MisGAN option", exclude=("steps",)))
     sweep.run(progress=True)
     print((Path(args.out) / "results.md").read_text())
 

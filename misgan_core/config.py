@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from . import options
 from .mask_models import MASK_MODELS
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
 from .migrate import BOOKKEEPING_KEYS, FORMAT, migrate
 from .models import TemperatureSigmoid
+from .options import CLI, NOWHERE, option
 from .runs import CheckpointError
 from .spec import DataSpec
 
@@ -22,106 +23,160 @@ IMPUTER_MODES = ("joint", "standalone", "target")
 PRECISIONS = ("fp32", "bf16")
 
 
+def _by_mask_model(attribute: str) -> str:
+    """A default each mask model sets, in words: "the mask model's: independent 0.66, self-masking 3, ..."."""
+    return "the mask model's: " + ", ".join(f"{m.name} {getattr(m, attribute):g}" for m in MASK_MODELS.values())
+
+
 @dataclass
 class MisGANConfig:
-    """Everything that defines a run. Defaults are the paper's (section 2, 4 and appendix D)."""
+    """Everything that defines a run. Defaults are the paper's (section 2, 4 and appendix D). Each field is
+    declared once (options.option): its help, the paper's value and where it shows; the command line, the
+    Train page's form, config.json's checks and docs/options.md are made from these declarations."""
 
-    data: DataSpec = field(default_factory=DataSpec)  # dataset and missingness
+    data: DataSpec = option(default_factory=DataSpec, help="The dataset and its missingness process: the data "
+                            "options of `train` (--dataset, --mask, --missing-rate, ...) and the page's data "
+                            "picker (spec.DataSpec).")
     # model
-    arch: str = "fc"                   # fc | conv (conv: 28x28 WGAN-GP layout, 32/64 DCGAN layout)
-    latent: int = 128
-    tau: float = 0.0                   # f_tau's fill value for missing entries (eq. 3)
-    mask_model: str = "independent"    # independent Gm(eps) | self-masking | conditional Gm(eps, x): MNAR
-    temperature: float | None = None   # lambda of Gm's relaxed masks; None: the mask model's own
-    mask_activation: str = "sigmoid"   # sigmoid | stretched | hard-sigmoid | straight-through
-    mask_critic: bool = True           # False: the AmbientGAN ablation (no Dm)
+    arch: str = option("fc", label="Architecture", choices=("fc", "conv"), section="main",
+                       choice_labels={"fc": "FC (fast on CPU)", "conv": "Conv (paper's best, GPU)"},
+                       widget={"horizontal": True}, paper="both (appendix D)",
+                       help="The networks of appendix D: fully connected (FC-MisGAN), or convolutional "
+                            "(Conv-MisGAN: WGAN-GP's layout for 28x28 images, DCGAN's for 32x32 and 64x64).")
+    latent: int = option(128, low=1, shows=NOWHERE, internal="appendix D's code length; set it from Python",
+                         paper="128 (appendix D)", help="Length of the latent codes of Gx and Gm.")
+    tau: float = option(0.0, label="tau (fill value of f_tau)", paper="0 (section 5)",
+                        widget={"min_value": -1.0, "max_value": 1.0, "step": 0.1},
+                        help="The value the masking operator f_tau writes where an entry is missing (eq. 3).")
+    mask_model: str = option("independent", label="Mask model", choices=tuple(MASK_MODELS),
+                             paper="independent (section 2)",
+                             help="Gm: independent Gm(eps) (the paper; right for MCAR missingness), "
+                                  "self-masking (each pixel's own value sets its chance to be missing) or "
+                                  "conditional Gm(eps, x), for missingness that depends on the data (MNAR).")
+    temperature: float | None = option(None, label="Mask temperature lambda", low=0, open_low=True,
+                                       auto=_by_mask_model("temperature"), metavar="LAMBDA",
+                                       paper="0.66 (section 5)",
+                                       widget={"min_value": 0.01, "max_value": 5.0, "step": 0.01},
+                                       help="lambda of Gm's relaxed masks sigma(x / lambda) (section 2): lower "
+                                            "is closer to binary. The self-masking model's masks must still "
+                                            "pass gradients to bright pixels, hence its higher lambda.")
+    mask_activation: str = option("sigmoid", label="Mask activation", choices=tuple(TemperatureSigmoid.KINDS),
+                                  paper="sigmoid (section 2)",
+                                  help="Gm's output: the paper's sigmoid(x / lambda); stretched (the released "
+                                       "code's default), hard-sigmoid and straight-through reach exact 0 and 1, "
+                                       "which high missing rates need.")
+    mask_critic: bool = option(True, shows=(CLI,), paper="yes; without it, the AmbientGAN of figure 7",
+                               help="The mask critic Dm; --no-mask-critic is the AmbientGAN ablation (section 5, "
+                                    "figure 7).")
     # optimisation
-    steps: int = 300                   # generator updates
-    batch_size: int = 64
-    n_critic: int = 5
-    alpha: float | None = None         # None: 0.2 (the paper) for the independent mask model, 1 otherwise
-    gp_weight: float = 10.0
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    steps: int = option(300, label="Generator steps", low=1, section="main", paper="300 epochs (appendix D)",
+                        widget={"max_value": 1_000_000, "step": 100},
+                        help="Generator updates; each follows n_critic critic updates.")
+    batch_size: int = option(64, label="Batch size", low=1, widget={"max_value": 4096},
+                             help="The global minibatch: under torchrun each of the N processes trains on "
+                                  "batch-size / N rows.")
+    n_critic: int = option(5, label="Critic steps per generator step", low=1, widget={"max_value": 50},
+                           paper="5 (WGAN-GP's default, appendix D)",
+                           help="Critic updates, one minibatch each, before every generator update.")
+    alpha: float | None = option(None, label="alpha (Gm's share of L_x)", low=0, paper="0.2 (section 2)",
+                                 auto=_by_mask_model("alpha"),
+                                 widget={"max_value": 10.0, "step": 0.05},
+                                 help="Eq. 7: Gm minimises L_m + alpha L_x, so its masks are also judged with "
+                                      "the data. A mask model that sees the image learns its mechanism from "
+                                      "L_x, hence 1 there.")
+    gp_weight: float = option(10.0, low=0, shows=NOWHERE, internal="WGAN-GP's lambda, which appendix D keeps; "
+                              "set it from Python", paper="10 (WGAN-GP's default, appendix D)",
+                              help="Weight of the critics' gradient penalty.")
+    lr: float = option(1e-4, label="Learning rate", low=0, paper="1e-4 (WGAN-GP's default, appendix D)",
+                       widget={"min_value": 1e-6, "max_value": 0.1, "format": "%.5f"},
+                       help="Adam's step size for Gx, Gm and the critics (the imputer's is imputer_lr).")
+    betas: list[float] = option(default_factory=lambda: [0.5, 0.9], shows=NOWHERE,
+                                internal="Adam's moment decays; set them from Python",
+                                paper="0 0.9 (WGAN-GP's defaults, appendix D)",
+                                help="Adam's beta1 and beta2 for every network.")
     # imputer
-    imputer: bool = False
-    imputer_mode: str = "joint"        # joint (eq. 9-10) | standalone (eq. 9, pre-trained Gx) | target (eq. 11)
-    pretrained: str | None = None      # run folder holding the pre-trained Gx for standalone / target
-    beta: float = 0.1
-    imputer_lr: float = 2e-4
-    imputer_sees_mask: bool = False    # True: Ĝi also gets m (the released code's MaskImputer; not eq. 12)
-    imputer_critic_sees_mask: bool = False  # True: Di judges (image, mask) pairs (see _imputer_critic_input)
-    imputer_width: int = 500           # the FC imputer's hidden layers: width and number (paper: 2 of 500;
-    imputer_depth: int = 2             # the released code: 3 of 784); the U-Net ignores them
-    ema: float = 0.0                   # > 0: sample and impute with weight averages of Gx, Gm, Gi (this decay)
-    imputer_start: int = 0             # generator steps of MisGAN alone before Gi and Di join (joint mode):
-                                       # appendix D trains MisGAN 300 epochs, then its imputer 1000
+    imputer: bool = option(False, label="Train the imputer Gi too", section="main", paper="eq. 9-10",
+                           help="Also train the imputer Gi (eq. 12); imputing, comparing and exports need it.")
+    imputer_mode: str = option("joint", shows=(CLI,), choices=IMPUTER_MODES, paper="joint (eq. 9-10)",
+                               help="joint: Gi trained with MisGAN (eq. 9-10); standalone: against a "
+                                    "pre-trained Gx (eq. 9, --pretrained); target: eq. 11 (--pretrained).")
+    pretrained: str | None = option(None, shows=(CLI,), metavar="RUN",
+                                    help="Run folder holding the pre-trained Gx for imputer modes standalone and "
+                                         "target.")
+    beta: float = option(0.1, label="beta (Gx's share of L_i)", low=0, paper="0.1 (section 3)",
+                         widget={"max_value": 10.0, "step": 0.05},
+                         help="Eq. 10: with the imputer, Gx also minimises beta L_i, pulling its samples toward "
+                              "imputed data.")
+    imputer_lr: float = option(2e-4, low=0, shows=NOWHERE, internal="the imputer's step size; set it from Python",
+                               help="Adam's step size for Gi and its critic Di.")
+    imputer_sees_mask: bool = option(False, label="Imputer sees the mask", paper="no (eq. 12)",
+                                     help="Give Gi the mask as a second input (the released code's MaskImputer): "
+                                          "under dropout it cannot otherwise tell an observed pixel from noise of "
+                                          "the same value.")
+    imputer_critic_sees_mask: bool = option(False, label="Imputer's critic sees the mask", paper="no (eq. 12)",
+                                            help="Di judges (image, mask) pairs: each imputation against a Gx "
+                                                 "sample carrying the same mask (a conditional critic).")
+    imputer_width: int = option(500, shows=(CLI,), low=1, paper="500 (section 5)",
+                                help="The FC imputer's hidden width (the U-Net ignores it).")
+    imputer_depth: int = option(2, shows=(CLI,), low=1, paper="2 (section 5: a three-layer network)",
+                                help="The FC imputer's hidden layers (the U-Net ignores it).")
+    ema: float = option(0.0, label="Weight average (EMA decay)", low=0, high=1, open_high=True,
+                        range_words="a decay in [0, 1) (0: off; e.g. 0.999)", metavar="DECAY",
+                        widget={"max_value": 0.9999, "step": 0.001, "format": "%.4f"},
+                        help="Sample and impute with exponential moving averages of Gx, Gm and Gi's weights "
+                             "at this decay (e.g. 0.999; 0: off), which damps the GAN's step-to-step swings.")
+    imputer_start: int = option(0, low=0, shows=NOWHERE,
+                                internal="the sweep's paper budget sets it from appendix D's epochs",
+                                paper="MisGAN 300 epochs, then the imputer (appendix D)",
+                                help="Generator steps of MisGAN alone before Gi and Di join (joint mode).")
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    precision: str = "fp32"            # fp32 | bf16: the training step's matrix products in bfloat16 (autocast;
-                                       # weights, Adam and every evaluation stay float32). See PRECISIONS.
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 500
-    checkpoint_minutes: float = 5.0    # also checkpoint whenever this much training time has passed
-    fid_every: int | None = None       # live FID every N generator steps; 0 off; None: on where a FID
-    fid_samples: int = 1000            # classifier exists for the data (resolved once, when the run is made)
+    seed: int = option(0, label="Seed", low=0, widget={"max_value": 1_000_000},
+                       help="Initial weights, noise and batch order: the same seed and settings train the same "
+                            "run.")
+    device: str = option("auto", shows=(CLI,), help="auto (CUDA when present), cpu or cuda.")
+    threads: int | None = option(None, shows=(CLI,), low=1, auto="torch's choice", help="Torch CPU threads.")
+    precision: str = option("fp32", label="Precision", choices=PRECISIONS,
+                            help="bf16: the training step's matrix products in bfloat16 (autocast); weights, "
+                                 "Adam and every evaluation stay float32. Faster only on GPUs and on CPUs with "
+                                 "bfloat16 instructions (AVX512-BF16, AMX).")
+    log_every: int = option(10, low=1, shows=NOWHERE, internal="the training log's cadence; set it from Python",
+                            help="A line of losses in the training log every N generator steps.")
+    sample_every: int = option(100, label="Save sample grids every N steps", low=0, widget={"min_value": 1,
+                               "max_value": 100_000},
+                               help="Grids of Gx and Gm samples (and imputations) in the run folder's samples/ "
+                                    "every N generator steps (0: only at the end).")
+    checkpoint_every: int = option(500, shows=(CLI,), low=0,
+                                   help="Checkpoint every N generator steps (0: only at the end).")
+    checkpoint_minutes: float = option(5.0, shows=(CLI,), low=0,
+                                       help="Also checkpoint whenever this many minutes of training have passed "
+                                            "(0: off).")
+    fid_every: int | None = option(None, label="Live FID every N steps (0 = off)", low=0,
+                                   auto="on where a FID classifier exists for the data",
+                                   widget={"max_value": 100_000},
+                                   help="Live FID cadence in generator steps: the FID of fid_samples Gx samples "
+                                        "(and the imputer's imputation FID) for the live curves; 0: off.")
+    fid_samples: int = option(1000, low=1, shows=NOWHERE, internal="the live FID's sample count; set it from "
+                              "Python", help="Gx samples per live FID.")
 
     def validate(self) -> None:
-        problems = []
+        """Raise ValueError naming every field that cannot define a run: first each field's own type, choices
+        and bounds (its declaration), then the rules between fields."""
+        problems = options.problems(self)
         try:
             self.data.validate()
         except ValueError as err:
             problems.append(str(err))
-        if self.arch not in ("fc", "conv"):
-            problems.append(f"arch must be 'fc' or 'conv'; got {self.arch!r}")
-        if self.imputer_mode not in IMPUTER_MODES:
-            problems.append(f"imputer mode must be one of {', '.join(IMPUTER_MODES)}; got {self.imputer_mode!r}")
+        if problems:  # the rules below compare values of the right types
+            raise ValueError("; ".join(problems))
         if self.imputer and self.imputer_mode == "target" and self.data.mask in DATA_DEPENDENT:
             problems.append(f"imputer mode 'target' draws masks without data; {self.data.mask} masks depend on "
                             f"the images: use --imputer-mode joint")
-        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
-            problems.append(f"ema must be a decay in [0, 1) (0: off; e.g. 0.999); got {self.ema}")
-        if self.imputer_start < 0:
-            problems.append(f"imputer_start must be 0 or more generator steps; got {self.imputer_start}")
-        elif self.imputer_start and not (self.imputer and self.imputer_mode == "joint"):
+        if self.imputer_start and not (self.imputer and self.imputer_mode == "joint"):
             problems.append("imputer_start (MisGAN alone first) needs the imputer in joint mode")
         if self.imputer and self.imputer_mode != "joint" and not self.pretrained:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
-        for name in ("steps", "batch_size", "n_critic", "latent", "log_every", "fid_samples", "imputer_width",
-                     "imputer_depth"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1; got {getattr(self, name)}")
-        for name in ("sample_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be 0 (only at the end) or more; got {getattr(self, name)}")
-        if not (self.checkpoint_minutes >= 0):
-            problems.append(f"checkpoint_minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
-        if self.fid_every is not None and self.fid_every < 0:
-            problems.append(f"fid_every must be 0 (off) or more; got {self.fid_every}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"threads must be at least 1; got {self.threads}")
-        for name in ("alpha", "beta", "gp_weight", "lr", "imputer_lr", "temperature"):
-            value = getattr(self, name)
-            if value is None and name in ("alpha", "temperature"):
-                continue
-            if not math.isfinite(value) or value < 0 or (name == "temperature" and value == 0):
-                kind = "positive" if name == "temperature" else "non-negative"
-                problems.append(f"{name} must be a finite {kind} number; got {value}")
-        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
+        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
             problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
-        if not math.isfinite(self.tau):
-            problems.append(f"tau must be a finite number (the fill value of f_tau); got {self.tau}")
-        if self.mask_activation not in TemperatureSigmoid.KINDS:
-            problems.append(f"mask activation must be one of {', '.join(TemperatureSigmoid.KINDS)}; "
-                            f"got {self.mask_activation!r}")
-        if self.mask_model not in MASK_MODELS:
-            problems.append(f"mask model must be one of {', '.join(MASK_MODELS)}; got {self.mask_model!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -153,13 +208,9 @@ class MisGANConfig:
         raw_data = d["data"]
         if not isinstance(raw_data, dict):
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
-        defaults = cls()
-        for name in known - {"data"}:
-            like = _OPTIONAL_FIELD_TYPES.get(name, getattr(defaults, name))
-            if name in d and not (d[name] is None and name in _OPTIONAL_FIELD_TYPES) and not _same_type(d[name], like):
-                wanted = type(like).__name__
-                raise CheckpointError(f"config field {name!r} holds {d[name]!r}, not a {wanted}; fix config.json "
-                                      f"or start a new run")
+        wrong = options.json_problems(cls, d)
+        if wrong:
+            raise CheckpointError(f"{wrong[0]}; fix config.json or start a new run")
         try:
             data = DataSpec.from_dict(raw_data)
             config = cls(data=data, **{k: v for k, v in d.items() if k in known and k != "data"})
@@ -167,22 +218,3 @@ class MisGANConfig:
             raise CheckpointError(f"config does not describe a MisGAN run: {err}") from err
         return config
 
-
-# Fields whose default is None ("resolved when the run is made" or "not set"), with a value of their type.
-_OPTIONAL_FIELD_TYPES: dict[str, Any] = {"alpha": 0.0, "fid_every": 0, "threads": 0, "pretrained": "",
-                                         "temperature": 0.0}
-
-
-def _same_type(value: Any, default: Any) -> bool:
-    """Whether a config.json value fits a field whose default is `default` (None fields take anything)."""
-    if default is None:
-        return True
-    if value is None:
-        return False
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, type(default))

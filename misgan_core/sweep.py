@@ -23,7 +23,6 @@ MF, mean and zero fit once in closed form under every budget.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 import torch
 
+from . import options
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
 from .evaluation import EVAL_SPLITS, evaluate_opened
@@ -264,17 +264,9 @@ class Sweep:
         base = {"data": spec, "arch": self.arch, "imputer": True, "seed": self.seed, "device": self._device(),
                 "sample_every": 500, "checkpoint_every": 500,
                 "imputer_start": self.budget.imputer_start(self._examples(spec), MisGANConfig.batch_size)}
-        fields = {f.name for f in dataclasses.fields(MisGANConfig)} - {"data", "steps"}
-        for name in self.misgan_options:
-            if name not in fields:
-                raise ValueError(f"unknown MisGAN option {name!r} in --misgan-set; choose from "
-                                 f"{', '.join(sorted(fields))}")
-        try:
-            config = MisGANConfig.from_dict({**MisGANConfig(**base).to_dict(), **self.misgan_options,
-                                             "data": spec.to_dict()})
-        except CheckpointError as err:  # its message speaks of config.json; here the value came from the user
-            raise ValueError(f"--misgan-set: {str(err).split(';')[0].replace('config field', 'option')}") from None
-        config = dataclasses.replace(config, data=spec)
+        options.check_assignments(MisGANConfig, self.misgan_options, "--misgan-set", kind="MisGAN option",
+                                  exclude=("steps",))
+        config = MisGANConfig(**{**base, **self.misgan_options})
         config.validate()
         return config
 
