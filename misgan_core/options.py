@@ -436,20 +436,28 @@ def _cell(text: str) -> str:
 
 
 def markdown(config_class: type, title: str, intro: str) -> str:
-    """The option table of a config class, as docs/options.md holds it."""
+    """The option table of a config class, as docs/options.md holds it: a row per field, in field order (a
+    nested dataclass field gets its help only: its options have a table of their own)."""
     lines = [f"# {title}", "", intro, "",
              "| option | default | paper | where | what it does |", "|---|---|---|---|---|"]
-    for d in declarations(config_class):
-        o = d.option
-        where = []
-        if CLI in o.shows:
-            where.append(f"`{d.flag}`")
-        if PAGE in o.shows:
-            where.append(f"page: {o.label} ({SECTIONS[o.section].split(' (')[0]})")
-        if not o.shows:
-            where.append(f"internal: {o.internal}")
-        default = f"auto: {o.auto}" if d.default is None and o.auto else _shown(d.default)
-        choices = f" One of {', '.join(f'`{c}`' for c in o.choices)}." if o.choices else ""
-        lines.append("| " + " | ".join(_cell(c) for c in (f"`{d.name}`", f"`{default}`" if default else "",
-                                                             o.paper, "; ".join(where), o.help + choices)) + " |")
+    declared = {d.name: d for d in declarations(config_class)}
+    for f in dataclasses.fields(config_class):
+        o = f.metadata[OPTION]
+        if f.name not in declared:
+            where = [w for w, shown in (("its own flags (`train --help`)", CLI in o.shows),
+                                        ("page: its own section", PAGE in o.shows)) if shown]
+            row = [f"`{f.name}`", "", o.paper, "; ".join(where), o.help]
+        else:
+            d = declared[f.name]
+            where = []
+            if CLI in o.shows:
+                where.append(f"`{d.flag}`")
+            if PAGE in o.shows:
+                where.append(f"page: {o.label or f.name} ({SECTIONS[o.section].split(' (')[0]})")
+            if not o.shows:
+                where.append(f"internal: {o.internal}")
+            default = f"auto: {o.auto}" if d.default is None and o.auto else f"`{_shown(d.default)}`"
+            choices = f" One of {', '.join(f'`{c}`' for c in o.choices)}." if o.choices else ""
+            row = [f"`{f.name}`", default, o.paper, "; ".join(where), o.help + choices]
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"

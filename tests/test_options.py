@@ -107,3 +107,104 @@ def test_the_docs_table_has_a_row_per_field() -> None:
     assert [row.split("`")[1] for row in rows] == [f.name for f in dataclasses.fields(Toy)]
     assert "| `rate` | `0.5` | 0.2 (eq. 7) | `--rate`; page: Rate (Hyper-parameters) |" in text
     assert "`--no-kept`" in text and "internal: set by the sweep" in text and "auto: by the mode" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# MisGANConfig's declarations and what is made from them
+
+
+def _train_args(*argv: str) -> argparse.Namespace:
+    from misgan_core import cli
+
+    return cli._parser().parse_args(["train", "--out", "r", *argv])
+
+
+def test_train_takes_every_cli_option_at_its_config_default() -> None:
+    from misgan_core import MisGANConfig
+
+    args = _train_args()
+    shown = [d for d in options.declarations(MisGANConfig) if CLI in d.option.shows]
+    assert len(shown) > 20
+    assert {d.name: getattr(args, d.name) for d in shown} == {d.name: d.default for d in shown}
+    data = MisGANConfig().data
+    assert options.from_namespace(MisGANConfig, args, data=data) == MisGANConfig()
+    changed = options.from_namespace(MisGANConfig, _train_args("--lr", "3e-4", "--no-mask-critic", "--imputer",
+                                                               "--mask-model", "self-masking"), data=data)
+    assert (changed.lr, changed.mask_critic, changed.imputer, changed.mask_model) == (3e-4, False, True,
+                                                                                      "self-masking")
+
+
+def test_every_field_is_reachable_or_marked_internal() -> None:
+    """Each field says where a user sets it, and says it truly: a CLI field is an argument of `train`, a page
+    field a widget of the Train page's form; one on neither names why."""
+    from misgan_core import MisGANConfig, cli
+
+    assert options.unreachable(MisGANConfig) == []
+    train = next(a for a in cli._parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    dests = {a.dest for a in train._actions}
+    page = {f.name for f in options.form(MisGANConfig)}
+    for f in dataclasses.fields(MisGANConfig):
+        declared = f.metadata[options.OPTION]
+        if f.name == "data":  # DataSpec's own arguments and the page's data picker
+            assert {"dataset", "mask", "missing_rate"} <= dests
+            continue
+        assert (f.name in dests) == (CLI in declared.shows), f.name
+        assert (f.name in page) == (PAGE in declared.shows), f.name
+        assert declared.shows or declared.internal, f.name
+
+
+def test_a_new_option_declared_once_reaches_train_help_and_config_json(monkeypatch, capsys, tmp_path) -> None:
+    """A scratch option added to a copy of the config: train --help lists it, the page's form has its widget,
+    `train` hands it to the config, and config.json's checks know its type."""
+    from misgan_core import MisGANConfig, cli
+    from misgan_core.runs import CheckpointError
+
+    @dataclass
+    class Scratch(MisGANConfig):
+        scratch_knob: float = option(0.25, label="Scratch knob", low=0, help="a knob only this test turns",
+                                     paper="0.5 (nowhere)")
+
+    monkeypatch.setattr(cli, "MisGANConfig", Scratch)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scratch-knob SCRATCH_KNOB a knob only this test turns (default: 0.25; paper: 0.5 (nowhere))" in text
+    args = cli._parser().parse_args(["train", "--out", "r", "--scratch-knob", "0.75"])
+    assert options.from_namespace(Scratch, args, data=Scratch().data).scratch_knob == 0.75
+    assert "train-scratch-knob" in {f.key for f in options.form(Scratch)}
+    with pytest.raises(ValueError, match="scratch_knob must be a finite non-negative number; got -1"):
+        Scratch(scratch_knob=-1).validate()
+    raw = {**Scratch().to_dict(), "scratch_knob": "high"}
+    with pytest.raises(CheckpointError, match="config field 'scratch_knob' holds 'high', not a number"):
+        Scratch.from_dict(raw)
+    assert Scratch.from_dict({**raw, "scratch_knob": 2}).scratch_knob == 2
+
+
+def test_a_config_json_of_the_wrong_type_is_a_one_line_error_naming_the_field(tmp_path, capsys) -> None:
+    import json
+
+    from misgan_core import MisGANConfig
+    from misgan_core.cli import main
+
+    run = tmp_path / "r"
+    run.mkdir()
+    for field, value in (("lr", "fast"), ("imputer", 1), ("temperature", [3]), ("steps", 2.5)):
+        raw = {**MisGANConfig().to_dict(), field: value}
+        (run / "config.json").write_text(json.dumps(raw))
+        assert main(["resume", str(run), "--steps", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"config field {field!r} holds {value!r}" in err, err
+        assert json.loads((run / "config.json").read_text()) == raw  # left as it was
+
+
+def test_docs_options_md_is_what_the_declarations_give() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "options_docs.py"), "--check"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + " (regenerate: python bench/options_docs.py)"
+    text = (root / "docs" / "options.md").read_text()
+    assert "| `alpha` | auto: 0.2 for the independent mask model" in text and "| 0.2 (section 2) |" in text
