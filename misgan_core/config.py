@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from . import options
 from .mask_models import MASK_MODELS
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
 from .migrate import BOOKKEEPING_KEYS, FORMAT, migrate
 from .models import TemperatureSigmoid
-from .options import CLI, NOWHERE, option
+from .options import CLI, NOWHERE, json_problems, option
+from .options import problems as problems_of
 from .runs import CheckpointError
 from .spec import DataSpec
 
@@ -161,7 +161,7 @@ class MisGANConfig:
     def validate(self) -> None:
         """Raise ValueError naming every field that cannot define a run: first each field's own type, choices
         and bounds (its declaration), then the rules between fields."""
-        problems = options.problems(self)
+        problems = problems_of(self)
         try:
             self.data.validate()
         except ValueError as err:
@@ -208,7 +208,7 @@ class MisGANConfig:
         raw_data = d["data"]
         if not isinstance(raw_data, dict):
             raise CheckpointError(f"config's data entry is not an object: {raw_data!r}")
-        wrong = options.json_problems(cls, d)
+        wrong = json_problems(cls, d)
         if wrong:
             raise CheckpointError(f"{wrong[0]}; fix config.json or start a new run")
         try:

@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from . import options
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import MisGAN, MisGANConfig
+from .options import check_assignments
 from .runs import CheckpointError, RunDir, append_jsonl, read_jsonl
 from .spec import DataSpec
 from .training import StopTraining
@@ -264,8 +264,7 @@ class Sweep:
         base = {"data": spec, "arch": self.arch, "imputer": True, "seed": self.seed, "device": self._device(),
                 "sample_every": 500, "checkpoint_every": 500,
                 "imputer_start": self.budget.imputer_start(self._examples(spec), MisGANConfig.batch_size)}
-        options.check_assignments(MisGANConfig, self.misgan_options, "--misgan-set", kind="MisGAN option",
-                                  exclude=("steps",))
+        check_assignments(MisGANConfig, self.misgan_options, "--misgan-set", kind="MisGAN option", exclude=("steps",))
         config = MisGANConfig(**{**base, **self.misgan_options})
         config.validate()
         return config
