@@ -131,7 +131,7 @@ def _png(
 def _set_small_training(at: AppTest, steps: int = 60) -> None:
     at.number_input(key="train-steps").set_value(steps)
     at.number_input(key="train-limit").set_value(200)
-    at.number_input(key="train-fid").set_value(0)
+    at.number_input(key="train-fid-every").set_value(0)
     at.checkbox(key="train-imputer").set_value(False)
     at.run()
     _no_exceptions(at)
@@ -251,11 +251,11 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
     assert config["mask_model"] == "self-masking" and config["tau"] == 0.0
     assert config["data"]["mask"] == "self-masking" and config["temperature"] == 3.0  # the field left empty
     assert job.snapshot().status == "finished", job.snapshot()
-    at.number_input(key="train-temp").set_value(1.5)
+    at.number_input(key="train-temperature").set_value(1.5)
     job, config = _train_small_job(at, steps=2)
     assert config["temperature"] == 1.5
     assert job.snapshot().status == "finished", job.snapshot()
-    at.number_input(key="train-temp").set_value(0.66)  # the paper's lambda, asked for, is kept
+    at.number_input(key="train-temperature").set_value(0.66)  # the paper's lambda, asked for, is kept
     job, config = _train_small_job(at, steps=1)
     assert config["temperature"] == 0.66 and config["mask_model"] == "self-masking"
 
