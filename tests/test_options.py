@@ -207,4 +207,47 @@ def test_docs_options_md_is_what_the_declarations_give() -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr + " (regenerate: python bench/options_docs.py)"
     text = (root / "docs" / "options.md").read_text()
-    assert "| `alpha` | auto: the mask model's: independent 0.2, self-masking 1" in text and "| 0.2 (section 2) |" in text
+    assert "| `alpha` | auto: the mask model's: independent 0.2, self-masking 1" in text
+    assert "| 0.2 (section 2) |" in text
+
+
+def test_the_train_page_draws_a_new_option_and_shows_what_auto_decides(tmp_path, monkeypatch) -> None:
+    """The Train page's form is the declarations': a scratch option shows as a widget keyed train-<field>, its
+    value reaches the config the page would start; options left empty show as MisGANConfig.resolved decides."""
+    from pathlib import Path
+
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    import misgan_core
+    from misgan_core import MisGANConfig
+    from workbench import state
+
+    seen: list[MisGANConfig] = []
+
+    @dataclass
+    class Scratch(MisGANConfig):
+        scratch_knob: float = option(0.25, label="Scratch knob", low=0, help="a knob only this test turns")
+
+        def validate(self) -> None:
+            seen.append(self)
+            super().validate()
+
+    monkeypatch.setenv("MISGAN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(state, "_THREADS", torch.get_num_threads())
+    monkeypatch.setattr(misgan_core, "MisGANConfig", Scratch)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "workbench" / "Home.py"), default_timeout=90)
+    at.run()
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    knob = at.number_input(key="train-scratch-knob")
+    assert knob.label == "Scratch knob" and knob.value == 0.25
+    knob.set_value(0.75).run()
+    assert seen[-1].scratch_knob == 0.75 and seen[-1].alpha is None
+    caption = next(c.value for c in at.caption if c.value.startswith("Left empty"))
+    assert "alpha (Gm's share of L_x) 0.2" in caption and "Mask temperature lambda 0.66" in caption
+    at.selectbox(key="train-mask-model").set_value("self-masking").run()
+    caption = next(c.value for c in at.caption if c.value.startswith("Left empty"))
+    assert "alpha (Gm's share of L_x) 1" in caption and "Mask temperature lambda 3" in caption
+    at.number_input(key="train-alpha").set_value(0.2).run()  # asked for, it is kept
+    assert seen[-1].alpha == 0.2 and seen[-1].mask_model == "self-masking"
