@@ -63,8 +63,9 @@ class MisGANConfig:
     mask_activation: str = option("sigmoid", label="Mask activation", choices=tuple(TemperatureSigmoid.KINDS),
                                   paper="sigmoid (section 2)",
                                   help="Gm's output: the paper's sigmoid(x / lambda); stretched (the released "
-                                       "code's default), hard-sigmoid and straight-through reach exact 0 and 1, "
-                                       "which high missing rates need.")
+                                       "code's default: the sigmoid scaled to (-0.1, 1.1) and clipped), "
+                                       "hard-sigmoid and straight-through reach exact 0 and 1, which high missing "
+                                       "rates need.")
     mask_critic: bool = option(True, shows=(CLI,), paper="yes; without it, the AmbientGAN of figure 7",
                                help="The mask critic Dm; --no-mask-critic is the AmbientGAN ablation (section 5, "
                                     "figure 7).")
