@@ -150,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="train: impute the training set (the paper's protocol); test: held-out examples")
     p.add_argument("--arch", default="fc", choices=["fc", "conv"], help="MisGAN's networks")
     p.add_argument("--misgan-set", dest="misgan_options", action="append", default=[], metavar="NAME=VALUE",
-                   help="a MisGAN option for its cells, e.g. mask_activation=stretched or imputer_sees_mask=true")
+                   help="a MisGAN option for its cells (any field of docs/options.md but steps), e.g. "
+                        "mask_activation=stretched or imputer_sees_mask=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=_positive, default=None)
     p.add_argument("--seed", type=_non_negative, default=0)

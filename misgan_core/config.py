@@ -24,8 +24,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def _by_mask_model(attribute: str) -> str:
-    """A default each mask model sets, in words: "the mask model's: independent 0.66, self-masking 3, ..."."""
-    return "the mask model's: " + ", ".join(f"{m.name} {getattr(m, attribute):g}" for m in MASK_MODELS.values())
+    """A default each mask model sets, in words: "by mask model: independent 0.66, self-masking 3, ..."."""
+    return "by mask model: " + ", ".join(f"{m.name} {getattr(m, attribute):g}" for m in MASK_MODELS.values())
 
 
 @dataclass
@@ -57,7 +57,7 @@ class MisGANConfig:
                                        auto=_by_mask_model("temperature"), metavar="LAMBDA",
                                        paper="0.66 (section 5)",
                                        widget={"min_value": 0.01, "max_value": 5.0, "step": 0.01},
-                                       help="lambda of Gm's relaxed masks sigma(x / lambda) (section 2): lower "
+                                       help="The lambda of Gm's relaxed masks sigma(x / lambda) (section 2): lower "
                                             "is closer to binary. The self-masking model's masks must still "
                                             "pass gradients to bright pixels, hence its higher lambda.")
     mask_activation: str = option("sigmoid", label="Mask activation", choices=tuple(TemperatureSigmoid.KINDS),
@@ -96,7 +96,7 @@ class MisGANConfig:
                                 paper="0 0.9 (WGAN-GP's defaults, appendix D)",
                                 help="Adam's beta1 and beta2 for every network.")
     # imputer
-    imputer: bool = option(False, label="Train the imputer Gi too", section="main", paper="eq. 9-10",
+    imputer: bool = option(False, label="Train the imputer Gi too", section="main",
                            help="Also train the imputer Gi (eq. 12); imputing, comparing and exports need it.")
     imputer_mode: str = option("joint", shows=(CLI,), choices=IMPUTER_MODES, paper="joint (eq. 9-10)",
                                help="joint: Gi trained with MisGAN (eq. 9-10); standalone: against a "

@@ -207,7 +207,7 @@ def test_docs_options_md_is_what_the_declarations_give() -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr + " (regenerate: python bench/options_docs.py)"
     text = (root / "docs" / "options.md").read_text()
-    assert "| `alpha` | auto: the mask model's: independent 0.2, self-masking 1" in text
+    assert "| `alpha` | auto: by mask model: independent 0.2, self-masking 1" in text
     assert "| 0.2 (section 2) |" in text
 
 
