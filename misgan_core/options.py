@@ -42,7 +42,7 @@ SECTIONS = {"main": "Model and training", "hyper": "Hyper-parameters (defaults a
 
 
 class OptionError(ValueError):
-    """A value a user gave for an option (on the command line, in config.json, in --misgan-set) that the
+    """A value a user gave for an option by name (`--misgan-set NAME=VALUE`, a sweep's MisGAN options) that the
     declaration refuses: the message names the option and says what it takes."""
 
 
@@ -63,8 +63,9 @@ class Option:
     open_high: bool = False
     range_words: str = ""                      # the bounds in words for the message, e.g. "a decay in [0, 1)"
     auto: str = ""                             # a None default: what it is decided to when the run is made
-    flag: str = ""                             # the CLI flag (default --field-name; --no-field-name for a
-    metavar: str | None = None                 # bool that defaults to True)
+    flag: str = ""                             # the CLI flag: default --field-name (--no-field-name for a bool
+                                               # that defaults to True)
+    metavar: str | None = None                 # the CLI's name for its value, e.g. LAMBDA
     section: str = "hyper"                     # the page's section: a key of SECTIONS
     widget: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # extra page widget arguments:
                                                # step, format, min_value / max_value where the page's range is
