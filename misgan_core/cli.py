@@ -22,7 +22,7 @@ from . import distributed, options
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
-from .config import MisGANConfig
+from .config import RECIPES, MisGANConfig
 from .data import DatasetError, list_datasets, load_user_data
 from .device import native_bf16
 from .evaluation import EVAL_SPLITS, evaluate_opened
@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
                    help="train: impute the training set (the paper's protocol); test: held-out examples")
     p.add_argument("--arch", default="fc", choices=["fc", "conv"], help="MisGAN's networks")
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="MisGAN's recipe for its cells (default: recommended; docs/options.md)")
     p.add_argument("--misgan-set", dest="misgan_options", action="append", default=[], metavar="NAME=VALUE",
                    help="a MisGAN option for its cells (any field of docs/options.md but steps), e.g. "
                         "mask_activation=stretched or imputer_sees_mask=true")
@@ -335,8 +337,9 @@ def _sweep(args: argparse.Namespace) -> None:
     sweep = Sweep(args.out, args.dataset, [m.strip() for m in args.methods.split(",") if m.strip()], args.mask,
                   args.rates, Budget.parse(args.budget), arch=args.arch, device=args.device, eval_splits=splits,
                   seed=args.seed, data_dir=args.data_dir, limit=args.limit, mask_seed=args.mask_seed,
-                  misgan_options=options.parse_assignments(MisGANConfig, args.misgan_options, "--misgan-set",
-                                                           kind="MisGAN option", exclude=("steps",)))
+                  misgan_options={**({"recipe": args.recipe} if args.recipe else {}),
+                                  **options.parse_assignments(MisGANConfig, args.misgan_options, "--misgan-set",
+                                                              kind="MisGAN option", exclude=("steps",))})
     sweep.run(progress=True)
     print((Path(args.out) / "results.md").read_text())
 

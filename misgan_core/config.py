@@ -23,6 +23,24 @@ IMPUTER_MODES = ("joint", "standalone", "target")
 PRECISIONS = ("fp32", "bf16")
 
 
+# The values a recipe gives the options left unset (None). 'paper' is appendix D: WGAN-GP's defaults (Adam betas
+# (0, 0.9), Gulrajani et al. 2017), no weight average, and eq. 12's imputer and critic, which see images only.
+# 'recommended' is the best the measurements support (docs/reproduction.md, Recipes).
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"betas": [0.0, 0.9], "ema": 0.0, "imputer_sees_mask": False, "imputer_critic_sees_mask": False},
+    "recommended": {"betas": [0.5, 0.9], "ema": 0.999, "imputer_sees_mask": True, "imputer_critic_sees_mask": True},
+}
+
+
+def _by_recipe(name: str) -> str:
+    """A default each recipe sets, in words: "by recipe: recommended 0.999, paper 0"."""
+    def shown(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else " ".join(map(str, value)) \
+            if isinstance(value, list) else f"{value:g}"
+    return "by recipe: " + ", ".join(f"{recipe} {shown(values[name])}" for recipe, values in
+                                     sorted(RECIPES.items(), reverse=True))
+
+
 def _by_mask_model(attribute: str) -> str:
     """A default each mask model sets, in words: "by mask model: independent 0.66, self-masking 3, ..."."""
     return "by mask model: " + ", ".join(f"{m.name} {getattr(m, attribute):g}" for m in MASK_MODELS.values())
@@ -37,6 +55,13 @@ class MisGANConfig:
     data: DataSpec = option(default_factory=DataSpec, help="The dataset and its missingness process: the data "
                             "options of `train` (--dataset, --mask, --missing-rate, ...) and the page's data "
                             "picker (spec.DataSpec).")
+    recipe: str = option("recommended", label="Recipe", choices=tuple(RECIPES), section="main",
+                         choice_labels={"recommended": "recommended (best measured)", "paper": "paper (appendix D)"},
+                         widget={"horizontal": True}, paper="paper",
+                         help="The values of the options left unset: 'paper' is appendix D exactly; 'recommended' "
+                              "adds weight averages, an imputer and imputer critic that see the mask, and Adam's "
+                              "beta1 0.5 (the released code's), which scored better at square and dropout "
+                              "missingness (docs/reproduction.md, Recipes).")
     # model
     arch: str = option("fc", label="Architecture", choices=("fc", "conv"), section="main",
                        choice_labels={"fc": "FC (fast on CPU)", "conv": "Conv (paper's best, GPU)"},
@@ -91,8 +116,8 @@ class MisGANConfig:
     lr: float = option(1e-4, label="Learning rate", low=0, paper="1e-4 (WGAN-GP's default, appendix D)",
                        widget={"min_value": 1e-6, "max_value": 0.1, "format": "%.5f"},
                        help="Adam's step size for Gx, Gm and the critics (the imputer's is imputer_lr).")
-    betas: list[float] = option(default_factory=lambda: [0.5, 0.9], shows=NOWHERE,
-                                internal="Adam's moment decays; set them from Python",
+    betas: list[float] | None = option(None, shows=NOWHERE, auto=_by_recipe("betas"),
+                                internal="Adam's moment decays; set them from Python or by the recipe",
                                 paper="0 0.9 (WGAN-GP's defaults, appendix D)",
                                 help="Adam's beta1 and beta2 for every network.")
     # imputer
@@ -110,18 +135,21 @@ class MisGANConfig:
                               "imputed data.")
     imputer_lr: float = option(2e-4, low=0, shows=NOWHERE, internal="the imputer's step size; set it from Python",
                                help="Adam's step size for Gi and its critic Di.")
-    imputer_sees_mask: bool = option(False, label="Imputer sees the mask", paper="no (eq. 12)",
+    imputer_sees_mask: bool | None = option(None, label="Imputer sees the mask", paper="no (eq. 12)",
+                                     auto=_by_recipe("imputer_sees_mask"),
                                      help="Give Gi the mask as a second input (the released code's MaskImputer): "
                                           "under dropout it cannot otherwise tell an observed pixel from noise of "
                                           "the same value.")
-    imputer_critic_sees_mask: bool = option(False, label="Imputer's critic sees the mask", paper="no (eq. 12)",
+    imputer_critic_sees_mask: bool | None = option(None, label="Imputer's critic sees the mask",
+                                            paper="no (eq. 12)", auto=_by_recipe("imputer_critic_sees_mask"),
                                             help="Di judges (image, mask) pairs: each imputation against a Gx "
                                                  "sample carrying the same mask (a conditional critic).")
     imputer_width: int = option(500, shows=(CLI,), low=1, paper="500 (section 5)",
                                 help="The FC imputer's hidden width (the U-Net ignores it).")
     imputer_depth: int = option(2, shows=(CLI,), low=1, paper="2 (section 5: a three-layer network)",
                                 help="The FC imputer's hidden layers (the U-Net ignores it).")
-    ema: float = option(0.0, label="Weight average (EMA decay)", low=0, high=1, open_high=True,
+    ema: float | None = option(None, label="Weight average (EMA decay)", low=0, high=1, open_high=True,
+                        auto=_by_recipe("ema"), paper="0 (none)",
                         range_words="a decay in [0, 1) (0: off; e.g. 0.999)", metavar="DECAY",
                         widget={"max_value": 0.9999, "step": 0.001, "format": "%.4f"},
                         help="Sample and impute with exponential moving averages of Gx, Gm and Gi's weights "
@@ -176,7 +204,7 @@ class MisGANConfig:
             problems.append("imputer_start (MisGAN alone first) needs the imputer in joint mode")
         if self.imputer and self.imputer_mode != "joint" and not self.pretrained:
             problems.append(f"imputer mode {self.imputer_mode!r} needs --pretrained RUN with a trained Gx")
-        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+        if self.betas is not None and not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
             problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -187,6 +215,9 @@ class MisGANConfig:
         config = self
         if config.fid_every is None:  # "auto", resolved here once and stored in the run's config.json
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
+        for name, value in RECIPES[config.recipe].items():  # the options left unset take the recipe's values
+            if getattr(config, name) is None:
+                config = dataclasses.replace(config, **{name: value})
         model = MASK_MODELS[config.mask_model]
         if config.alpha is None:  # Gm's share of L_x (eq. 7): the paper's 0.2, or the mask model's own
             config = dataclasses.replace(config, alpha=model.alpha)
@@ -196,7 +227,8 @@ class MisGANConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "data"}
-        return {"format": FORMAT, "data": self.data.to_dict(), **d, "betas": list(self.betas)}
+        return {"format": FORMAT, "data": self.data.to_dict(), **d,
+                "betas": None if self.betas is None else list(self.betas)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MisGANConfig:

@@ -6,7 +6,8 @@ the engine only ever reads the current layout. The layouts, oldest first:
 
 1. flat: the data fields (dataset, mask, missing_rate, ...) at the top level, before `DataSpec`; and, before
    data splits, no `split` (the run saw every training example, split "all": `DataSpec.from_dict`).
-2. MisGAN runs with the options later removed (docs/experiments.md says what each one measured): a
+2. MisGAN runs without a recipe (every value stored; `_recipe_of` names the one they match), and with the
+   options later removed (docs/experiments.md says what each one measured): a
    temperature anneal (`temperature_final`, `temperature_steps`), per-pixel mask noise (`mask_noise`), real
    masks for the AmbientGAN ablation (`ambient_masks`), and the self-masking model's settings that became its
    fixed rules (`data_critic_sees_mask`, `mask_channel_gate`, `temperature_floor`, `mask_critic_temperature`:
@@ -43,7 +44,16 @@ def migrate(config: dict[str, Any], where: str = "config.json") -> dict[str, Any
         out = _drop_removed_misgan_options(out, where)
     if out.get("kind", "misgan") == "misgan":
         out["format"] = FORMAT
+        out.setdefault("recipe", _recipe_of(out))
     return out
+
+
+def _recipe_of(config: dict[str, Any]) -> str:
+    """The recipe a run made before recipes matches: 'recommended' where its weight averages and imputer
+    settings are the recommended ones, else 'paper' (its stored values override the recipe's either way)."""
+    recommended = config.get("ema") == 0.999 and config.get("imputer_sees_mask") is True \
+        and config.get("imputer_critic_sees_mask") is True
+    return "recommended" if recommended else "paper"
 
 
 def _nest_data_fields(config: dict[str, Any]) -> dict[str, Any]:

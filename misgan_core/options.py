@@ -385,7 +385,10 @@ def form(config_class: type, key_prefix: str = "train", starting: Mapping[str, A
                   "value": value, "help": help_text, "section": o.section}
         if d.type.is_list:
             raise TypeError(f"{d.name}: the page has no widget for a list; show it on the CLI only")
-        if d.type.base is bool:
+        if d.type.base is bool and d.type.optional:  # left unset: decided when the run is made
+            choices = {None: f"auto ({o.auto})" if o.auto else "auto", True: "yes", False: "no"}
+            out.append(FormField(kind="select", choices=choices, **common))
+        elif d.type.base is bool:
             out.append(FormField(kind="checkbox", **common))
         elif o.choices:
             labels = {c: o.choice_labels.get(c, str(c)) for c in o.choices}

@@ -63,6 +63,9 @@ values: dict[str, Any] = {}
 main_fields = [f for f in FORM if f.section == "main"]
 for field, column in zip(main_fields, st.columns(len(main_fields)), strict=True):
     values[field.name] = _draw(field, column)
+st.caption("Recipe: *paper* is appendix D exactly; *recommended* (the default) adds weight averages, an imputer and "
+           "imputer critic that see the mask, and Adam's beta1 0.5, which scored better in the measurements "
+           "(docs/reproduction.md). Options set below override the recipe.")
 with st.expander(SECTIONS["hyper"]):
     columns = st.columns(4)
     for i, field in enumerate(f for f in FORM if f.section == "hyper"):

@@ -262,8 +262,9 @@ def test_train_with_a_mask_model_that_sees_the_image(runs_dir: Path) -> None:
 
 def test_train_with_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_dir: Path) -> None:
     at = _app("train")
-    at.checkbox(key="train-imputer-sees-mask").check()
-    at.checkbox(key="train-imputer-critic-sees-mask").check()
+    at.radio(key="train-recipe").set_value("paper (appendix D)")
+    at.selectbox(key="train-imputer-sees-mask").set_value("yes")
+    at.selectbox(key="train-imputer-critic-sees-mask").set_value("yes")
     at.selectbox(key="train-mask-activation").set_value("straight-through")
     at.number_input(key="train-ema").set_value(0.99)
     at.selectbox(key="train-precision").set_value("bf16")
@@ -271,6 +272,7 @@ def test_train_with_weight_averages_bf16_and_an_imputer_that_sees_the_mask(runs_
     assert config["ema"] == 0.99 and (Path(job.key) / "model.safetensors").exists()
     assert config["precision"] == "bf16"
     assert config["imputer_sees_mask"] and config["imputer_critic_sees_mask"]
+    assert config["recipe"] == "paper" and config["betas"] == [0.0, 0.9]  # the rest of the paper's recipe
     assert config["mask_activation"] == "straight-through"
     assert job.snapshot().status == "finished", job.snapshot()
 
