@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Conv-MisGAN's dropout cells on a GPU, in one prepared command (issue 11: the paper's figure 9 used
+# Conv-MisGAN's dropout cells on a GPU, in one prepared command (the paper's figure 9 used
 # Conv-MisGAN, which takes hours per cell on this project's 2-core CPU).
 #
 # Sized for the device tool's lease (15 minutes in all, 10 a command): a short CUDA smoke run first, so a fault

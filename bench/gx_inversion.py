@@ -1,5 +1,5 @@
-"""How good are the completions that a MisGAN run's Gx already contains? A diagnostic for README's
-"Reproducing the paper": impute each held-out example with Gx(z*), z* fitted to its observed pixels by
+"""How good are the completions that a MisGAN run's Gx already contains? A diagnostic for
+docs/reproduction.md: impute each held-out example with Gx(z*), z* fitted to its observed pixels by
 gradient descent (best of R restarts), and score it like any imputer. Against the run's own imputer Gi at the
 same step this separates "Gx cannot complete these digits" from "Gi has not learned what Gx knows".
 

@@ -1,5 +1,5 @@
 """How much missingness that depends on the data biases MisGAN, and how much a mask model that sees the image
-removes (issue 14): FC-MisGAN with its imputer, each mask model, on mnist-5k.
+removes: FC-MisGAN with its imputer, each mask model, on mnist-5k.
 
     python bench/mnar_bias.py --out sweeps/mnar-bias [--steps 4000] [--threads 1] [--train-args '--precision bf16']
     python bench/mnar_bias.py --out sweeps/mnar-k5 --train-args '--mask-steepness 5' \

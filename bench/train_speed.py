@@ -5,7 +5,7 @@
 
 Each (arch, threads) runs in its own process (torch's thread count is process-wide). A critic step is one
 batch (Dx and Dm updates); a generator step follows every n_critic = 5 critic steps. The reference figures
-are the paper's released implementation measured on this 2-core machine with 2 threads (issue 3); Conv runs
+are the paper's released implementation measured on this 2-core machine with 2 threads (docs/performance.md); Conv runs
 an eighth of --steps. The rates are per window of 10 generator steps: the median window and the best
 (quietest) one. On a shared machine they differ; the released code's figures were taken on a quiet one.
 `--precision bf16` times MisGANConfig.precision 'bf16' (bfloat16 products; fast only where the CPU has

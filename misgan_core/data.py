@@ -216,9 +216,8 @@ def _read_uci_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's copy of the UCI optical digits (Alpaydin and Kaynak 1998; its test part: 1,797 digits by
     13 writers), in MNIST's layout: each 8x8 image of 17 grey levels (on-pixel counts of 4x4 blocks) scaled
     to MNIST's 20x20 box and placed in 28x28 with its centre of mass at the centre. Bicubic scaling: it brings
-    them closer to MNIST than bilinear does (LeNet FID against mnist-5k's held-out digits 300 against 406;
-    between mnist-5k's own splits 13.5) and the shipped digit classifier labels 83.1% of them right (bilinear
-    81.4%; mnist-5k's held-out digits 96.4%). They stay blurrier than MNIST's, and the writers are others."""
+    them closer to MNIST than bilinear does, by FID and by the digit classifier's accuracy (docs/experiments.md,
+    "Baselines and data"). They stay blurrier than MNIST's, and the writers are others."""
     if not _sklearn_digits_present():
         raise DatasetError("uci-digits comes with scikit-learn: pip install scikit-learn")
     from sklearn.datasets import load_digits

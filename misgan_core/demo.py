@@ -6,7 +6,7 @@ float16, about 4 MB) and metrics.jsonl (the training log).
   demo-mnist-fc-square14    square 14x14 observed (75% missing), the paper's budget (1000 epochs)
   demo-mnist-fc-dropout80   independent dropout 80%, the paper's budget
   demo-mnist-fc-rect        rectangle observation, 3000 generator steps (the first demo)
-The first two are the sweep's cells (README, "Reproducing the paper"); remake one from any run with
+The first two are the sweep's cells (docs/reproduction.md, "The demos"); remake one from any run with
     python -c "from misgan_core.demo import export_demo; export_demo('RUN', 'misgan_core/assets/demo-NAME')"
 """
 

@@ -30,9 +30,9 @@ class TemperatureSigmoid(nn.Module):
 
     'stretched' is the released code's default ("fusion"): sigma_lambda rescaled to (-0.1, 1.1) and clipped to
     [0, 1], so masks can be exactly binary at finite logits while the middle keeps the sigmoid's gradient.
-    Binary real masks are then within reach: with the plain sigmoid at 90% dropout the mask critic told
-    real from generated masks apart throughout (its Wasserstein estimate rose to 5.5 by step 650, and Gx
-    never learned: FID 1,257 at step 500); see README, "Reproducing the paper".
+    Binary real masks are then within reach, which high missing rates need: with the plain sigmoid at 90%
+    dropout the mask critic told real from generated masks apart throughout and Gx never learned
+    (docs/experiments.md, "Closing the gap to the paper").
     """
 
     KINDS = ("sigmoid", "stretched", "hard-sigmoid", "straight-through")

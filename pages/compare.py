@@ -240,12 +240,12 @@ st.caption(
     f"{catalog.sweeps_root()}/NAME` writes one, and this page reads the same results and draws the same "
     "figures as the command. Hover a point for the steps, epochs and training time behind it."
 )
-# Your sweeps first, then the paper-budget sweeps measured for the README (docs/reproduction).
+# Your sweeps first, then the shipped paper-budget sweeps (docs/reproduction.md).
 SHIPPED_SWEEPS = Path(__file__).resolve().parent.parent / "docs" / "reproduction"
 sweeps = sweep.find_sweeps(catalog.sweeps_root()) + sweep.find_sweeps(SHIPPED_SWEEPS)
 if sweeps:
     s1, s2, s3 = st.columns(3)
-    names = {str(p): p.name + (" (shipped: README, Reproducing the paper)" if p.parent == SHIPPED_SWEEPS else "")
+    names = {str(p): p.name + (" (shipped: docs/reproduction.md)" if p.parent == SHIPPED_SWEEPS else "")
              for p in sweeps}
     folder = widgets.pick(s1.selectbox, "Sweep", names, key="compare-sweep-folder")
     rows = sweep.read_sweep(folder)

@@ -44,9 +44,8 @@ class ConvACConfig:
                                   # unbounded Gaussian would collapse onto them with infinite likelihood
     init_std: float = 0.2
     # The paper trains with Adam lr 1e-4 for 1000 epochs (~40k steps). On CPU budgets of a few thousand
-    # steps 1e-4 barely moves the model: on mnist-5k (square 14), held-out nats per observed pixel after
-    # 300 steps were -0.10 (1e-4), -0.34 (1e-3), -0.68 (3e-3), -1.41 (1e-2); after 1000 steps -1.41
-    # (3e-3), -1.58 (1e-2), -1.62 (3e-2). See bench/baselines_convac_lr.py. Pass lr=1e-4 for the reference.
+    # steps 1e-4 barely moves the model, and 1e-2 learns fastest (bench/baselines_convac_lr.py; figures in
+    # docs/experiments.md, "Baselines and data"). Pass lr=1e-4 for the reference.
     lr: float = 1e-2
     beta1: float = 0.9
     beta2: float = 0.999

@@ -9,13 +9,12 @@ adapted for its comparison:
     G's adversarial loss are taken on entry k alone. The authors' MNIST example instead reveals each entry
     with probability hint_rate (h = m * b) and scores every entry (hint_form="released"). On block masks
     the released hint lets D read the whole mask off h, and G's adversarial loss then pulls every missing
-    pixel to the most common observed value, black: on mnist-5k with square 14x14 observations its
-    imputation FID never got below mean imputation's (232 vs 240; 1000 examples, LeNet features), while the
-    paper's hint reached 153 at epoch 5 before GAIN degrades as the paper describes (appendix H);
+    pixel to the most common observed value, black: on square observations its imputation FID never got
+    below mean imputation's, while the paper's hint completes digits at its best epoch before GAIN degrades
+    as the paper describes (appendix H; figures in docs/experiments.md, "Baselines and data");
   - D loss: cross-entropy of D(x^, h) against m on the scored entries;
     G loss: -mean over scored entries of (1 - m) log D(x^, h) + alpha * mean((m * x - m * G)^2) / mean(m),
-    alpha = 100: with the MNIST example's 10 the adversarial term wins within two epochs (best imputation
-    FID 198 against 153 with 100, same measurement);
+    alpha = 100: with the MNIST example's 10 the adversarial term wins within two epochs (docs/experiments.md);
   - one D step then one G step on the same batch; both nets are three fully connected layers with ReLU;
     Adam with TensorFlow's defaults (lr 1e-3), batch 128. For MNIST-size data (up to 1024 entries) the
     hidden widths are those of the authors' MNIST example, 2D-256-128-D (1568-256-128-784 on MNIST); for

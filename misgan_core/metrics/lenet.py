@@ -7,8 +7,8 @@ It was trained then with SGD, lr 0.01, momentum 0.5, batch 64; so is this one.
 Features: the 50-d output of fc(320,50) *before* its ReLU. The paper says "the 50-dimensional output from
 the second-to-last fully-connected layer"; the authors' released FID code reads that layer's output
 before the ReLU (`feature_layer = 0` in their mnist_fid.py), so we do too. It also suits FID better: with
-the shipped digit classifier each unit is <= 0 for 36% to 77% of mnist-5k images (measured), so after the
-ReLU every feature has a point mass at 0, far from the Gaussian that FID assumes, and loses how far below
+the shipped digit classifier each unit is <= 0 for a large share of mnist-5k images (docs/experiments.md), so
+after the ReLU every feature has a point mass at 0, far from the Gaussian that FID assumes, and loses how far below
 threshold an image is.
 
 Input normalisation lives inside the model (buffers saved with the weights): callers always pass images
