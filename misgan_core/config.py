@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,20 +24,35 @@ IMPUTER_MODES = ("joint", "standalone", "target")
 PRECISIONS = ("fp32", "bf16")
 
 
+@dataclass(frozen=True)
+class RecipeRule:
+    """A recipe's value that depends on the data: `rule(data_spec)`, and the rule in words for the docs."""
+
+    rule: Callable[[DataSpec], Any]
+    words: str
+
+
 # The values a recipe gives the options left unset (None). 'paper' is appendix D: WGAN-GP's defaults (Adam betas
 # (0, 0.9), Gulrajani et al. 2017), no weight average, and eq. 12's imputer and critic, which see images only.
-# 'recommended' is the best the measurements support (docs/reproduction.md, Recipes).
+# 'recommended' is the best the measurements support for each missingness (docs/reproduction.md, Recipes): a
+# value may be a rule of the data spec, as the imputer's mask input, which paid for block masks and not under
+# independent dropout.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"betas": [0.0, 0.9], "ema": 0.0, "imputer_sees_mask": False, "imputer_critic_sees_mask": False},
-    "recommended": {"betas": [0.5, 0.9], "ema": 0.999, "imputer_sees_mask": True, "imputer_critic_sees_mask": True},
+    "recommended": {"betas": [0.5, 0.9], "ema": 0.999, "imputer_critic_sees_mask": True,
+                    "imputer_sees_mask": RecipeRule(lambda data: data.mask != "dropout",
+                                                    "true, except under independent dropout")},
 }
 
 
 def _by_recipe(name: str) -> str:
     """A default each recipe sets, in words: "by recipe: recommended 0.999, paper 0"."""
     def shown(value: Any) -> str:
-        return str(value).lower() if isinstance(value, bool) else " ".join(map(str, value)) \
-            if isinstance(value, list) else f"{value:g}"
+        if isinstance(value, RecipeRule):
+            return value.words
+        if isinstance(value, bool):
+            return str(value).lower()
+        return " ".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
     return "by recipe: " + ", ".join(f"{recipe} {shown(values[name])}" for recipe, values in
                                      sorted(RECIPES.items(), reverse=True))
 
@@ -217,6 +233,7 @@ class MisGANConfig:
             config = dataclasses.replace(config, fid_every=default_fid_every(config.data.dataset))
         for name, value in RECIPES[config.recipe].items():  # the options left unset take the recipe's values
             if getattr(config, name) is None:
+                value = value.rule(config.data) if isinstance(value, RecipeRule) else value
                 config = dataclasses.replace(config, **{name: value})
         model = MASK_MODELS[config.mask_model]
         if config.alpha is None:  # Gm's share of L_x (eq. 7): the paper's 0.2, or the mask model's own

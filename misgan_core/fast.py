@@ -9,7 +9,7 @@ MisGAN's step (misgan.py) calls what is here and does not know which version run
 - `RankNoise`: the training noise, drawn for the global batch and sliced for this process under torchrun (so
   a run on N processes draws what one process would), or drawn directly in one process.
 `SpeedPaths()` turns every fast path on; `SpeedPaths.plain()` turns them all off. The measurements that keep
-each one are in docs/performance.md (`bench/train_speed.py --plain`).
+each one are in docs/performance.md (`bench/speed_paths.py`).
 """
 
 from __future__ import annotations
