@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from .spec import DataSpec
 RUNS_ENV = "MISGAN_RUNS_DIR"
 DATA_ENV = "MISGAN_DATA_DIR"
 SWEEPS_ENV = "MISGAN_SWEEPS_DIR"
+
+log = logging.getLogger(__name__)
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -183,6 +187,15 @@ def save_upload(name: str, data: bytes) -> Path:
     return path
 
 
+def how_to_get_by_hand(name: str) -> str:
+    """Where a built-in dataset's files go, without the command line's flags (for the app's messages)."""
+    from .data import DATASETS
+
+    how = DATASETS[name].how_to_get if name in DATASETS else "it is not a built-in dataset"
+    kept = [part.strip() for part in how.split(";") if "--download" not in part]
+    return "; ".join(p for p in kept if p) or how
+
+
 def download_dataset(name: str) -> str:
     """Download a built-in dataset into the data folder with torchvision; a readable error without network."""
     from .data import DATASETS, DatasetError, dataset_status, load_complete
@@ -197,9 +210,9 @@ def download_dataset(name: str) -> str:
     except DatasetError:
         raise
     except Exception as err:  # urllib, http and torchvision raise many kinds when there is no network
-        raise DatasetError(f"could not download {name} into {Path(root).resolve()} ({type(err).__name__}: "
-                           f"{' '.join(str(err).split())[:160]}); this machine may have no network. "
-                           f"{DATASETS[name].how_to_get}") from err
+        log.warning("downloading %s failed", name, exc_info=True)  # the details go to the server's log
+        raise DatasetError(f"could not download {name} into {Path(root).resolve()}: this machine may have no "
+                           f"network; copy its files there by hand ({how_to_get_by_hand(name)})") from err
     if dataset_status(name, root).status != "present":
         raise DatasetError(f"{name} was downloaded but is not where the workbench looks; {DATASETS[name].how_to_get}")
     return str(Path(root).resolve())
@@ -273,6 +286,29 @@ class RunInfo:
     def usable(self) -> bool:
         """Readable and with weights on disk."""
         return self.error is None and self.has_checkpoint
+
+    @property
+    def budget_steps(self) -> int:
+        """The steps the run was set to train (a MisGAN config's `steps`), else its method's default budget."""
+        steps = self.config.get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+            return steps
+        return METHODS[self.kind].default_steps if self.kind in METHODS else 1
+
+    @property
+    def trained_enough(self) -> bool:
+        """Trained for at least a tenth of its budget (its own, or its method's default when that is larger):
+        a 4-step trial is not worth showing beside finished work."""
+        return self.step >= max(self.budget_steps, METHODS[self.kind].default_steps if self.kind in METHODS
+                                else 1) / 10
+
+    @property
+    def quality(self) -> float | None:
+        """The last imputation FID its log recorded (the demo's from how it was made); None when none was."""
+        made = self.config.get("made_from")
+        value = (made.get("imputation_fid") if isinstance(made, dict) else None) if self.demo \
+            else self.last.get("imputation_fid")
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property
     def title(self) -> str:
@@ -537,6 +573,25 @@ def baseline_job(kind: str, spec: DataSpec, seed: int = 0, registry_: JobRegistr
     return latest_job(run_name(kind, spec, {"seed": seed}), registry_)
 
 
+def training_now(info: RunInfo, registry_: JobRegistry | None = None) -> Job | None:
+    """The live job training this run folder, if one is."""
+    job = job_for_run(info.path, registry_)
+    return job if job is not None and job.alive else None
+
+
+def finished_runs(runs: Iterable[RunInfo], registry_: JobRegistry | None = None) -> list[RunInfo]:
+    """The usable runs no job is training right now and that trained at least a tenth of their budget."""
+    return [r for r in runs if r.usable and r.trained_enough and training_now(r, registry_) is None]
+
+
+def best_finished_run(runs: Iterable[RunInfo], registry_: JobRegistry | None = None) -> RunInfo | None:
+    """Among finished runs (see `finished_runs`): the lowest recorded imputation FID, then the most steps."""
+    done = finished_runs(runs, registry_)
+    if not done:
+        return None
+    return min(done, key=lambda r: (r.quality is None, r.quality or 0.0, -r.step))
+
+
 def delete_run(path: str | Path) -> None:
     """Delete a run folder; refused while a job trains it, and for the shipped demo."""
     from .demo import demo_dirs
@@ -554,5 +609,6 @@ __all__ = [
     "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
     "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
     "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root", "confined_path",
-    "user_data_roots", "uploads_root", "save_upload", "download_dataset",
+    "user_data_roots", "uploads_root", "save_upload", "download_dataset", "best_finished_run",
+    "finished_runs", "training_now", "how_to_get_by_hand",
 ]

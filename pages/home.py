@@ -12,8 +12,43 @@ from workbench import state, widgets
 
 st.title("MisGAN Workbench")
 st.markdown(
-    "**MisGAN learns a generative model of complete images from incomplete ones.** It trains two "
-    "generators side by side: a *mask generator* Gm that learns where pixels go missing, and a *data "
+    "**MisGAN learns a generative model of complete images from incomplete ones** "
+    "([Li, Jiang and Marlin, ICLR 2019](https://openreview.net/forum?id=S1lDV3RcKm))."
+)
+st.subheader("Start here")
+quick = state.quickstart_config()
+running = catalog.running_misgan_job(quick)
+speed = state.measured_speed(quick)
+if speed:
+    # The promise is this machine's own measurement: a live job's speed, else the last run like it.
+    when = (f"At the {speed:.2f} generator steps per second this machine measured for such a run, the "
+            f"{quick.steps:,} steps take about {widgets.fmt_seconds(quick.steps / speed)}.")
+else:
+    when = "The Train page shows its speed and the time left as soon as it starts."
+c1, c2 = st.columns([1, 3], vertical_alignment="center")
+if c1.button(
+    "Start a first run",
+    type="primary",
+    disabled=running is not None,
+    key="home-quickstart",
+    help="Already running: see it on the Train page or under Jobs below." if running else None,
+):
+    with widgets.guard("Could not start the first run"):
+        job, started = catalog.start_misgan_job(quick)
+        st.session_state["train_job"] = job.id
+        st.switch_page("../pages/train.py")
+c2.markdown(
+    f"One click trains MisGAN with its imputer on **mnist-5k** (5,000 real MNIST digits that ship with the "
+    f"app), each pixel missing with probability 50%, with the {quick.arch.upper()} networks for "
+    f"{quick.steps:,} generator steps on this machine's {'GPU' if state.on_gpu() else 'CPU'}. {when} "
+    f"Watch the samples turn into digits on the Train page; when it is done (or stopped), paint on a digit "
+    f"in Inpaint."
+)
+st.page_link("../pages/train.py", label="Or choose every setting on the Train page", icon=":material/tune:")
+
+st.subheader("How MisGAN works")
+st.markdown(
+    "MisGAN trains two generators side by side: a *mask generator* Gm that learns where pixels go missing, and a *data "
     "generator* Gx whose complete samples are masked with Gm's masks and judged against the real incomplete "
     "data by a critic, so Gx must produce complete images whose every masked view looks real. An optional "
     "*imputer* Gi then fills in the missing pixels of a real example, drawing a different plausible "
@@ -62,30 +97,6 @@ with right:
         with st.expander("How to get the others"):
             for s in absent:
                 st.markdown(f"- **{s.name}**: {s.how_to_get}")
-
-st.subheader("Start here")
-quick = state.quickstart_config()
-running = catalog.running_misgan_job(quick)
-st.markdown(
-    f"One click trains MisGAN with its imputer on **mnist-5k** (5,000 real MNIST digits that ship with the "
-    f"app) where each pixel is missing with probability 50%. It uses the {quick.arch.upper()} networks "
-    f"for {quick.steps} generator steps; on this machine's "
-    f"{'GPU' if state.on_gpu() else 'CPU'} the samples look like digits within a few minutes. Watch it on "
-    f"the Train page; when it is done (or stopped), paint on a digit in Inpaint."
-)
-c1, c2 = st.columns([1, 3])
-if c1.button(
-    "Start a first run",
-    type="primary",
-    disabled=running is not None,
-    key="home-quickstart",
-    help="Already running: see it below or on the Train page." if running else None,
-):
-    with widgets.guard("Could not start the first run"):
-        job, started = catalog.start_misgan_job(quick)
-        st.session_state["train_job"] = job.id
-        st.switch_page("../pages/train.py")
-c2.page_link("../pages/train.py", label="Or choose every setting on the Train page", icon=":material/tune:")
 
 st.subheader("Jobs")
 

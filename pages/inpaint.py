@@ -10,6 +10,9 @@ from misgan_core.catalog import METHODS
 from misgan_core.grids import show_missing_colour, to_pil
 from workbench import widgets
 
+SOURCES = ["An example from the run's data", "Upload a PNG or JPEG"]
+PAINTING_DEMO = "demo-mnist-fc-rect"  # measured on free-hand strokes: docs/inpaint-demo.md
+
 st.title("Inpaint")
 st.caption(
     "Choose a trained MisGAN run with an imputer, pick or upload an image, paint the region that is "
@@ -26,8 +29,7 @@ except Exception as err:  # the canvas package is a runtime dependency of this p
     st.stop()
 
 all_methods = [r for r in catalog.list_runs() if r.usable and r.imputes]
-# The shipped demo model first: it is fully trained, unlike a run that may be half-way through training.
-runs = sorted((r for r in all_methods if r.kind == "misgan"), key=lambda r: not r.demo)
+runs = [r for r in all_methods if r.kind == "misgan"]
 if not runs:
     st.info(
         "No trained MisGAN run with an imputer yet. Train one on the Train page with **Also train the "
@@ -36,14 +38,14 @@ if not runs:
     st.page_link("../pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-by_path = {str(m.path): m for m in runs}
-run_path = widgets.pick(
-    st.selectbox,
-    "Trained run",
-    {p: m.title for p, m in by_path.items()},
-    key="inpaint-run",
-)
-chosen = by_path[run_path]
+# The page opens on the shipped demo that fills free-hand strokes best (trained on varied rectangles; see
+# docs/inpaint-demo.md); the selection is the run's folder, so a run that trains keeps being the one chosen.
+painting = next((r for r in runs if r.demo and r.name == PAINTING_DEMO), None)
+pick_col, progress_col = st.columns([3, 2], vertical_alignment="bottom")
+chosen = widgets.run_picker("Trained run", runs, key="inpaint-run", default=painting, where=pick_col)
+assert chosen is not None
+run_path = str(chosen.path)
+progress_col.caption(widgets.run_progress(chosen))
 run = None
 with widgets.guard(f"Could not load {chosen.path.name}"):
     run = widgets.load_run(chosen.path)
@@ -60,16 +62,16 @@ left, right = st.columns([1, 1], gap="large")
 with left:
     source = st.radio(
         "Image",
-        ["An example from the run's data", "Upload a PNG or JPEG"],
-        key="inpaint-source",
+        SOURCES,
+        key=widgets.kept("inpaint-source", SOURCES[0], SOURCES),
         horizontal=True,
     )
     x = None
     truth = False
     if source.startswith("An example"):
-        index = st.number_input(
-            f"Example (0-{len(run.data) - 1})", 0, len(run.data) - 1, 0, key="inpaint-index"
-        )
+        if widgets.kept("inpaint-index", 0) and not 0 <= st.session_state["inpaint-index"] < len(run.data):
+            st.session_state["inpaint-index"] = 0  # kept from a run with more examples
+        index = st.number_input(f"Example (0-{len(run.data) - 1})", 0, len(run.data) - 1, key="inpaint-index")
         x = run.data.x[int(index) : int(index) + 1]
         truth = run.data.ground_truth
     else:
@@ -82,7 +84,7 @@ with left:
         invert = st.selectbox(
             "Invert grey levels",
             ["auto", "yes", "no"],
-            key="inpaint-invert",
+            key=widgets.kept("inpaint-invert", "auto", ["auto", "yes", "no"]),
             help="MNIST digits are light on black: 'auto' inverts a dark drawing on white.",
         )
         if upload is None:
@@ -104,23 +106,25 @@ with left:
     tool = t1.radio(
         "Tool",
         ["Brush", "Rectangle"],
-        key="inpaint-tool",
+        key=widgets.kept("inpaint-tool", "Brush", ["Brush", "Rectangle"]),
         horizontal=True,
         help="Rectangle: drag a box; exactly the pixels inside it are painted.",
     )
     meaning = t2.radio(
         "Paint marks",
         ["missing", "observed"],
-        key="inpaint-meaning",
+        key=widgets.kept("inpaint-meaning", "missing", ["missing", "observed"]),
         horizontal=True,
         help="'missing': painted pixels are hidden from the model. 'observed': only painted pixels are kept.",
     )
-    brush = st.slider("Brush size (canvas pixels)", 5, 60, 25, key="inpaint-brush", disabled=tool != "Brush")
+    brush = st.slider("Brush size (canvas pixels)", 5, 60, key=widgets.kept("inpaint-brush", 25),
+                      disabled=tool != "Brush")
     scale = max(2, 280 // max(h, w))
     st.caption(f"Paint on the {w}x{h} image, shown {scale}x larger. Use the canvas toolbar to undo or clear.")
     # No grid padding around the background, so canvas pixel (i, j) lies on image pixel (i // scale, j // scale),
     # the same blocks mask_from_canvas averages; rectangles are drawn without an outline, so they cover
-    # exactly what was dragged. The key leaves out the example: the painted mask stays when it changes.
+    # exactly what was dragged. The key leaves out the example and the tool: the painted mask stays when
+    # either changes.
     result = st_canvas(
         fill_color="rgba(255, 64, 64, 1.0)",
         stroke_width=int(brush) if tool == "Brush" else 0,
@@ -131,13 +135,13 @@ with left:
         width=w * scale,
         drawing_mode="freedraw" if tool == "Brush" else "rect",
         return_image_data=True,
-        key=f"inpaint-canvas-{h}x{w}-{tool}",
+        key=f"inpaint-canvas-{h}x{w}",
     )
 
 with right:
     k1, k2 = st.columns(2)
-    draws_k = k1.slider("K imputer draws", 1, 32, 8, key="inpaint-k")
-    seed = k2.number_input("Seed", 0, 1_000_000, 0, key="inpaint-seed")
+    draws_k = k1.slider("K imputer draws", 1, 32, key=widgets.kept("inpaint-k", 8))
+    seed = k2.number_input("Seed", 0, 1_000_000, key=widgets.kept("inpaint-seed", 0))
     try:
         m = export.mask_from_canvas(getattr(result, "image_data", None), (h, w), paint_marks=meaning)
     except (export.ImageInputError, ValueError) as err:
@@ -164,8 +168,8 @@ with right:
         (show_missing_colour(x, m), mean, export.std_image(std)),
         strict=True,
     ):
-        col.markdown(f"**{title}**")
-        col.image(to_pil(image, nrow=1, scale=big, pad=0))
+        # Titles go under the images (captions), so the three images line up however the titles wrap.
+        col.image(to_pil(image, nrow=1, scale=big, pad=0), caption=title)
     st.markdown(f"**{int(draws_k)} imputations** (each a different draw of the imputer's noise)")
     widgets.show_grid(draws[:, 0], None, nrow=min(int(draws_k), 4), target=84)
 
@@ -181,16 +185,17 @@ if not others:
         "imputation on the Compare page, or train another MisGAN run, to see them here."
     )
 else:
-    titles = {str(mm.path): mm.title for mm in others}
-    picked = widgets.pick_many("Methods", titles, default=list(titles)[:4], key="inpaint-others")
+    # Pre-selected: finished runs trained for at least a tenth of their budget (not a 4-step trial, not a
+    # run still training); any other can be added.
+    picked = widgets.run_picker_many("Methods", others, key="inpaint-others",
+                                     default=catalog.finished_runs(others)[:4])
     results = {"MisGAN (this run)": draws[0, :]} if picked else {}
-    for p in picked:
-        mm = next(o for o in others if str(o.path) == p)
+    for mm in picked:
         with widgets.guard(f"{mm.title} could not impute"):
             other = widgets.load_run(mm.path)
             out = export.impute_dataset_draws(other.require_imputer(), x, m, draws=1, seed=int(seed))
             short = METHODS[mm.kind].title
-            name = mm.title if mm.kind == "misgan" or short in results else short
+            name = widgets.run_label(mm) if mm.kind == "misgan" or short in results else short
             results[name] = out[0]
     if picked:
         shown = {"Input": show_missing_colour(x, m)}
@@ -198,5 +203,4 @@ else:
             shown["Truth"] = x
         shown.update(results)
         for col, (title, image) in zip(st.columns(len(shown)), shown.items(), strict=True):
-            col.markdown(f"**{title}**")
-            col.image(to_pil(image, nrow=1, scale=widgets.grid_scale(h, 112), pad=0))
+            col.image(to_pil(image, nrow=1, scale=widgets.grid_scale(h, 112), pad=0), caption=title)

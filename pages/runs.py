@@ -50,14 +50,21 @@ table = [
 ]
 st.dataframe(table, hide_index=True, width="stretch")
 
-names = [r.name for r in infos]
-# The selection is checked against the folders on disk before the selector is drawn, so after a delete (here
-# or in another session) the selector and everything below it name the same run.
-if st.session_state.get("runs-selected") not in names:
-    st.session_state["runs-selected"] = names[0]
-name = st.selectbox("Run", names, key="runs-selected", format_func=lambda n: next(
-    f"{n} · {r.title}" for r in infos if r.name == n))
-info = next(r for r in infos if r.name == name)
+# The selection is the run's folder, checked against the folders on disk before the selector is drawn: after a
+# delete (here or in another session) the selector and everything below it name the same run. The labels never
+# change while a run trains; its live step count is shown beside the selector.
+pick_col, progress_col = st.columns([3, 2], vertical_alignment="bottom")
+info = widgets.run_picker("Run", infos, key="runs-selected", where=pick_col)
+assert info is not None  # infos is not empty
+
+
+@st.fragment(run_every=3)
+def _progress() -> None:
+    st.markdown(f"**{info.name}**: {widgets.run_progress(catalog.run_info(info.path))}")
+
+
+with progress_col:
+    _progress()
 job = catalog.job_for_run(info.path)
 busy = job is not None and job.alive
 
@@ -134,7 +141,7 @@ with tab_export:
         draws = e2.number_input("Draws per example", 1, 16, 1, key="runs-export-draws")
         seed = e3.number_input("Seed", 0, 1_000_000, 0, key="runs-export-seed")
         if st.button("Prepare the export", key="runs-export"):
-            with widgets.guard("Export failed"), st.spinner("Imputing…"):
+            with widgets.guard(f"Export of {info.name} failed"), st.spinner(f"Imputing with {info.name}…"):
                 run = widgets.load_run(info.path)
                 data = run.data.subset(slice(0, int(n)))
                 bundle = export.export_imputed(
@@ -145,17 +152,21 @@ with tab_export:
                     seed=int(seed),
                     meta={
                         "run": info.name,
+                        "run_dir": str(info.path),
+                        "what": widgets.run_label(info),
+                        "step": run.budget()["steps"],
                         "kind": info.kind,
                         "draws": int(draws),
                         "seed": int(seed),
                         "dataset": data.name,
                     },
                 )
-                st.session_state["runs-bundle"] = (info.name, bundle)
+                st.session_state["runs-bundle"] = (str(info.path), run.budget()["steps"], bundle)
         held = st.session_state.get("runs-bundle")
-        if held and held[0] == info.name:
-            bundle = held[1]
-            st.success(f"{bundle.examples} examples x {bundle.draws} draw(s) ready.")
+        if held and held[0] == str(info.path):
+            _, at_step, bundle = held
+            st.success(f"{info.name} (at step {at_step:,}): {bundle.examples} examples x {bundle.draws} "
+                       f"draw(s) ready as {info.name}-imputed.npz and {info.name}-imputed-png.zip.")
             d1, d2 = st.columns(2)
             d1.download_button(
                 "Download .npz (x_imputed, m, x_input)",

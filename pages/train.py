@@ -18,6 +18,10 @@ st.caption(
     "stop it, and every browser session sees the same jobs."
 )
 
+# The live view of a job that is training goes here, above the form (Home's first run opens on it); a
+# finished job's view stays below the form.
+live_on_top = st.container()
+
 settings, preview = st.columns([1, 1], gap="large")
 with settings:
     st.subheader("Data and missingness")
@@ -25,10 +29,12 @@ with settings:
     mask_seed = 0
     if not own_data:  # own data brings its masks: there is nothing to seed
         mask_seed = st.number_input(
-            "Mask seed (masks are drawn once per example)", 0, 10_000, 0, key="train-mask-seed"
+            "Mask seed (masks are drawn once per example)", 0, 10_000,
+            value=widgets.kept("train-mask-seed", 0), key="train-mask-seed",
         )
     limit = st.number_input(
-        "Use only the first N examples (0 = all)", 0, 1_000_000, 0, step=500, key="train-limit"
+        "Use only the first N examples (0 = all)", 0, 1_000_000, step=500,
+        value=widgets.kept("train-limit", 0), key="train-limit",
     )
 
 spec = widgets.data_spec(dataset, params, int(mask_seed), int(limit) or None) if dataset else None
@@ -46,17 +52,41 @@ FORM = form(MisGANConfig, starting={"arch": "conv" if gpu else "fc", "steps": 50
 
 
 def _draw(field: FormField, where: Any) -> Any:
-    """One option's widget; returns its value (None: a number left empty, decided when the run is made)."""
+    """One option's widget; returns its value (None: a number left empty, decided when the run is made).
+
+    Every widget takes its value from `widgets.kept`, so the form survives visits to other pages.
+    """
     if field.kind == "checkbox":
-        return where.checkbox(field.label, value=field.value, key=field.key, help=field.help)
+        return where.checkbox(field.label, value=widgets.kept(field.key, field.value), key=field.key,
+                              help=field.help)
     if field.kind in ("select", "radio"):
         return widgets.pick(where.radio if field.kind == "radio" else where.selectbox, field.label, field.choices,
                             index=list(field.choices).index(field.value), key=field.key, help=field.help,
                             **field.kwargs)
     if field.kind == "number":
-        return where.number_input(field.label, value=field.value, key=field.key, help=field.help,
-                                  placeholder=field.placeholder, **field.kwargs)
-    return where.text_input(field.label, value=field.value or "", key=field.key, help=field.help) or None
+        if isinstance(field.kwargs.get("max_value"), int):
+            return _whole_number(field, where)
+        return where.number_input(field.label, value=widgets.kept(field.key, field.value), key=field.key,
+                                  help=field.help, placeholder=field.placeholder, **field.kwargs)
+    return where.text_input(field.label, value=widgets.kept(field.key, field.value or ""), key=field.key,
+                            help=field.help) or None
+
+
+def _whole_number(field: FormField, where: Any) -> int | None:
+    """A whole-number option drawn as a float field: the browser reads what is typed in an integer field with
+    parseInt, so "1e9" arrived as 1; read as a float it arrives whole, and past the option's maximum it is
+    capped with a message."""
+    low, high = field.kwargs.get("min_value"), field.kwargs["max_value"]
+    kwargs = {k: float(v) for k, v in field.kwargs.items() if k in ("min_value", "step")}
+    start = widgets.kept(field.key, None if field.value is None else float(field.value))
+    typed = where.number_input(field.label, value=None if start is None else float(start), key=field.key,
+                               help=field.help, placeholder=field.placeholder, format="%.0f", max_value=1e15,
+                               **kwargs)
+    if typed is None:
+        return None
+    if typed > high:
+        where.warning(f"{field.label}: {typed:,.0f} is more than this page trains; using {high:,}.")
+    return int(min(high, max(low if low is not None else typed, round(typed))))
 
 
 values: dict[str, Any] = {}
@@ -102,7 +132,7 @@ start = b1.button(
 if config is not None:
     b2.caption(
         f"Run folder: `{state.runs_root() / catalog.misgan_run_name(config)}` (a suffix is added when it "
-        f"exists). {'Already training: see below.' if running else ''}"
+        f"exists). {'Already training: see Live training.' if running else ''}"
     )
 if start and config is not None:
     with widgets.guard("Could not start training"):
@@ -120,28 +150,30 @@ def _misgan_jobs() -> list:
 
 
 def _picked() -> None:
-    labels = st.session_state.get("train-job-labels", {})
-    st.session_state["train_job"] = labels.get(st.session_state["train-job-select"])
+    st.session_state["train_job"] = st.session_state["train-job-select"]
 
 
-def _current_job_id() -> str | None:
-    jobs = _misgan_jobs()
+def _wanted_job() -> tuple[list, str | None]:
+    """The MisGAN jobs, newest first, and the one to show: the one asked for (started here, on Home or on
+    Runs, or chosen in the selector), else the newest live one, else the newest."""
+    jobs = list(reversed(_misgan_jobs()))
     if not jobs:
-        return None
-    ids = [j.id for j in jobs]
+        return [], None
     wanted = st.session_state.get("train_job")
-    if wanted not in ids:
+    if wanted not in [j.id for j in jobs]:
         alive = [j for j in jobs if j.alive]
-        wanted = (alive or jobs)[-1].id
-    if len(jobs) > 1:
-        # Shown by what they are (method, data and missingness, budget); started time tells twins apart.
-        labels = {f"{j.label} (started {time.strftime('%H:%M:%S', time.localtime(j.started_at))})": j.id
-                  for j in reversed(jobs)}
-        st.session_state["train-job-labels"] = labels
-        st.session_state["train-job-select"] = next(k for k, v in labels.items() if v == wanted)
-        st.selectbox("Job", list(labels), key="train-job-select", on_change=_picked)
+        wanted = (alive or jobs)[0].id
     st.session_state["train_job"] = wanted
-    return wanted
+    return jobs, wanted
+
+
+def _job_selector(jobs: list, wanted: str) -> None:
+    """The job selector, keyed by job id; the labels say what each trains and never change."""
+    if len(jobs) < 2:
+        return
+    labels = {j.id: f"{j.label} (started {time.strftime('%H:%M:%S', time.localtime(j.started_at))})" for j in jobs}
+    st.session_state["train-job-select"] = wanted  # follows a job chosen elsewhere; drawn without index=
+    st.selectbox("Job", list(labels), key="train-job-select", format_func=labels.get, on_change=_picked)
 
 
 def _live(job_id: str) -> None:
@@ -153,7 +185,7 @@ def _live(job_id: str) -> None:
     st.markdown(widgets.job_summary(snap) + f"  \nRun folder: `{job.key}`")
     config = getattr(job.trainer, "config", None)
     if config is not None:
-        with st.expander("Settings of this job (the form above is for the next one)"):
+        with st.expander("Settings of this job (the form is for the next one)"):
             st.json(config.to_dict(), expanded=False)
     widgets.job_controls(job, snap, key=job.id)
     widgets.job_progress(snap)
@@ -168,13 +200,17 @@ def _live(job_id: str) -> None:
 live_running = st.fragment(run_every=2)(_live)
 live_static = st.fragment(_live)
 
-st.subheader("Live training")
-job_id = _current_job_id()
-if job_id is None:
-    st.info("No training job yet. Choose settings above and press Start training, or use Home's first run.")
-else:
-    current = registry().get(job_id)
-    if current is not None and current.alive:
+jobs, job_id = _wanted_job()
+current = registry().get(job_id) if job_id is not None else None
+with live_on_top if current is not None and current.alive else st.container():
+    st.subheader("Live training")
+    _job_selector(jobs, job_id)
+    if job_id is None:
+        st.info("No training job yet. Choose settings above and press Start training, or use Home's first run.")
+    elif current is not None and current.alive:
         live_running(job_id)
     else:
         live_static(job_id)
+    if current is not None and current.alive:
+        st.divider()
+        st.subheader("Start another training")

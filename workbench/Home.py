@@ -14,20 +14,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
-from streamlit.errors import StreamlitAPIException  # noqa: E402
 
 from workbench import state  # noqa: E402
 
 st.set_page_config(page_title="MisGAN Workbench", page_icon="🧩", layout="wide")
 state.init_process()
-# Streamlit forgets a page's widget values when another page is shown; re-assigning them here, on every run,
-# keeps what the user set for the rest of the browser session.
-for _key, _value in list(st.session_state.items()):
-    if str(_key).startswith(state.KEPT_WIDGET_PREFIXES) and state.keepable(_value):
-        try:
-            st.session_state[_key] = _value
-        except StreamlitAPIException:
-            pass
+# Widget values that must survive page changes are kept by workbench.widgets.kept, widget by widget.
 
 PAGES = [
     st.Page("../pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),

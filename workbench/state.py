@@ -14,23 +14,10 @@ from misgan_core.catalog import data_dir, runs_root
 from misgan_core.data import DatasetStatus
 from misgan_core.device import DeviceInfo, configure_threads, device_info
 
-__all__ = ["KEPT_WIDGET_PREFIXES", "DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets",
-           "device_info", "init_process", "keepable", "on_gpu", "quickstart_config", "runs_root"]
+__all__ = ["DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets",
+           "device_info", "init_process", "measured_speed", "on_gpu", "quickstart_config", "runs_root"]
 
 _THREADS: int | None = None
-# Widget keys whose values survive page changes (see Home.py); buttons and uploads are left out.
-KEPT_WIDGET_PREFIXES = ("train-", "compare-", "inpaint-", "theory-")
-
-
-def keepable(value: object) -> bool:
-    """Values of widgets whose state may be set (selections, numbers, text); not buttons' and checkboxes'
-    booleans, whose keys Streamlit refuses to set, nor uploads."""
-    if isinstance(value, bool) or value is None:
-        return False
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value)
-    return isinstance(value, (int, float, str))
-
 
 def init_process() -> int:
     """Once per process: torch threads for training (all cores but one, which serves the UI)."""
@@ -76,3 +63,27 @@ def checkpoint_stamp(path: str | Path) -> float:
     weights = Path(path) / "model.safetensors"
     best = Path(path) / "best.safetensors"
     return sum(p.stat().st_mtime for p in (weights, best) if p.exists())
+
+
+def measured_speed(config: MisGANConfig) -> float | None:
+    """Generator steps per second that this machine measured for runs like `config` (same dataset,
+    architecture and imputer): a live job's current speed, else the latest finished run's log; None when it
+    has measured none."""
+    from misgan_core import catalog
+    from misgan_core.jobs import registry
+
+    def alike(cfg: dict) -> bool:
+        data = cfg.get("data") if isinstance(cfg.get("data"), dict) else cfg
+        return (cfg.get("kind", "misgan") == "misgan" and cfg.get("arch") == config.arch
+                and bool(cfg.get("imputer")) == config.imputer and data.get("dataset") == config.data.dataset)
+
+    for job in reversed(registry().jobs()):
+        trainer_config = getattr(job.trainer, "config", None)
+        snap = job.snapshot()
+        if (job.alive and trainer_config is not None and snap.steps_per_s
+                and alike(trainer_config.to_dict())):
+            return float(snap.steps_per_s)
+    for info in catalog.list_runs(include_demo=False):
+        if info.kind == "misgan" and alike(info.config) and info.seconds and info.step >= 50:
+            return info.step / info.seconds
+    return None

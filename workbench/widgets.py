@@ -103,6 +103,11 @@ CURVES_HELP = (
     "each network minimises; a GAN's losses need not fall, so judge progress by W and by FID (lower is better)."
 )
 
+OTHER_CURVES_HELP = (
+    "Each curve is a loss this method minimises while it trains; judge its imputations by FID (lower is "
+    "better) on the Compare page."
+)
+
 
 def curves_figure(
     history: Sequence[dict[str, Any]], keys: Sequence[str], x: str, title: str, y_title: str = ""
@@ -166,7 +171,7 @@ def show_curves(
                 col.metric(name, f"{points[-1][key]:.1f}", None if delta is None else f"{delta:+.1f}",
                            delta_color="inverse", help=f"{fid_label}, at step {points[-1]['step']}; lower is "
                                                        f"better. The change is since the previous point.")
-    st.caption(CURVES_HELP)
+    st.caption(CURVES_HELP if any(k.startswith("w_") for k in losses) else OTHER_CURVES_HELP)
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(
@@ -271,20 +276,134 @@ def show_job_grids(snap: JobSnapshot, columns: int = 4) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Choices shown by label (widgets hold the label itself, which keeps AppTest and URLs simple)
+# Settings that survive page changes
+#
+# Streamlit forgets the state of every widget that a run did not draw, so leaving a page resets its widgets.
+# The values the user set are copied into a plain (non-widget) session key on every run and written back
+# before the widget is drawn again. A widget keyed this way takes its default from `kept`, never from value= or
+# index= (passing both is what Streamlit warns about: "created with a default value but also had its value
+# set via the Session State API").
+
+KEPT = "kept-settings"
 
 
-def pick(widget: Any, label: str, options: dict[Any, str], **kwargs: Any) -> Any:
-    """st.selectbox / st.radio over the labels of `options` (value -> label); returns the chosen value."""
+def kept(key: str, default: Any, options: Sequence[Any] | None = None) -> str:
+    """Prepare widget `key` so that its value survives page changes; returns the key, for the widget's key=.
+
+    Records the widget's current value; where Streamlit dropped it, restores the recorded value (or sets
+    `default`). With `options`, a value that is no longer one of them (a deleted run, say) falls back to
+    `default`. Draw the widget without value= or index=.
+    """
+    store = st.session_state.setdefault(KEPT, {})
+    if key in st.session_state:
+        value = st.session_state[key]
+        if options is None or _offered(value, options):
+            store[key] = value
+            return key
+    value = store.get(key, default)
+    if options is not None and not _offered(value, options):
+        value = default
+    st.session_state[key] = value
+    store[key] = value
+    return key
+
+
+def _offered(value: Any, options: Sequence[Any]) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(v in options for v in value)
+    return value in options
+
+
+# ---------------------------------------------------------------------------------------------
+# Choices shown by label (widgets hold the label itself, which keeps AppTest and URLs simple; the labels are
+# fixed strings, so a selection never resets because its label changed)
+
+
+def pick(widget: Any, label: str, options: dict[Any, str], default: Any = None, **kwargs: Any) -> Any:
+    """st.selectbox / st.radio over the labels of `options` (value -> label); returns the chosen value.
+
+    With a key, the choice survives page changes (`kept`); `default` is a value of `options` (else the first).
+    """
     inverse = {v: k for k, v in options.items()}
-    shown = widget(label, list(options.values()), **kwargs)
+    labels = list(options.values())
+    if kwargs.get("key") is not None and labels:
+        index = kwargs.pop("index", None)
+        first = options[default] if default in options else labels[index or 0]
+        kwargs["key"] = kept(kwargs["key"], first, labels)
+    shown = widget(label, labels, **kwargs)
     return None if shown is None else inverse[shown]
 
 
 def pick_many(label: str, options: dict[Any, str], default: Sequence[Any] = (), **kwargs: Any) -> list[Any]:
+    """st.multiselect over the labels of `options`; with a key, the choice survives page changes."""
     inverse = {v: k for k, v in options.items()}
-    shown = st.multiselect(label, list(options.values()), default=[options[d] for d in default], **kwargs)
+    labels = list(options.values())
+    first = [options[d] for d in default if d in options]
+    if kwargs.get("key") is not None:
+        kwargs["key"] = kept(kwargs["key"], first, labels)
+        shown = st.multiselect(label, labels, **kwargs)
+    else:
+        shown = st.multiselect(label, labels, default=first, **kwargs)
     return [inverse[s] for s in shown]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, chosen by their folder: the selection is the folder path; the label says what the run is and never
+# changes while it trains (its live step count is shown beside the selector, by `run_progress`)
+
+
+def run_label(info: catalog.RunInfo) -> str:
+    """What a run is and its folder, without anything that changes while it trains."""
+    if info.error is not None:
+        return f"{info.name} (unreadable)"
+    what = catalog.describe(info.kind, info.spec, info.config.get("arch"), bool(info.config.get("imputer")))
+    if info.demo:
+        return f"{what} · {info.step:,} {catalog.METHODS[info.kind].step_unit} (shipped demo)"
+    return f"{what} · {info.name}"
+
+
+def run_progress(info: catalog.RunInfo) -> str:
+    """A run's budget and state right now: training (step N of M), or the steps it trained."""
+    job = catalog.training_now(info)
+    unit = catalog.METHODS[info.kind].step_unit if info.kind in catalog.METHODS else "steps"
+    if job is not None:
+        snap = job.snapshot()
+        return f"{snap.status}: step {snap.step:,} of {snap.target:,}"
+    if info.kind in catalog.METHODS and not catalog.METHODS[info.kind].trainable:
+        return "fitted"
+    if info.demo:
+        return f"{info.step:,} {unit}, finished (shipped demo)"
+    state_ = "finished" if info.step >= info.budget_steps else f"stopped (budget {info.budget_steps:,})"
+    return f"{info.step:,} {unit}, {state_}"
+
+
+def run_picker(label: str, runs: Sequence[catalog.RunInfo], key: str, default: catalog.RunInfo | None = None,
+               where: Any = None, **kwargs: Any) -> catalog.RunInfo | None:
+    """A selectbox of runs whose value is the run's folder; returns the chosen run. The choice survives page
+    changes and live refreshes; a chosen folder that is gone falls back to `default` (else the first)."""
+    if not runs:
+        return None
+    by_path = {str(r.path): r for r in runs}
+    paths = list(by_path)
+    first = str(default.path) if default is not None and str(default.path) in by_path else paths[0]
+    chosen = (where or st).selectbox(label, paths, key=kept(key, first, paths),
+                                     format_func=lambda p: run_label(by_path[p]) if p in by_path else p, **kwargs)
+    return by_path.get(chosen)
+
+
+def run_picker_many(label: str, runs: Sequence[catalog.RunInfo], key: str,
+                    default: Sequence[catalog.RunInfo] = (), **kwargs: Any) -> list[catalog.RunInfo]:
+    """A multiselect of runs keyed by folder (see `run_picker`)."""
+    by_path = {str(r.path): r for r in runs}
+    paths = list(by_path)
+    first = [str(r.path) for r in default if str(r.path) in by_path]
+    store = st.session_state.get(KEPT, {})
+    if key in st.session_state or key in store:  # drop the folders that are gone, keep the rest
+        held = st.session_state[key] if key in st.session_state else store[key]
+        st.session_state[key] = [p for p in held if p in by_path]
+    chosen = st.multiselect(label, paths, key=kept(key, first, paths),
+                            format_func=lambda p: run_label(by_path[p]) if p in by_path else p, **kwargs)
+    return [by_path[p] for p in chosen if p in by_path]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +446,7 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         roots = catalog.user_data_roots()
         text = st.text_input(
             "Path to an .npz with x and m, or a folder of PNGs with alpha",
-            key=f"{key}-own-path",
+            key=kept(f"{key}-own-path", ""),
             placeholder=str(roots[0] / "my-data.npz"),
             help="The app reads your files only from under " + " or ".join(f"`{r}`" for r in roots) + ".",
         ).strip()
@@ -345,7 +464,10 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
     status = next(s for s in statuses if s.name == choice)
     if status.status != "present":
         where = catalog.user_data_roots()[0]
-        st.error(f"Dataset {choice} is not on this machine (the data folder is `{where}`). {status.how_to_get}")
+        how = catalog.how_to_get_by_hand(choice)
+        st.error(f"Dataset {choice} is not on this machine (the data folder is `{where}`). "
+                 + ("Press Download below, or copy its files there by hand: " if status.status == "downloadable"
+                    else "To add it: ") + how + ".")
         if status.status == "downloadable" and st.button(
             f"Download {choice} into {where}", key=f"{key}-download",
             help="Needs a network connection; torchvision fetches the files into the data folder.",
@@ -383,29 +505,31 @@ def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> d
         "missing_rate_range": None,
     }
     if mask == "square":
-        out["mask_size"] = st.slider("Observed square side (pixels)", 1, h, max(1, h // 2), key=f"{key}-size")
+        out["mask_size"] = st.slider("Observed square side (pixels)", 1, h, key=kept(f"{key}-size", max(1, h // 2)))
     elif mask == "dropout":
-        varies = st.checkbox("Rate varies per example", key=f"{key}-varies")
+        varies = st.checkbox("Rate varies per example", key=kept(f"{key}-varies", False))
         if varies:
-            lo, hi = st.slider("Missing-rate range", 0.0, 0.95, (0.2, 0.8), 0.05, key=f"{key}-range")
+            lo, hi = st.slider("Missing-rate range", 0.0, 0.95, step=0.05, key=kept(f"{key}-range", (0.2, 0.8)))
             out["missing_rate_range"] = [lo, hi]
             out["missing_rate"] = 0.5 * (lo + hi)
         else:
-            out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, 0.5, 0.05, key=f"{key}-rate")
+            out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, step=0.05, key=kept(f"{key}-rate", 0.5))
     elif mask in ("self-masking", "censor", "mar"):
         out["missing_rate"] = st.slider(
-            "Missing rate (matched on the dataset)", 0.05, 0.9 if mask != "mar" else 0.8, 0.5, 0.05,
-            key=f"{key}-dd-rate", help="The process's offset or threshold is chosen so that this share of the "
+            "Missing rate (matched on the dataset)", 0.05, 0.9 if mask != "mar" else 0.8, step=0.05,
+            key=kept(f"{key}-dd-rate" if mask != "mar" else f"{key}-mar-rate", 0.5),
+            help="The process's offset or threshold is chosen so that this share of the "
             "dataset's pixels goes missing; which ones depends on the images.",
         )
         if mask != "mar":
             out["mask_direction"] = st.radio(
-                "Which pixels go missing", ["high", "low"], horizontal=True, key=f"{key}-direction",
+                "Which pixels go missing", ["high", "low"], horizontal=True,
+                key=kept(f"{key}-direction", "high", ["high", "low"]),
                 format_func={"high": "bright ones (saturation)", "low": "dark ones"}.get,
             )
         if mask == "self-masking":
             out["mask_steepness"] = st.number_input(
-                "Steepness k", 0.5, 200.0, float(DataSpec.mask_steepness), 0.5, key=f"{key}-steepness",
+                "Steepness k", 0.5, 200.0, step=0.5, key=kept(f"{key}-steepness", float(DataSpec.mask_steepness)),
                 help="Each pixel is missing with probability sigmoid(k (x - c)): k is the logit per unit of "
                 "intensity. 20 is close to censoring (values past the threshold are all but always missing, so "
                 "how bright they were is barely in the data); smaller is softer.",
