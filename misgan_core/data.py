@@ -507,7 +507,8 @@ def is_user_data(name: str) -> bool:
 
 
 def load_user_data(path: str | Path) -> IncompleteDataset:
-    """An .npz with `x` and `m` (or NaN in x for missing), or a folder of PNGs whose alpha marks missing."""
+    """An .npz with `x` and `m` (or NaN in x for missing), or a folder of PNGs whose alpha marks missing. The
+    app's own export of imputations (x_imputed, m, x_input) reads as its incomplete input, x_input with m."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path} does not exist; give an .npz file with arrays x and m, or a folder of "
@@ -518,14 +519,16 @@ def load_user_data(path: str | Path) -> IncompleteDataset:
         raise DatasetError(f"{path} is not an .npz file or a folder of PNGs")
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            if "x" not in arrays:
+            # The app's own export (x_imputed, m, x_input): its incomplete input, NaN where missing, and m.
+            key = "x" if "x" in arrays else "x_input" if "x_input" in arrays and "m" in arrays else None
+            if key is None:
                 raise DatasetError(f"{path} has arrays {sorted(arrays.files)} but no 'x'; save the images as x "
                                    f"(N, H, W), (N, C, H, W) or (N, H, W, C) and the mask as m (1 = observed)")
-            for name in ("x", "m"):
+            for name in (key, "m"):
                 if name in arrays and _npz_entry_bytes(arrays, name) > MAX_USER_BYTES:
                     raise DatasetError(f"{path}: array {name!r} is larger than {MAX_USER_BYTES >> 30} GiB; "
                                        f"split the data or use --limit with a smaller file")
-            x = np.asarray(arrays["x"])
+            x = np.asarray(arrays[key])
             m = np.asarray(arrays["m"]) if "m" in arrays else None
     except DatasetError:
         raise

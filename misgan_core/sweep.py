@@ -336,13 +336,37 @@ def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda r: (str(r.get("split")), float(r.get("rate") or 0), str(r.get("method"))))
 
 
+def budget_words(budget: Any) -> str:
+    """A budget as a series label says it: "paper budget" (the paper's epochs, not a figure quoted from the
+    paper), "quick budget", "5-minute budget", "400-step budget"."""
+    text = str(budget)
+    if text.startswith("minutes="):
+        return f"{text.split('=', 1)[1]}-minute budget"
+    if text.startswith("steps="):
+        return f"{text.split('=', 1)[1]}-step budget"
+    return f"{text} budget"
+
+
+def _rate_axis(points: list[float]) -> tuple[float, float]:
+    """An x range over the missing rates present, padded so the end markers show whole."""
+    lo, hi = min(points), max(points)
+    pad = max(0.05, 0.08 * (hi - lo))
+    return lo - pad, hi + pad
+
+
+# Marker shapes by series, and sizes that shrink along the series: where two series share a point, the one
+# drawn later sits inside the earlier one and both stay visible.
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down")
+MPL_SYMBOLS = ("o", "s", "D", "^", "x", "*", "P", "v")
+
+
 def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, list[tuple[float, float, dict]]]:
     """Per method label, (missing rate, value, row) points of `metric` on `split`, by rate."""
     out: dict[str, list[tuple[float, float, dict]]] = {}
     for r in latest_rows(rows):
         if r.get("split") != split or r.get(metric) is None:
             continue
-        name = f"{r['method']} ({r.get('budget')})"
+        name = f"{r['method']} ({budget_words(r.get('budget'))})"
         out.setdefault(name, []).append((float(r.get("missing_rate") or r["rate"]), float(r[metric]), r))
     return {k: sorted(v, key=lambda p: p[0]) for k, v in out.items()}
 
@@ -363,10 +387,13 @@ def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for name, pts in series(rows, metric, split).items():
+    drawn = series(rows, metric, split)
+    for i, (name, pts) in enumerate(drawn.items()):
         fig.add_trace(go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
-            line={"color": _colour(name)}, marker={"color": _colour(name)},
+            line={"color": _colour(name)},
+            marker={"color": _colour(name), "symbol": SYMBOLS[i % len(SYMBOLS)], "size": max(6, 16 - 2 * i),
+                    "line": {"width": 1, "color": "white"}},
             customdata=[[p[2].get("steps"), p[2].get("epochs"), p[2].get("wall_seconds")] for p in pts],
             hovertemplate="%{y:.2f} at %{x:.0%} missing<br>%{customdata[0]} steps, %{customdata[1]} epochs, "
                           "%{customdata[2]} s<extra>" + name + "</extra>"))
@@ -375,6 +402,9 @@ def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
     fig.update_layout(xaxis_title="missing rate", yaxis_title=y_title, height=380,
                       title=f"{METRICS[metric]} against missing rate (split: {split})",
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis={"tickformat": ".0%"})
+    rates = sorted({p[0] for pts in drawn.values() for p in pts})
+    if rates:
+        fig.update_xaxes(range=list(_rate_axis(rates)), tickvals=rates)
     return fig
 
 
@@ -385,8 +415,15 @@ def _png(rows: list[dict[str, Any]], metric: str, split: str, path: Path) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, pts in series(rows, metric, split).items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name, color=_colour(name))
+    drawn = series(rows, metric, split)
+    for i, (name, pts) in enumerate(drawn.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=MPL_SYMBOLS[i % len(MPL_SYMBOLS)],
+                markersize=max(3, 9 - i), label=name, color=_colour(name))
+    rates = sorted({p[0] for pts in drawn.values() for p in pts})
+    if rates:
+        ax.set_xlim(*_rate_axis(rates))
+        ax.set_xticks(rates)
+        ax.set_xticklabels([f"{r:.0%}" for r in rates])
     label = next((r.get("label") for r in rows if r.get("label")), "FID")
     ax.set_xlabel("missing rate")
     ax.set_ylabel(METRICS[metric] if metric == "rmse" else f"{METRICS[metric]} [{label}]", fontsize=8)

@@ -23,14 +23,13 @@ c1, c2 = st.columns([1, 1], gap="large")
 with c1:
     st.subheader("Data and missingness")
     dataset, own_data, params = widgets.data_picker("compare")
-    mask_seed = st.number_input("Mask seed", 0, 10_000, 0, key="compare-mask-seed")
+    mask_seed = st.number_input("Mask seed", 0, 10_000, key=widgets.kept("compare-mask-seed", 0))
     n_eval = st.number_input(
         "Examples to evaluate",
         50,
         10_000,
-        500,
         step=50,
-        key="compare-n",
+        key=widgets.kept("compare-n", 500),
         help="The first N incomplete examples; FID on few examples is biased upward, so "
         "compare values computed with the same N.",
     )
@@ -49,15 +48,18 @@ trained = [r for r in catalog.list_runs() if r.usable and r.imputes and r.spec.s
 misgan_runs = [r for r in trained if r.kind == "misgan"]
 available: dict[str, catalog.RunInfo] = {}
 
-row = st.columns([2, 3])
+row = st.columns([3, 2])
 with row[0]:
     st.markdown("**MisGAN**")
     if misgan_runs:
-        titles = {str(m.path): m.title for m in misgan_runs}
-        pick = widgets.pick(st.selectbox, "MisGAN run", titles, key="compare-misgan")
-        use_misgan = st.checkbox("Include MisGAN", value=True, key="compare-use-misgan")
-        if use_misgan:
-            available["MisGAN"] = next(m for m in misgan_runs if str(m.path) == pick)
+        # Keyed by folder, labels that never change; the default is the best finished run for this missingness.
+        best = catalog.best_finished_run(misgan_runs)
+        m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
+        chosen = widgets.run_picker("MisGAN run", misgan_runs, key="compare-misgan", default=best, where=m1)
+        m2.caption(widgets.run_progress(chosen) if chosen else "")
+        use_misgan = st.checkbox("Include MisGAN", key=widgets.kept("compare-use-misgan", True))
+        if use_misgan and chosen is not None:
+            available["MisGAN"] = chosen
     else:
         st.caption("No MisGAN run with an imputer for this data and missingness yet.")
 with row[1]:
@@ -87,26 +89,30 @@ to_fit: list[tuple[str, int]] = []
 for col, kind in zip(cols, BASELINE_KINDS, strict=True):
     with col:
         title = METHODS[kind].title
-        fitted = [m for m in trained if m.kind == kind]
         job = catalog.baseline_job(kind, spec)
         busy = job is not None and job.alive
-        if fitted:
-            st.markdown(f":material/check_circle: **{title}**  \n{fitted[0].title}")
-            if st.checkbox(f"Include {title}", value=True, key=f"compare-use-{kind}"):
+        # A fit still running is shown with its progress and compared only when it is done.
+        fitted = [m for m in trained if m.kind == kind and catalog.training_now(m) is None]
+        if busy:
+            snap = job.snapshot()
+            doing = "training" if METHODS[kind].trainable else "fitting"
+            st.markdown(f":material/hourglass_top: **{title}** {doing}"
+                        f"  \nstep {snap.step:,} of {snap.target:,}; compared when done")
+        elif fitted:
+            st.markdown(f":material/check_circle: **{title}**  \n{widgets.run_progress(fitted[0])}")
+            if st.checkbox(f"Include {title}", key=widgets.kept(f"compare-use-{kind}", True)):
                 available[title] = fitted[0]
-        elif busy:
-            st.markdown(f":material/hourglass_top: **{title}** fitting")
         else:
             st.markdown(f":material/radio_button_unchecked: **{title}** not fitted")
         steps = 1
         if METHODS[kind].trainable:
             steps = st.number_input(
-                "steps", 1, 1_000_000, METHODS[kind].default_steps, step=100, key=f"compare-steps-{kind}"
+                "steps", 1, 1_000_000, step=100, key=widgets.kept(f"compare-steps-{kind}", METHODS[kind].default_steps)
             )
         if st.checkbox(
             "Fit" if not fitted else "Refit",
-            value=not fitted and not METHODS[kind].trainable,
-            key=f"compare-{'refit' if fitted else 'fit'}-{kind}",
+            key=widgets.kept(f"compare-{'refit' if fitted else 'fit'}-{kind}",
+                             not fitted and not METHODS[kind].trainable),
             disabled=busy,
         ):
             to_fit.append((kind, int(steps)))
@@ -126,22 +132,28 @@ if st.button(
                 previous = job
     st.rerun()
 
+def _fit_jobs() -> list:
+    """This data's baseline jobs whose run folder still exists (a deleted run's job is not listed)."""
+    jobs = [catalog.baseline_job(k, spec) for k in BASELINE_KINDS]
+    return [j for j in jobs if j is not None and Path(j.key).exists()]
+
+
+# What this page was drawn with; the panel below redraws the page when any of it changes (a fit finished,
+# failed or was deleted), so no status above it goes stale.
+st.session_state["compare-drawn-statuses"] = [(j.key, j.snapshot().status) for j in _fit_jobs()]
+
+
 @st.fragment(run_every=2)
 def fitting_panel() -> None:
-    jobs = [catalog.baseline_job(k, spec) for k in BASELINE_KINDS]
-    snaps = [j.snapshot() for j in jobs if j is not None]
-    if not snaps:
-        return
+    jobs = _fit_jobs()
+    snaps = [j.snapshot() for j in jobs]
     for snap in snaps:
-        st.progress(snap.progress, text=f"{snap.label}: {snap.status}, step {snap.step}/{snap.target}")
+        st.progress(snap.progress, text=f"{snap.label}: {snap.status}, step {snap.step:,} of {snap.target:,}")
         if snap.error:
             st.error(f"{snap.label} failed: {snap.error}")
-    key = "compare-fitting"
-    still = any(not s.done for s in snaps)
-    if st.session_state.get(key) and not still:
-        st.session_state[key] = False
-        st.rerun()
-    st.session_state[key] = still
+    now = [(j.key, s.status) for j, s in zip(jobs, snaps, strict=True)]
+    if now != st.session_state.get("compare-drawn-statuses"):
+        st.rerun(scope="app")
 
 fitting_panel()
 
@@ -161,7 +173,7 @@ with widgets.guard("Could not load the data"):
 if data is None:
     st.stop()
 
-show_n = st.slider("Examples shown", 1, 16, 8, key="compare-show")
+show_n = st.slider("Examples shown", 1, 16, key=widgets.kept("compare-show", 8))
 results = {}
 opened = {}
 for name, info in available.items():
@@ -196,8 +208,8 @@ if st.button(
     rows = []
     bar = st.progress(0.0, text="evaluating")
     for i, (name, run) in enumerate(opened.items()):
-        bar.progress(i / len(opened), text=f"evaluating {name}")
-        with widgets.guard(f"Evaluating {name} failed"):
+        bar.progress(i / len(opened), text=f"evaluating {name} ({run.path.name})")
+        with widgets.guard(f"Evaluating {name} ({run.path.name}) failed"):
             row_ = evaluation.result_row(
                 METHODS[run.kind].title,
                 spec,
@@ -206,31 +218,44 @@ if st.button(
                 budget=run.budget(),
             )
             evaluation.record_result(row_)
+            # A run still training is scored as it is now, and says so.
+            job = catalog.training_now(available[name])
+            row_["state"] = (f"at step {job.snapshot().step:,} of {job.snapshot().target:,}, still training"
+                             if job is not None else "done")
             rows.append(row_)
     bar.progress(1.0, text="done")
     st.session_state[key] = rows
 rows = st.session_state.get(key)
 if rows:
     label = rows[0].get("fid_label") or "FID"
+    def _round(v: object, digits: int) -> object:
+        return round(v, digits) if isinstance(v, (int, float)) else v
+
     table = [
         {
             "method": r["method"],
+            "run": r.get("source"),
+            "state": r.get("state", "done"),
             "steps": r.get("steps"),
             "epochs": r.get("epochs"),
             "training time (s)": r.get("train_seconds"),
-            f"imputation {label}": r["fid"],
-            "RMSE (missing pixels)": r["rmse"],
-            "missing rate": r["missing_rate"],
+            f"imputation {label}": _round(r["fid"], 1),
+            "RMSE (missing pixels)": _round(r["rmse"], 4),
+            "missing rate": _round(r["missing_rate"], 3),
             "examples": r["n"],
-            "evaluation (s)": r["seconds"],
+            "evaluation (s)": _round(r["seconds"], 1),
         }
         for r in rows
     ]
+    st.markdown(f"Scored on the **{rows[0].get('split', 'train')} split** (the run's own examples): the first "
+                f"**{rows[0]['n']:,} examples** of "
+                f"{spec.label()}, with the masks training drew (mask seed {int(mask_seed)}), as the paper does.")
     st.dataframe(table, hide_index=True, width="stretch")
-    scored = [r for r in rows if r["fid"] is not None]
+    scored = [r for r in rows if r["fid"] is not None and r.get("state", "done") == "done"]
     if scored:
         best = min(scored, key=lambda r: r["fid"])
-        st.caption(f"Lowest imputation {label}: {best['method']} ({best['fid']:.2f}).")
+        st.caption(f"Lowest imputation {label} among finished methods: {best['method']} "
+                   f"({best.get('source')}, {best['fid']:.1f}).")
 else:
     st.caption("Press Evaluate to compute the table (a few seconds per method for 500 examples).")
 
@@ -254,7 +279,7 @@ if sweeps:
         "Split",
         splits,
         horizontal=True,
-        key="compare-sweep-split",
+        key=widgets.kept("compare-sweep-split", splits[0], splits),
         help="train: the run's own examples (the paper's protocol); test: held-out examples.",
     )
     metric = widgets.pick(s3.radio, "Metric", sweep.METRICS, key="compare-sweep-metric", horizontal=True)
@@ -279,14 +304,15 @@ if sweeps:
 else:
     st.caption("No sweep folder yet. Run one from the command line, or the closed-form one below (seconds).")
 
+RATES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 with st.expander("Sweep the closed-form baselines (mean, zero, MF) here, in seconds"):
     rates = st.multiselect(
         "Missing rates",
-        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        default=[0.5, 0.8, 0.9],
-        key="compare-sweep-rates",
+        RATES,
+        key=widgets.kept("compare-sweep-rates", [0.5, 0.8, 0.9], RATES),
     )
-    sweep_mask = st.radio("Missingness", ["dropout", "square"], horizontal=True, key="compare-sweep-mask")
+    sweep_mask = st.radio("Missingness", ["dropout", "square"], horizontal=True,
+                          key=widgets.kept("compare-sweep-mask", "dropout", ["dropout", "square"]))
     kinds = widgets.pick_many(
         "Methods",
         {k: METHODS[k].title for k in ("mean", "zero", "mf")},

@@ -170,3 +170,23 @@ def test_pip_install_gives_a_misgan_command_with_the_assets(tmp_path) -> None:
     shown = subprocess.run([sys.executable, "-c", "import misgan_core; print(misgan_core.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert shown.stdout.strip().startswith(str(target))  # the installed copy, not the checkout
+
+
+def test_best_finished_run_prefers_finished_work_with_the_lowest_fid(tmp_path) -> None:
+    from misgan_core import catalog
+
+    def run(name: str, steps: int, trained: int, fid: float | None) -> catalog.RunInfo:
+        last = {"step": trained, **({"imputation_fid": fid} if fid is not None else {})}
+        return catalog.RunInfo(tmp_path / name, "misgan", {"steps": steps, "imputer": True}, DataSpec(), last, True)
+
+    trial = run("trial", 4, 4, 50.0)              # finished, but 4 steps: not a tenth of MisGAN's budget
+    stopped = run("stopped", 2000, 150, 60.0)     # stopped at 150 of 2000
+    good = run("good", 2000, 2000, 90.0)
+    better = run("better", 1000, 1000, 80.0)
+    unscored = run("unscored", 3000, 3000, None)
+    assert not trial.trained_enough and not stopped.trained_enough and good.trained_enough
+    assert catalog.finished_runs([trial, stopped, good, better, unscored]) == [good, better, unscored]
+    assert catalog.best_finished_run([trial, stopped, good, better, unscored]) is better
+    assert catalog.best_finished_run([good, unscored]) is good
+    assert catalog.best_finished_run([unscored, run("more", 3000, 3500, None)]).name == "more"
+    assert catalog.best_finished_run([trial, stopped]) is None

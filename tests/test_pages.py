@@ -330,11 +330,15 @@ def test_inpaint_paints_and_shows_k_draws(runs_with_model: Path, fake_canvas: ty
     at.slider(key="inpaint-k").set_value(5).run()
     _no_exceptions(at)
     assert any("5 imputations" in m.value for m in at.markdown)
-    headers = [m.value for m in at.markdown]
-    assert any("Mean of 5 draws" in c for c in headers)
-    assert any("std" in c for c in headers)
+    titles = _captions(at)  # under the images, so the images line up however the titles wrap
+    assert any("Mean of 5 draws" in c for c in titles)
+    assert any("std" in c for c in titles)
+    # the demo that suits free-hand strokes is the one the page opens on
+    assert at.selectbox(key="inpaint-run").value.endswith("demo-mnist-fc-rect")
+    brush_key = fake_canvas.calls[-1]["key"]
     at.radio(key="inpaint-tool").set_value("Rectangle").run()
     assert fake_canvas.calls[-1]["drawing_mode"] == "rect"
+    assert fake_canvas.calls[-1]["key"] == brush_key  # the same canvas: the strokes stay when the tool changes
     assert fake_canvas.calls[-1]["stroke_width"] == 0  # the rectangle covers exactly what was dragged
     at.radio(key="inpaint-meaning").set_value("observed").run()
     assert _metric(at, "Missing pixels") == "50%"
@@ -343,8 +347,7 @@ def test_inpaint_paints_and_shows_k_draws(runs_with_model: Path, fake_canvas: ty
 def test_inpaint_maps_canvas_pixels_to_image_pixels_exactly(runs_with_model: Path, fake_canvas) -> None:
     fake_canvas.painted = "corners"
     at = _app("inpaint")
-    at.selectbox(key="inpaint-run").set_value(
-        next(o for o in at.selectbox(key="inpaint-run").options if "demo" not in o)).run()
+    at.selectbox(key="inpaint-run").set_value(str(runs_with_model)).run()  # chosen by its folder
     call = fake_canvas.calls[-1]
     background = np.asarray(call["background_image"])
     assert background.shape[:2] == (280, 280)  # the image alone, no grid padding squeezed in
@@ -432,7 +435,7 @@ def test_runs_lists_exports_and_deletes_with_confirmation(runs_with_model: Path)
     table = at.dataframe[0].value
     assert set(table["run"]) == {"tiny-imp", "broken"}
     assert any("unreadable" in p for p in table["problem"])
-    at.selectbox(key="runs-selected").set_value("tiny-imp").run()
+    at.selectbox(key="runs-selected").set_value(str(runs_with_model)).run()  # chosen by its folder
     _no_exceptions(at)
     assert at.button(key="runs-resume")
     assert at.download_button(key="runs-download")

@@ -231,3 +231,24 @@ def test_the_prepared_gpu_script_runs_its_cells_and_stops_at_a_failed_smoke_run(
                             text=True, timeout=200)
     assert failed.returncode != 0 and "smoke run failed" in failed.stderr
     assert not (tmp_path / "work2" / "dropout-0.8").exists()
+
+
+def test_sweep_figures_name_the_budget_span_the_rates_present_and_keep_every_marker_visible(tmp_path) -> None:
+    from misgan_core import sweep
+
+    def row(method: str, rate: float, fid: float, budget: str = "paper") -> dict:
+        return {"cell": f"{method}-{rate}", "budget": budget, "split": "train", "method": method, "rate": rate,
+                "missing_rate": rate, "imputation_fid": fid}
+
+    # MisGAN and ConvAC at the same point: one sits on the other unless their markers differ
+    rows = [row("MisGAN", 0.5, 10.0), row("ConvAC", 0.5, 10.0), row("Mean", 0.5, 40.0, "quick")]
+    fig = sweep.figure(rows, "imputation_fid", "train")
+    names = [t.name for t in fig.data]
+    assert names == ["ConvAC (paper budget)", "Mean (quick budget)", "MisGAN (paper budget)"]
+    assert len({t.marker.symbol for t in fig.data}) == 3 and len({t.marker.size for t in fig.data}) == 3
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.5 < hi and hi - lo < 0.2  # one rate: the axis spans it, not 0% to 150%
+    assert list(fig.layout.xaxis.tickvals) == [0.5]
+    assert sweep.budget_words("minutes=5") == "5-minute budget" and sweep.budget_words("steps=3") == "3-step budget"
+    sweep._png(rows, "imputation_fid", "train", tmp_path / "f.png")  # the command's figure takes the same labels
+    assert (tmp_path / "f.png").stat().st_size > 0
