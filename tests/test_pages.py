@@ -335,6 +335,11 @@ def test_inpaint_paints_and_shows_k_draws(runs_with_model: Path, fake_canvas: ty
     assert any("std" in c for c in titles)
     # the demo that suits free-hand strokes is the one the page opens on
     assert at.selectbox(key="inpaint-run").value.endswith("demo-mnist-fc-rect")
+    # other methods: the finished demos are pre-selected, the 3-step run is offered but not pre-selected
+    others = at.multiselect(key="inpaint-others")
+    assert len(others.options) == 3
+    assert others.value and str(runs_with_model) not in others.value
+    assert all("demo" in p for p in others.value)
     brush_key = fake_canvas.calls[-1]["key"]
     at.radio(key="inpaint-tool").set_value("Rectangle").run()
     assert fake_canvas.calls[-1]["drawing_mode"] == "rect"
@@ -451,6 +456,91 @@ def test_runs_lists_exports_and_deletes_with_confirmation(runs_with_model: Path)
     assert not runs_with_model.exists()
 
 
+def test_runs_keeps_the_chosen_folder_while_its_step_count_changes_and_the_export_names_it(
+    runs_with_model: Path,
+) -> None:
+    import shutil
+
+    from misgan_core import catalog
+    from misgan_core.data import load_user_data
+
+    shutil.copytree(runs_with_model, runs_with_model.parent / "another")
+    at = _app("runs")
+    box = at.selectbox(key="runs-selected")
+    box.set_value(str(runs_with_model)).run()
+    labels = list(at.selectbox(key="runs-selected").options)
+    with (runs_with_model / "metrics.jsonl").open("a") as log:  # the run moves on, as a training run does
+        log.write(json.dumps({"step": 7, "time": 3.0}) + "\n")
+    at.run()
+    _no_exceptions(at)
+    assert at.selectbox(key="runs-selected").value == str(runs_with_model)
+    assert list(at.selectbox(key="runs-selected").options) == labels  # labels carry no live step count
+    assert any("tiny-imp" in m.value and "7 generator steps" in m.value for m in at.markdown)  # shown beside
+    at.number_input(key="runs-export-n").set_value(10).run()
+    at.button(key="runs-export").click().run()
+    _no_exceptions(at)
+    assert any("tiny-imp" in m.value and "tiny-imp-imputed.npz" in m.value for m in at.success)
+    assert at.download_button(key="runs-npz")  # the file is offered
+    held = at.session_state["runs-bundle"]
+    meta = json.loads(str(np.load(io.BytesIO(held[2].npz))["meta"]))
+    assert meta["run"] == "tiny-imp" and meta["run_dir"] == str(runs_with_model)
+    assert meta["step"] == 3  # the checkpoint the export used (the log had moved on to 7)
+    # the app's own export reads back as data: its incomplete input and masks
+    path = catalog.save_upload("tiny-imp-imputed.npz", held[2].npz)
+    back = load_user_data(path)
+    assert back.x.shape == (10, 1, 28, 28) and 0 < float(back.m.mean()) < 1
+
+
+def test_runs_shows_curves_help_that_fits_the_method(runs_dir: Path) -> None:
+    from misgan_core.cli import main
+
+    args = ["--dataset", "mnist-5k", "--limit", "64", "--mask", "dropout", "--missing-rate", "0.5", "--steps", "3",
+            "--batch-size", "16", "--out", str(runs_dir / "gain-run")]
+    assert main(["baseline", "gain", *args]) == 0
+    at = _app("runs")
+    _no_exceptions(at)
+    captions = [c.value for c in at.caption]
+    assert any("loss this method minimises" in c for c in captions)
+    assert not any("W_x" in c for c in captions)
+
+
+def test_compare_shows_a_baseline_in_training_with_its_progress_and_does_not_compare_it(
+    runs_with_model: Path, fake_canvas: types.ModuleType
+) -> None:
+    at = _app("compare")
+    for kind in ("mean", "mf", "zero"):
+        at.checkbox(key=f"compare-fit-{kind}").uncheck()
+    at.checkbox(key="compare-fit-gain").check()
+    at.number_input(key="compare-steps-gain").set_value(100_000).run()
+    at.button(key="compare-fit").click().run()
+    try:
+        job = registry().jobs()[-1]
+        deadline = time.time() + 60
+        while job.snapshot().step < 1 and time.time() < deadline:  # a checkpoint may exist: it still trains
+            time.sleep(0.5)
+        at.run()
+        _no_exceptions(at)
+        assert any("GAIN" in m.value and "training" in m.value and "compared when done" in m.value
+                   for m in at.markdown)
+        assert not [c for c in at.checkbox if c.key == "compare-use-gain"]
+        # the MisGAN selector holds a folder and defaults to the finished run for this missingness
+        assert at.selectbox(key="compare-misgan").value.endswith("demo-mnist-fc-square14")
+    finally:
+        registry().stop_all(timeout=60)
+
+
+def test_home_promises_the_time_this_machine_measured(runs_with_model: Path) -> None:
+    config = json.loads((runs_with_model / "config.json").read_text())
+    config["steps"] = 600
+    (runs_with_model / "config.json").write_text(json.dumps(config))
+    with (runs_with_model / "metrics.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 600, "time": 300.0}) + "\n")  # 2 generator steps per second
+    at = _app()
+    text = " ".join(m.value for m in at.markdown)
+    assert "2.00 generator steps per second" in text and "about 16m 40s" in text  # 2,000 steps at 2/s
+    assert "within a few minutes" not in text
+
+
 def test_broken_run_folders_leave_every_page_working(runs_with_model: Path, fake_canvas) -> None:
     root = runs_with_model.parent
     for name, text in (("bad-json", "{not json"), ("bad-types", '{"kind": "misgan", "steps": "ten"}'),
@@ -512,20 +602,45 @@ def test_theory_mnar_case_contrasts_unrestricted_and_self_masking(runs_dir: Path
     assert list(table["p_x identified"]) == ["no", "no"]
 
 
-def test_train_settings_survive_a_visit_to_another_page(runs_dir: Path) -> None:
+def test_train_settings_survive_visits_to_two_pages_without_the_session_state_warning(
+    runs_dir: Path, fake_canvas: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.elements.lib import policies
+
+    warned: list[str] = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # it is logged once per process
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *args, **kw: warned.append(msg % args))
     at = _app("train")
-    at.selectbox(key="train-mask").set_value(
-        next(o for o in at.selectbox(key="train-mask").options if o.startswith("Independent dropout"))
-    ).run()
-    at.slider(key="train-rate").set_value(0.8).run()
-    at.number_input(key="train-steps").set_value(400).run()
-    at.switch_page("../pages/compare.py").run()
+    box = at.selectbox(key="train-mask")
+    box.set_value(next(o for o in box.options if o.startswith("Self-masking"))).run()
+    at.radio(key="train-direction").set_value("low").run()  # "dark ones"
+    at.number_input(key="train-steps").set_value(1234)
+    at.checkbox(key="train-imputer").set_value(False)
+    at.selectbox(key="train-precision").set_value("bf16")
+    at.number_input(key="train-batch").set_value(32).run()
+    for page in ("home", "inpaint", "train"):
+        at.switch_page(f"../pages/{page}.py").run()
+        _no_exceptions(at)
+    assert at.selectbox(key="train-mask").value.startswith("Self-masking")
+    assert at.radio(key="train-direction").value == "low"
+    assert at.number_input(key="train-steps").value == 1234
+    assert at.checkbox(key="train-imputer").value is False
+    assert at.selectbox(key="train-precision").value == "bf16"
+    assert at.number_input(key="train-batch").value == 32
+    assert not [w for w in warned if "Session State API" in w], warned
+
+
+def test_train_caps_a_huge_step_count_with_a_message(runs_dir: Path) -> None:
+    at = _app("train")
+    at.number_input(key="train-steps").set_value(1e9).run()  # what the browser reads from "1e9"
     _no_exceptions(at)
-    at.switch_page("../pages/train.py").run()
+    assert any("1,000,000,000 generator steps" in w.value and "1,000,000" in w.value for w in at.warning)
+    at.number_input(key="train-limit").set_value(200)
+    at.number_input(key="train-fid").set_value(0).run()
+    at.button(key="train-start").click().run()
     _no_exceptions(at)
-    assert at.number_input(key="train-steps").value == 400
-    assert at.slider(key="train-rate").value == 0.8
-    assert _metric(at, "Expected missing rate") == "80.0%"
+    assert registry().jobs()[-1].snapshot().target == 1_000_000  # capped, not read as 1
+    registry().stop_all(timeout=60)
 
 
 def test_theory_offers_only_sizes_it_can_compute(runs_dir: Path) -> None:
@@ -596,4 +711,6 @@ def test_a_downloadable_dataset_offers_a_download_and_says_why_it_failed(runs_di
     at.button(key="train-download").click().run()
     _no_exceptions(at)
     assert any("could not download cifar10" in e and "no network" in e for e in _errors(at))
+    # one readable line: no exception name, no command-line hint
+    assert not any("--download" in e or "OSError" in e or "\n" in e for e in _errors(at))
     assert catalog.user_data_roots()[0] == (tmp_path / "data").resolve()
