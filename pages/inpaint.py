@@ -11,7 +11,7 @@ from misgan_core.grids import show_missing_colour, to_pil
 from workbench import widgets
 
 SOURCES = ["An example from the run's data", "Upload a PNG or JPEG"]
-PAINTING_DEMO = "demo-mnist-fc-rect"  # measured on free-hand strokes: docs/inpaint-demo.md
+PAINTING_DEMO = "demo-mnist-fc-rect"  # measured on free-hand strokes: docs/inpaint-demo/results.md
 
 st.title("Inpaint")
 st.caption(
@@ -39,7 +39,7 @@ if not runs:
     st.stop()
 
 # The page opens on the shipped demo that fills free-hand strokes best (trained on varied rectangles; see
-# docs/inpaint-demo.md); the selection is the run's folder, so a run that trains keeps being the one chosen.
+# docs/inpaint-demo/results.md); the selection is the run's folder, so a run that trains keeps being the one chosen.
 painting = next((r for r in runs if r.demo and r.name == PAINTING_DEMO), None)
 pick_col, progress_col = st.columns([3, 2], vertical_alignment="bottom")
 chosen = widgets.run_picker("Trained run", runs, key="inpaint-run", default=painting, where=pick_col)

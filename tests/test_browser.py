@@ -1,13 +1,19 @@
 """End to end in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
 
-Opens Home, starts a short training on the Train page and waits for a sample grid and a curve, paints a
-stroke with the mouse on Inpaint's real canvas and waits for the K imputations, and visits every page.
-Screenshots of each page go to artifacts/screenshots/ (git-ignored; CI keeps them as artifacts).
+Home's start button shows within a 1280x720 window and opens Train on the running job's live view; Train
+settings survive visits to two other pages; on Runs, a run chosen while it trains stays chosen through the
+live refreshes and its export names it; Compare fits and evaluates baselines; a stroke painted with the mouse
+on Inpaint's real canvas gives K imputations, and the strokes stay when the tool changes; every page is
+visited. Small screenshots of each page go to docs/img/ (committed, for the README), full-page ones to
+artifacts/screenshots/ (git-ignored; CI keeps them as artifacts).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +30,7 @@ from misgan_core import DataSpec, MisGAN, MisGANConfig
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
+DOC_SHOTS = ROOT / "docs" / "img"
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -141,7 +148,7 @@ def page(server: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
             executable_path=CHROMIUM,
             headless=True,
             args=FLAGS,
-            viewport={"width": 1400, "height": 2400},
+            viewport={"width": 1280, "height": 720},  # Home's start button must show without scrolling
         )
         try:
             pg = context.pages[0] if context.pages else context.new_page()
@@ -176,6 +183,16 @@ def _settle(page) -> None:  # noqa: ANN001
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=60_000)
 
 
+def _shot(page, name: str) -> None:  # noqa: ANN001
+    """A full-page screenshot for CI, and a small one of the window for docs/img (64-colour PNG)."""
+    from PIL import Image
+
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+    window = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    window.quantize(colors=64).save(DOC_SHOTS / f"{name}.png", optimize=True)
+
+
 def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: ANN001
     url, runs = server
     # A first visit straight to a sub-page of a fresh server shows "Page not found": load / first.
@@ -183,27 +200,84 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     page.get_by_role("heading", name="MisGAN Workbench").wait_for()
     page.get_by_text("Datasets").first.wait_for()
     _settle(page)
-    page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+    # Home's start button is above the fold of a 1280x720 window.
+    start = page.get_by_role("button", name="Start a first run")
+    box = start.bounding_box()
+    assert box and box["y"] + box["height"] <= 720, box
+    _shot(page, "home")
 
-    # Train: a short run on 500 examples; a sample grid and a curve must appear while it trains.
-    _open(page, url, "Train")
-    steps = page.get_by_role("spinbutton", name="Generator steps")
-    steps.fill("300")
-    steps.press("Enter")
-    limit = page.get_by_role("spinbutton", name="Use only the first N examples (0 = all)")
-    limit.fill("500")
-    limit.press("Enter")
-    _settle(page)
-    page.get_by_role("button", name="Start training").click()
-    # the job is named by what it trains (method, data, missingness, budget), and its own settings are shown
-    page.get_by_text("mnist-5k (first 500), square 14x14 observed · 300 generator steps").first.wait_for()
+    # One click starts the first run and Train opens on its live view, above the form.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    start.click()
+    page.get_by_role("heading", name="Train MisGAN").wait_for(timeout=120_000)
+    page.get_by_text("mnist-5k, dropout 50%").first.wait_for()
+    live = page.get_by_role("heading", name="Live training").first
+    form = page.get_by_role("heading", name="Data and missingness").first
+    live.wait_for()
+    assert live.bounding_box()["y"] < form.bounding_box()["y"] and live.bounding_box()["y"] < 1000
     page.get_by_text("Settings of this job").first.wait_for()
     page.get_by_text("Gx samples").first.wait_for(timeout=90_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=90_000)
-    page.wait_for_timeout(3000)
-    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
-    page.get_by_role("button", name="Stop").first.click()
+    _settle(page)
+    _shot(page, "train")
+
+    # Train settings survive visits to two other pages.
+    steps = page.get_by_role("spinbutton", name="Generator steps")
+    steps.fill("1234")
+    steps.press("Enter")
+    _settle(page)
+    page.get_by_role("combobox", name="Missingness").click()
+    page.get_by_role("option").filter(has_text="Self-masking").first.click()
+    _settle(page)
+    page.get_by_text("dark ones").first.click()
+    _settle(page)
+    for title in ("Home", "Inpaint", "Train"):
+        _open(page, url, title)
+        _settle(page)
+    assert page.get_by_role("spinbutton", name="Generator steps").input_value() == "1234"
+    assert "Self-masking" in page.get_by_role("combobox", name="Missingness").input_value()
+    assert page.get_by_role("radio", name="dark ones").is_checked()
+    page.get_by_role("button", name="Stop").first.click()  # the first run has shown what it must
     page.get_by_text("stopped").first.wait_for(timeout=90_000)
+
+    # Runs: choose a run while it trains; it stays chosen through the live refreshes, and its export names it.
+    _open(page, url, "Runs")
+    _settle(page)
+    page.get_by_role("combobox", name="Run").click()
+    page.get_by_role("option").filter(has_text="tiny-imputer").first.click()
+    _settle(page)
+    page.get_by_text("Resume, download, delete").first.click()
+    more = page.get_by_role("spinbutton", name="More generator steps")
+    more.fill("400")
+    more.press("Enter")
+    page.get_by_role("button", name="Resume training").click()
+    progress = page.get_by_text(re.compile(r"tiny-imputer: (running|starting): step"))
+    progress.first.wait_for(timeout=60_000)
+    seen = set()
+    for _ in range(6):  # several live refreshes (every 3 s) while it trains
+        page.wait_for_timeout(2500)
+        seen.add(progress.first.inner_text())
+        assert "tiny-imputer" in page.get_by_role("combobox", name="Run").input_value()
+    assert len(seen) >= 2, seen  # the step count beside the selector moved on
+    page.mouse.move(1, 1)  # away from the Resume button, whose tooltip would cover the tabs
+    page.keyboard.press("Escape")
+    page.get_by_text("Export imputations").first.click()
+    n = page.get_by_role("spinbutton", name="Examples (from the start of the run's data)")
+    n.fill("50")
+    n.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="Prepare the export").click()
+    page.get_by_text("tiny-imputer-imputed.npz").first.wait_for(timeout=90_000)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download .npz").click()
+    assert download.value.suggested_filename == "tiny-imputer-imputed.npz"
+    saved = runs.parent / "export.npz"
+    download.value.save_as(saved)
+    import numpy as np
+
+    meta = json.loads(str(np.load(saved)["meta"]))
+    assert meta["run"] == "tiny-imputer" and meta["kind"] == "misgan" and meta["run_dir"].endswith("tiny-imputer")
+    _shot(page, "runs")
 
     # Compare: fit the closed-form baselines (ticked by default) and evaluate them beside MisGAN.
     _open(page, url, "Compare")
@@ -214,14 +288,16 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     _settle(page)
     page.get_by_role("button", name="Evaluate 4 method(s) on 500 examples").click()
     page.get_by_text("Lowest imputation FID (LeNet features)").first.wait_for(timeout=120_000)
+    page.get_by_text("Scored on the train split").first.wait_for()
     _settle(page)
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    _shot(page, "compare")
 
     # Inpaint: paint a stroke with the mouse on the real canvas; K imputations appear.
     _open(page, url, "Inpaint")
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for()
     page.get_by_text("Nothing is missing yet").first.wait_for()
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box and box["width"] >= 250, box
     y = box["y"] + box["height"] * 0.45
@@ -239,13 +315,19 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     page.get_by_text("MisGAN (this run)").first.wait_for()  # the other methods beside it, under headers
     page.get_by_text("Truth", exact=True).first.wait_for()
     _settle(page)
-    page.screenshot(path=str(SHOTS / "inpaint.png"), full_page=True)
+    _shot(page, "inpaint")
+    painted = page.get_by_text(re.compile(r"[0-9,]+ of 784 pixels missing")).first.inner_text()
 
-    # The border-pixel stroke: a rectangle over canvas pixels 0-9 (top left) and 270-279 (bottom right) of
-    # the 280-pixel canvas hides exactly image pixels (0, 0) and (27, 27), no neighbour.
+    # The strokes stay when the tool changes. Then, on a cleared canvas, a rectangle over canvas pixels 0-9
+    # (top left) and 270-279 (bottom right) of the 280-pixel canvas hides exactly image pixels (0, 0) and
+    # (27, 27), no neighbour.
     page.get_by_text("Rectangle", exact=True).first.click()
     _settle(page)
+    assert page.get_by_text(re.compile(r"[0-9,]+ of 784 pixels missing")).first.inner_text() == painted
+    page.get_by_role("button", name="Reset canvas & history").first.click()
+    page.get_by_text("Nothing is missing yet").first.wait_for(timeout=60_000)
     canvas = page.locator("canvas.upper-canvas").first
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     for corner in (0, 270):
         page.mouse.move(box["x"] + corner + 0.5, box["y"] + corner + 0.5)
@@ -258,7 +340,6 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     # Runs: delete a run, then the selector and the page below it name the same, existing run.
     _open(page, url, "Runs")
     _settle(page)
-    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
     doomed = next(p.name for p in runs.iterdir() if (p / "config.json").exists() and p.name != "tiny-imputer")
     page.get_by_role("combobox", name="Run").click()
     page.get_by_role("option").filter(has_text=doomed).first.click()
@@ -271,11 +352,11 @@ def test_browser_end_to_end(server: tuple[str, Path], page) -> None:  # noqa: AN
     assert not (runs / doomed).exists()
     shown = page.get_by_role("combobox", name="Run").input_value()
     assert doomed not in shown and shown.strip(), shown
-    assert shown.split(" · ")[0].strip() in page.get_by_text("Yes, delete").first.inner_text()  # the same run below
+    assert shown.split(" · ")[-1].strip() in page.get_by_text("Yes, delete").first.inner_text()  # the same run below
 
     _open(page, url, "Theory")
     _settle(page)
-    page.screenshot(path=str(SHOTS / "theory.png"), full_page=True)
+    _shot(page, "theory")
     page.get_by_text("identical").first.wait_for()
     assert any("mnist-5k" in p.name and p.name != "tiny-imputer" for p in runs.iterdir()), \
-        "the Train page made no run folder"
+        "the first run made no run folder"
