@@ -23,13 +23,14 @@ c1, c2 = st.columns([1, 1], gap="large")
 with c1:
     st.subheader("Data and missingness")
     dataset, own_data, params = widgets.data_picker("compare")
-    mask_seed = st.number_input("Mask seed", 0, 10_000, key=widgets.kept("compare-mask-seed", 0))
+    mask_seed = st.number_input("Mask seed", 0, 10_000, value=widgets.kept("compare-mask-seed", 0),
+        key="compare-mask-seed")
     n_eval = st.number_input(
         "Examples to evaluate",
         50,
         10_000,
         step=50,
-        key=widgets.kept("compare-n", 500),
+        value=widgets.kept("compare-n", 500), key="compare-n",
         help="The first N incomplete examples; FID on few examples is biased upward, so "
         "compare values computed with the same N.",
     )
@@ -48,22 +49,21 @@ trained = [r for r in catalog.list_runs() if r.usable and r.imputes and r.spec.s
 misgan_runs = [r for r in trained if r.kind == "misgan"]
 available: dict[str, catalog.RunInfo] = {}
 
-row = st.columns([3, 2])
-with row[0]:
-    st.markdown("**MisGAN**")
-    if misgan_runs:
-        # Keyed by folder, labels that never change; the default is the best finished run for this missingness.
-        best = catalog.best_finished_run(misgan_runs)
-        m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
-        chosen = widgets.run_picker("MisGAN run", misgan_runs, key="compare-misgan", default=best, where=m1)
-        m2.caption(widgets.run_progress(chosen) if chosen else "")
-        use_misgan = st.checkbox("Include MisGAN", key=widgets.kept("compare-use-misgan", True))
-        if use_misgan and chosen is not None:
-            available["MisGAN"] = chosen
-    else:
-        st.caption("No MisGAN run with an imputer for this data and missingness yet.")
-with row[1]:
-    if not misgan_runs:
+st.markdown("**MisGAN**")
+if misgan_runs:
+    # Keyed by folder, labels that never change, wide enough to read them; the default is the best finished
+    # run for this missingness, and the chosen run's state is shown beside it.
+    best = catalog.best_finished_run(misgan_runs)
+    m1, m2 = st.columns([5, 2], vertical_alignment="bottom")
+    chosen = widgets.run_picker("MisGAN run", misgan_runs, key="compare-misgan", default=best, where=m1)
+    m2.caption(widgets.run_progress(chosen) if chosen else "")
+    use_misgan = st.checkbox("Include MisGAN", value=widgets.kept("compare-use-misgan", True), key="compare-use-misgan")
+    if use_misgan and chosen is not None:
+        available["MisGAN"] = chosen
+else:
+    row = st.columns([3, 2])
+    row[0].caption("No MisGAN run with an imputer for this data and missingness yet.")
+    with row[1]:
         quick = state.quickstart_config()
         config = dataclasses.replace(quick, data=spec)
         running = catalog.running_misgan_job(config)
@@ -100,19 +100,20 @@ for col, kind in zip(cols, BASELINE_KINDS, strict=True):
                         f"  \nstep {snap.step:,} of {snap.target:,}; compared when done")
         elif fitted:
             st.markdown(f":material/check_circle: **{title}**  \n{widgets.run_progress(fitted[0])}")
-            if st.checkbox(f"Include {title}", key=widgets.kept(f"compare-use-{kind}", True)):
+            if st.checkbox(f"Include {title}", value=widgets.kept(f"compare-use-{kind}", True),
+                key=f"compare-use-{kind}"):
                 available[title] = fitted[0]
         else:
             st.markdown(f":material/radio_button_unchecked: **{title}** not fitted")
         steps = 1
         if METHODS[kind].trainable:
-            steps = st.number_input(
-                "steps", 1, 1_000_000, step=100, key=widgets.kept(f"compare-steps-{kind}", METHODS[kind].default_steps)
-            )
+            steps = st.number_input("steps", 1, 1_000_000, step=100, key=f"compare-steps-{kind}",
+                                    value=widgets.kept(f"compare-steps-{kind}", METHODS[kind].default_steps))
+        fit_key = f"compare-{'refit' if fitted else 'fit'}-{kind}"
         if st.checkbox(
             "Fit" if not fitted else "Refit",
-            key=widgets.kept(f"compare-{'refit' if fitted else 'fit'}-{kind}",
-                             not fitted and not METHODS[kind].trainable),
+            value=widgets.kept(fit_key, not fitted and not METHODS[kind].trainable),
+            key=fit_key,
             disabled=busy,
         ):
             to_fit.append((kind, int(steps)))
@@ -173,7 +174,7 @@ with widgets.guard("Could not load the data"):
 if data is None:
     st.stop()
 
-show_n = st.slider("Examples shown", 1, 16, key=widgets.kept("compare-show", 8))
+show_n = st.slider("Examples shown", 1, 16, value=widgets.kept("compare-show", 8), key="compare-show")
 results = {}
 opened = {}
 for name, info in available.items():
@@ -279,7 +280,7 @@ if sweeps:
         "Split",
         splits,
         horizontal=True,
-        key=widgets.kept("compare-sweep-split", splits[0], splits),
+        index=widgets.kept_index("compare-sweep-split", splits[0], splits), key="compare-sweep-split",
         help="train: the run's own examples (the paper's protocol); test: held-out examples.",
     )
     metric = widgets.pick(s3.radio, "Metric", sweep.METRICS, key="compare-sweep-metric", horizontal=True)
@@ -309,10 +310,11 @@ with st.expander("Sweep the closed-form baselines (mean, zero, MF) here, in seco
     rates = st.multiselect(
         "Missing rates",
         RATES,
-        key=widgets.kept("compare-sweep-rates", [0.5, 0.8, 0.9], RATES),
+        default=widgets.kept("compare-sweep-rates", [0.5, 0.8, 0.9], RATES), key="compare-sweep-rates",
     )
     sweep_mask = st.radio("Missingness", ["dropout", "square"], horizontal=True,
-                          key=widgets.kept("compare-sweep-mask", "dropout", ["dropout", "square"]))
+                          index=widgets.kept_index("compare-sweep-mask", "dropout", ["dropout", "square"]),
+                              key="compare-sweep-mask")
     kinds = widgets.pick_many(
         "Methods",
         {k: METHODS[k].title for k in ("mean", "zero", "mf")},

@@ -63,15 +63,15 @@ with left:
     source = st.radio(
         "Image",
         SOURCES,
-        key=widgets.kept("inpaint-source", SOURCES[0], SOURCES),
+        index=widgets.kept_index("inpaint-source", SOURCES[0], SOURCES), key="inpaint-source",
         horizontal=True,
     )
     x = None
     truth = False
     if source.startswith("An example"):
-        if widgets.kept("inpaint-index", 0) and not 0 <= st.session_state["inpaint-index"] < len(run.data):
-            st.session_state["inpaint-index"] = 0  # kept from a run with more examples
-        index = st.number_input(f"Example (0-{len(run.data) - 1})", 0, len(run.data) - 1, key="inpaint-index")
+        # an example kept from a run with more examples is clamped into this one's
+        index = st.number_input(f"Example (0-{len(run.data) - 1})", 0, len(run.data) - 1, key="inpaint-index",
+                                value=widgets.kept("inpaint-index", 0, bounds=(0, len(run.data) - 1)))
         x = run.data.x[int(index) : int(index) + 1]
         truth = run.data.ground_truth
     else:
@@ -84,7 +84,7 @@ with left:
         invert = st.selectbox(
             "Invert grey levels",
             ["auto", "yes", "no"],
-            key=widgets.kept("inpaint-invert", "auto", ["auto", "yes", "no"]),
+            index=widgets.kept_index("inpaint-invert", "auto", ["auto", "yes", "no"]), key="inpaint-invert",
             help="MNIST digits are light on black: 'auto' inverts a dark drawing on white.",
         )
         if upload is None:
@@ -106,18 +106,18 @@ with left:
     tool = t1.radio(
         "Tool",
         ["Brush", "Rectangle"],
-        key=widgets.kept("inpaint-tool", "Brush", ["Brush", "Rectangle"]),
+        index=widgets.kept_index("inpaint-tool", "Brush", ["Brush", "Rectangle"]), key="inpaint-tool",
         horizontal=True,
         help="Rectangle: drag a box; exactly the pixels inside it are painted.",
     )
     meaning = t2.radio(
         "Paint marks",
         ["missing", "observed"],
-        key=widgets.kept("inpaint-meaning", "missing", ["missing", "observed"]),
+        index=widgets.kept_index("inpaint-meaning", "missing", ["missing", "observed"]), key="inpaint-meaning",
         horizontal=True,
         help="'missing': painted pixels are hidden from the model. 'observed': only painted pixels are kept.",
     )
-    brush = st.slider("Brush size (canvas pixels)", 5, 60, key=widgets.kept("inpaint-brush", 25),
+    brush = st.slider("Brush size (canvas pixels)", 5, 60, value=widgets.kept("inpaint-brush", 25), key="inpaint-brush",
                       disabled=tool != "Brush")
     scale = max(2, 280 // max(h, w))
     st.caption(f"Paint on the {w}x{h} image, shown {scale}x larger. Use the canvas toolbar to undo or clear.")
@@ -140,8 +140,8 @@ with left:
 
 with right:
     k1, k2 = st.columns(2)
-    draws_k = k1.slider("K imputer draws", 1, 32, key=widgets.kept("inpaint-k", 8))
-    seed = k2.number_input("Seed", 0, 1_000_000, key=widgets.kept("inpaint-seed", 0))
+    draws_k = k1.slider("K imputer draws", 1, 32, value=widgets.kept("inpaint-k", 8), key="inpaint-k")
+    seed = k2.number_input("Seed", 0, 1_000_000, value=widgets.kept("inpaint-seed", 0), key="inpaint-seed")
     try:
         m = export.mask_from_canvas(getattr(result, "image_data", None), (h, w), paint_marks=meaning)
     except (export.ImageInputError, ValueError) as err:

@@ -25,15 +25,14 @@ st.markdown(
 )
 
 c1, c2, c3 = st.columns(3)
-n = c1.number_input("Pixels n", 1, 4, key=widgets.kept("theory-n", 2))
+n = c1.number_input("Pixels n", 1, 4, value=widgets.kept("theory-n", 2), key="theory-n")
 # Only sizes the exact analysis can take are offered: |P|^n data vectors, at most theory.MAX_VECTORS.
 max_k = max(2, min(4, int(theory.MAX_VECTORS ** (1 / int(n)) + 1e-9)))
-if st.session_state[widgets.kept("theory-k", 2)] > max_k:
-    st.session_state["theory-k"] = max_k
 k = c2.number_input(
     "Values per pixel |P|",
     2,
     max_k,
+    value=widgets.kept("theory-k", 2, bounds=(2, max_k)),
     key="theory-k",
     help=f"|P|^n vectors, at most {theory.MAX_VECTORS} for the exact analysis.",
 )
@@ -50,22 +49,22 @@ rate = st.slider(
     0.05,
     0.95,
     step=0.05,
-    key=widgets.kept("theory-rate", 0.5),
+    value=widgets.kept("theory-rate", 0.5), key="theory-rate",
     disabled=not q_kind.startswith("dropout"),
 )
 d1, d2, d3 = st.columns(3)
 p_kind = d1.selectbox("True data distribution p_x", ["sparse", "uniform"],
-                      key=widgets.kept("theory-p", "sparse", ["sparse", "uniform"]))
-if st.session_state[widgets.kept("theory-support", 2)] > int(k) ** int(n):
-    st.session_state["theory-support"] = int(k) ** int(n)
+                      index=widgets.kept_index("theory-p", "sparse", ["sparse", "uniform"]), key="theory-p")
 support = d2.number_input(
     "Support size (sparse)",
     1,
     int(k) ** int(n),
+    value=widgets.kept("theory-support", min(2, int(k) ** int(n)), bounds=(1, int(k) ** int(n))),
     key="theory-support",
     disabled=p_kind != "sparse",
 )
-seed = d3.number_input("Seed (sparse)", 0, 10_000, key=widgets.kept("theory-seed", 0), disabled=p_kind != "sparse")
+seed = d3.number_input("Seed (sparse)", 0, 10_000, value=widgets.kept("theory-seed", 0), key="theory-seed",
+                       disabled=p_kind != "sparse")
 
 try:
     problem = theory.DiscreteProblem(int(n), values)
@@ -168,9 +167,12 @@ st.markdown(
     unsafe_allow_html=True,
 )
 m1, m2 = st.columns(2)
-mnar_values = m1.selectbox("Values per pixel", [2, 3], key=widgets.kept("theory-mnar-values", 2, [2, 3]))
+mnar_values = m1.selectbox("Values per pixel", [2, 3], index=widgets.kept_index("theory-mnar-values", 2, [2, 3]),
+                           key="theory-mnar-values")
 MNAR_PIXELS = ["dependent (tend to share a value)", "independent"]
-mnar_px = m2.selectbox("Pixels are", MNAR_PIXELS, key=widgets.kept("theory-mnar-px", MNAR_PIXELS[0], MNAR_PIXELS))
+mnar_px = m2.selectbox("Pixels are", MNAR_PIXELS,
+    index=widgets.kept_index("theory-mnar-px", MNAR_PIXELS[0], MNAR_PIXELS),
+                       key="theory-mnar-px")
 mnar_problem = theory.DiscreteProblem(2, tuple(range(int(mnar_values))))
 mnar_truth = (theory.dependent_pixels(mnar_problem) if mnar_px.startswith("dependent")
               else theory.independent_pixels(mnar_problem))

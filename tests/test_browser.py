@@ -174,7 +174,11 @@ def _open(page, url: str, title: str) -> None:  # noqa: ANN001 - a Playwright Pa
     page.get_by_role("link", name=title, exact=True).first.click()
     # A page's first render imports its modules and lists the runs: on a busy 2-core host it has taken over
     # 60 s (Compare, right after a training job stopped), so allow what the test's other waits allow.
-    page.get_by_role("heading", name=HEADINGS[title]).first.wait_for(timeout=120_000)
+    try:
+        page.get_by_role("heading", name=HEADINGS[title]).first.wait_for(timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"failure-{title}.png"), full_page=True)  # what showed instead
+        raise
 
 
 def _settle(page) -> None:  # noqa: ANN001

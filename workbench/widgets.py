@@ -279,33 +279,48 @@ def show_job_grids(snap: JobSnapshot, columns: int = 4) -> None:
 # Settings that survive page changes
 #
 # Streamlit forgets the state of every widget that a run did not draw, so leaving a page resets its widgets.
-# The values the user set are copied into a plain (non-widget) session key on every run and written back
-# before the widget is drawn again. A widget keyed this way takes its default from `kept`, never from value= or
-# index= (passing both is what Streamlit warns about: "created with a default value but also had its value
-# set via the Session State API").
+# Every run copies the values the user set into a plain (non-widget) session key, and a widget drawn again
+# takes the copy as its value= (or index=, default=). Nothing writes a widget's key through the Session State
+# API, so Streamlit never sees a widget "created with a default value but also had its value set via the Session
+# State API", and a run interrupted before the widget is drawn cannot leave it at its minimum.
 
 KEPT = "kept-settings"
 
 
-def kept(key: str, default: Any, options: Sequence[Any] | None = None) -> str:
-    """Prepare widget `key` so that its value survives page changes; returns the key, for the widget's key=.
+def kept(key: str, default: Any, options: Sequence[Any] | None = None,
+         bounds: tuple[float, float] | None = None) -> Any:
+    """The value to draw widget `key` with, so that it survives page changes: pass it as value= (default= for
+    a multiselect) beside key=`key`.
 
-    Records the widget's current value; where Streamlit dropped it, restores the recorded value (or sets
-    `default`). With `options`, a value that is no longer one of them (a deleted run, say) falls back to
-    `default`. Draw the widget without value= or index=.
+    Records the widget's current value; where Streamlit dropped it, gives the recorded value, else `default`.
+    With `options`, a value that is no longer offered (a deleted run, say) gives `default`; with `bounds`
+    (a number input's min and max, when they vary), a value outside is clamped into them. Either way the
+    widget's stale state is dropped, so that it is drawn anew with the value given.
     """
     store = st.session_state.setdefault(KEPT, {})
     if key in st.session_state:
-        value = st.session_state[key]
-        if options is None or _offered(value, options):
-            store[key] = value
-            return key
+        current = st.session_state[key]
+        if options is not None and not _offered(current, options):
+            del st.session_state[key]  # not a write: the widget is drawn anew with the value given
+            store.pop(key, None)
+        elif bounds is not None and current is not None and not bounds[0] <= current <= bounds[1]:
+            del st.session_state[key]
+            store[key] = min(max(current, bounds[0]), bounds[1])
+        else:
+            store[key] = current
     value = store.get(key, default)
     if options is not None and not _offered(value, options):
         value = default
-    st.session_state[key] = value
-    store[key] = value
-    return key
+    if bounds is not None and value is not None:
+        value = min(max(value, bounds[0]), bounds[1])
+    return value
+
+
+def kept_index(key: str, default: Any, options: Sequence[Any]) -> int:
+    """`kept` for a selectbox or radio: the index= of the value to draw it with."""
+    options = list(options)
+    value = kept(key, default, options)
+    return options.index(value) if value in options else 0
 
 
 def _offered(value: Any, options: Sequence[Any]) -> bool:
@@ -322,14 +337,15 @@ def _offered(value: Any, options: Sequence[Any]) -> bool:
 def pick(widget: Any, label: str, options: dict[Any, str], default: Any = None, **kwargs: Any) -> Any:
     """st.selectbox / st.radio over the labels of `options` (value -> label); returns the chosen value.
 
-    With a key, the choice survives page changes (`kept`); `default` is a value of `options` (else the first).
+    With a key, the choice survives page changes (`kept`); `default` is a value of `options` (else the one at
+    index=, else the first).
     """
     inverse = {v: k for k, v in options.items()}
     labels = list(options.values())
     if kwargs.get("key") is not None and labels:
         index = kwargs.pop("index", None)
         first = options[default] if default in options else labels[index or 0]
-        kwargs["key"] = kept(kwargs["key"], first, labels)
+        kwargs["index"] = kept_index(kwargs["key"], first, labels)
     shown = widget(label, labels, **kwargs)
     return None if shown is None else inverse[shown]
 
@@ -340,10 +356,8 @@ def pick_many(label: str, options: dict[Any, str], default: Sequence[Any] = (), 
     labels = list(options.values())
     first = [options[d] for d in default if d in options]
     if kwargs.get("key") is not None:
-        kwargs["key"] = kept(kwargs["key"], first, labels)
-        shown = st.multiselect(label, labels, **kwargs)
-    else:
-        shown = st.multiselect(label, labels, default=first, **kwargs)
+        first = kept(kwargs["key"], first, labels)
+    shown = st.multiselect(label, labels, default=first, **kwargs)
     return [inverse[s] for s in shown]
 
 
@@ -373,6 +387,8 @@ def run_progress(info: catalog.RunInfo) -> str:
         return "fitted"
     if info.demo:
         return f"{info.step:,} {unit}, finished (shipped demo)"
+    if "steps" not in info.config:  # a baseline's folder does not record the budget it was fitted with
+        return f"{info.step:,} {unit}"
     state_ = "finished" if info.step >= info.budget_steps else f"stopped (budget {info.budget_steps:,})"
     return f"{info.step:,} {unit}, {state_}"
 
@@ -386,7 +402,7 @@ def run_picker(label: str, runs: Sequence[catalog.RunInfo], key: str, default: c
     by_path = {str(r.path): r for r in runs}
     paths = list(by_path)
     first = str(default.path) if default is not None and str(default.path) in by_path else paths[0]
-    chosen = (where or st).selectbox(label, paths, key=kept(key, first, paths),
+    chosen = (where or st).selectbox(label, paths, index=kept_index(key, first, paths), key=key,
                                      format_func=lambda p: run_label(by_path[p]) if p in by_path else p, **kwargs)
     return by_path.get(chosen)
 
@@ -397,11 +413,12 @@ def run_picker_many(label: str, runs: Sequence[catalog.RunInfo], key: str,
     by_path = {str(r.path): r for r in runs}
     paths = list(by_path)
     first = [str(r.path) for r in default if str(r.path) in by_path]
-    store = st.session_state.get(KEPT, {})
-    if key in st.session_state or key in store:  # drop the folders that are gone, keep the rest
-        held = st.session_state[key] if key in st.session_state else store[key]
-        st.session_state[key] = [p for p in held if p in by_path]
-    chosen = st.multiselect(label, paths, key=kept(key, first, paths),
+    store = st.session_state.setdefault(KEPT, {})
+    held = st.session_state[key] if key in st.session_state else store.get(key)
+    if held is not None and not _offered(held, paths):  # keep the folders that are still there
+        store[key] = [p for p in held if p in by_path]
+        st.session_state.pop(key, None)
+    chosen = st.multiselect(label, paths, default=kept(key, first, paths), key=key,
                             format_func=lambda p: run_label(by_path[p]) if p in by_path else p, **kwargs)
     return [by_path[p] for p in chosen if p in by_path]
 
@@ -446,7 +463,7 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         roots = catalog.user_data_roots()
         text = st.text_input(
             "Path to an .npz with x and m, or a folder of PNGs with alpha",
-            key=kept(f"{key}-own-path", ""),
+            value=kept(f"{key}-own-path", ""), key=f"{key}-own-path",
             placeholder=str(roots[0] / "my-data.npz"),
             help="The app reads your files only from under " + " or ".join(f"`{r}`" for r in roots) + ".",
         ).strip()
@@ -505,31 +522,36 @@ def missingness_picker(key: str, shape: tuple[int, int, int] = (1, 28, 28)) -> d
         "missing_rate_range": None,
     }
     if mask == "square":
-        out["mask_size"] = st.slider("Observed square side (pixels)", 1, h, key=kept(f"{key}-size", max(1, h // 2)))
+        out["mask_size"] = st.slider("Observed square side (pixels)", 1, h, value=kept(f"{key}-size", max(1, h // 2)),
+            key=f"{key}-size")
     elif mask == "dropout":
-        varies = st.checkbox("Rate varies per example", key=kept(f"{key}-varies", False))
+        varies = st.checkbox("Rate varies per example", value=kept(f"{key}-varies", False), key=f"{key}-varies")
         if varies:
-            lo, hi = st.slider("Missing-rate range", 0.0, 0.95, step=0.05, key=kept(f"{key}-range", (0.2, 0.8)))
+            lo, hi = st.slider("Missing-rate range", 0.0, 0.95, step=0.05, value=kept(f"{key}-range", (0.2, 0.8)),
+                key=f"{key}-range")
             out["missing_rate_range"] = [lo, hi]
             out["missing_rate"] = 0.5 * (lo + hi)
         else:
-            out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, step=0.05, key=kept(f"{key}-rate", 0.5))
+            out["missing_rate"] = st.slider("Missing rate", 0.0, 0.95, step=0.05, value=kept(f"{key}-rate", 0.5),
+                key=f"{key}-rate")
     elif mask in ("self-masking", "censor", "mar"):
+        rate_key = f"{key}-dd-rate" if mask != "mar" else f"{key}-mar-rate"  # their ranges differ
         out["missing_rate"] = st.slider(
             "Missing rate (matched on the dataset)", 0.05, 0.9 if mask != "mar" else 0.8, step=0.05,
-            key=kept(f"{key}-dd-rate" if mask != "mar" else f"{key}-mar-rate", 0.5),
+            value=kept(rate_key, 0.5), key=rate_key,
             help="The process's offset or threshold is chosen so that this share of the "
             "dataset's pixels goes missing; which ones depends on the images.",
         )
         if mask != "mar":
             out["mask_direction"] = st.radio(
                 "Which pixels go missing", ["high", "low"], horizontal=True,
-                key=kept(f"{key}-direction", "high", ["high", "low"]),
+                index=kept_index(f"{key}-direction", "high", ["high", "low"]), key=f"{key}-direction",
                 format_func={"high": "bright ones (saturation)", "low": "dark ones"}.get,
             )
         if mask == "self-masking":
             out["mask_steepness"] = st.number_input(
-                "Steepness k", 0.5, 200.0, step=0.5, key=kept(f"{key}-steepness", float(DataSpec.mask_steepness)),
+                "Steepness k", 0.5, 200.0, step=0.5, value=kept(f"{key}-steepness", float(DataSpec.mask_steepness)),
+                    key=f"{key}-steepness",
                 help="Each pixel is missing with probability sigmoid(k (x - c)): k is the logit per unit of "
                 "intensity. 20 is close to censoring (values past the threshold are all but always missing, so "
                 "how bright they were is barely in the data); smaller is softer.",
