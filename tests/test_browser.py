@@ -171,14 +171,19 @@ HEADINGS = {
 
 def _open(page, url: str, title: str) -> None:  # noqa: ANN001 - a Playwright Page
     """Follow the navigation link, as a person would, and wait for the page's heading."""
-    page.get_by_role("link", name=title, exact=True).first.click()
     # A page's first render imports its modules and lists the runs: on a busy 2-core host it has taken over
-    # 60 s (Compare, right after a training job stopped), so allow what the test's other waits allow.
-    try:
-        page.get_by_role("heading", name=HEADINGS[title]).first.wait_for(timeout=120_000)
-    except Exception:
-        page.screenshot(path=str(SHOTS / f"failure-{title}.png"), full_page=True)  # what showed instead
-        raise
+    # 60 s (Compare, right after a training job stopped), so allow what the test's other waits allow. A click
+    # that lands while a live fragment redraws can be lost: after a minute, click once more.
+    heading = page.get_by_role("heading", name=HEADINGS[title]).first
+    for attempt in range(2):
+        page.get_by_role("link", name=title, exact=True).first.click()
+        try:
+            heading.wait_for(timeout=60_000 * (attempt + 1))
+            return
+        except Exception:
+            if attempt:
+                page.screenshot(path=str(SHOTS / f"failure-{title}.png"), full_page=True)  # what showed instead
+                raise
 
 
 def _settle(page) -> None:  # noqa: ANN001

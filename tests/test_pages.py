@@ -491,6 +491,28 @@ def test_runs_keeps_the_chosen_folder_while_its_step_count_changes_and_the_expor
     assert back.x.shape == (10, 1, 28, 28) and 0 < float(back.m.mean()) < 1
 
 
+def test_a_chosen_run_deleted_elsewhere_gives_way_to_an_existing_one_without_warnings(
+    runs_with_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from streamlit.elements.lib import policies
+
+    warned: list[str] = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *args, **kw: warned.append(msg % args))
+    other = runs_with_model.parent / "another"
+    shutil.copytree(runs_with_model, other)
+    at = _app("runs")
+    at.selectbox(key="runs-selected").set_value(str(other)).run()
+    shutil.rmtree(other)  # deleted in another browser session
+    at.run()
+    _no_exceptions(at)
+    assert at.selectbox(key="runs-selected").value == str(runs_with_model)
+    assert any("Yes, delete tiny-imp" in c.label for c in at.checkbox)  # the page below names the same run
+    assert not warned, warned
+
+
 def test_runs_shows_curves_help_that_fits_the_method(runs_dir: Path) -> None:
     from misgan_core.cli import main
 

@@ -290,36 +290,40 @@ KEPT = "kept-settings"
 def kept(key: str, default: Any, options: Sequence[Any] | None = None,
          bounds: tuple[float, float] | None = None) -> Any:
     """The value to draw widget `key` with, so that it survives page changes: pass it as value= (default= for
-    a multiselect) beside key=`key`.
+    a multiselect, or index= from `kept_index`) beside key=`key`.
 
     Records the widget's current value; where Streamlit dropped it, gives the recorded value, else `default`.
-    With `options`, a value that is no longer offered (a deleted run, say) gives `default`; with `bounds`
-    (a number input's min and max, when they vary), a value outside is clamped into them. Either way the
-    widget's stale state is dropped, so that it is drawn anew with the value given.
+    With `options`, a value no longer offered (a deleted run, say) is repaired: a list keeps what is still
+    offered, anything else becomes `default`; with `bounds` (a number input's min and max, when they vary), a
+    value outside is clamped. A repair must reach the browser, which still shows the old value, so it is the
+    one case written to the widget's key, and then the widget is drawn with no default of its own (None).
     """
     store = st.session_state.setdefault(KEPT, {})
     if key in st.session_state:
         current = st.session_state[key]
-        if options is not None and not _offered(current, options):
-            del st.session_state[key]  # not a write: the widget is drawn anew with the value given
-            store.pop(key, None)
-        elif bounds is not None and current is not None and not bounds[0] <= current <= bounds[1]:
-            del st.session_state[key]
-            store[key] = min(max(current, bounds[0]), bounds[1])
-        else:
-            store[key] = current
-    value = store.get(key, default)
+        repaired = _repaired(current, default, options, bounds)
+        store[key] = repaired
+        if repaired != current:
+            st.session_state[key] = repaired
+            return None
+        return current
+    return _repaired(store.get(key, default), default, options, bounds)
+
+
+def _repaired(value: Any, default: Any, options: Sequence[Any] | None, bounds: tuple[float, float] | None) -> Any:
     if options is not None and not _offered(value, options):
-        value = default
+        value = [v for v in value if v in options] if isinstance(value, list) else default
     if bounds is not None and value is not None:
         value = min(max(value, bounds[0]), bounds[1])
     return value
 
 
-def kept_index(key: str, default: Any, options: Sequence[Any]) -> int:
-    """`kept` for a selectbox or radio: the index= of the value to draw it with."""
+def kept_index(key: str, default: Any, options: Sequence[Any]) -> int | None:
+    """`kept` for a selectbox or radio: the index= to draw it with (None after a repair, see `kept`)."""
     options = list(options)
     value = kept(key, default, options)
+    if value is None:
+        return None
     return options.index(value) if value in options else 0
 
 
@@ -413,11 +417,6 @@ def run_picker_many(label: str, runs: Sequence[catalog.RunInfo], key: str,
     by_path = {str(r.path): r for r in runs}
     paths = list(by_path)
     first = [str(r.path) for r in default if str(r.path) in by_path]
-    store = st.session_state.setdefault(KEPT, {})
-    held = st.session_state[key] if key in st.session_state else store.get(key)
-    if held is not None and not _offered(held, paths):  # keep the folders that are still there
-        store[key] = [p for p in held if p in by_path]
-        st.session_state.pop(key, None)
     chosen = st.multiselect(label, paths, default=kept(key, first, paths), key=key,
                             format_func=lambda p: run_label(by_path[p]) if p in by_path else p, **kwargs)
     return [by_path[p] for p in chosen if p in by_path]
