@@ -639,7 +639,7 @@ def test_train_settings_survive_visits_to_two_pages_without_the_session_state_wa
     at.number_input(key="train-steps").set_value(1234)
     at.checkbox(key="train-imputer").set_value(False)
     at.selectbox(key="train-precision").set_value("bf16")
-    at.number_input(key="train-batch").set_value(32).run()
+    at.number_input(key="train-batch-size").set_value(32).run()
     for page in ("home", "inpaint", "train"):
         at.switch_page(f"../pages/{page}.py").run()
         _no_exceptions(at)
@@ -648,7 +648,7 @@ def test_train_settings_survive_visits_to_two_pages_without_the_session_state_wa
     assert at.number_input(key="train-steps").value == 1234
     assert at.checkbox(key="train-imputer").value is False
     assert at.selectbox(key="train-precision").value == "bf16"
-    assert at.number_input(key="train-batch").value == 32
+    assert at.number_input(key="train-batch-size").value == 32
     assert not [w for w in warned if "Session State API" in w], warned
 
 
@@ -656,9 +656,10 @@ def test_train_caps_a_huge_step_count_with_a_message(runs_dir: Path) -> None:
     at = _app("train")
     at.number_input(key="train-steps").set_value(1e9).run()  # what the browser reads from "1e9"
     _no_exceptions(at)
-    assert any("1,000,000,000 generator steps" in w.value and "1,000,000" in w.value for w in at.warning)
+    assert any("Generator steps: 1,000,000,000 is more" in w.value and "using 1,000,000" in w.value
+               for w in at.warning)
     at.number_input(key="train-limit").set_value(200)
-    at.number_input(key="train-fid").set_value(0).run()
+    at.number_input(key="train-fid-every").set_value(0).run()
     at.button(key="train-start").click().run()
     _no_exceptions(at)
     assert registry().jobs()[-1].snapshot().target == 1_000_000  # capped, not read as 1
