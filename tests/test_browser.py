@@ -4,8 +4,8 @@ Home's start button shows within a 1280x720 window and opens Train on the runnin
 settings survive visits to two other pages; on Runs, a run chosen while it trains stays chosen through the
 live refreshes and its export names it; Compare fits and evaluates baselines; a stroke painted with the mouse
 on Inpaint's real canvas gives K imputations, and the strokes stay when the tool changes; every page is
-visited. Small screenshots of each page go to docs/img/ (committed, for the README), full-page ones to
-artifacts/screenshots/ (git-ignored; CI keeps them as artifacts).
+visited. Full-page screenshots go to artifacts/screenshots/ (git-ignored); with MISGAN_DOC_SCREENSHOTS=1
+small ones of each page also go to docs/img/ (committed, for the README).
 """
 
 from __future__ import annotations
@@ -193,10 +193,13 @@ def _settle(page) -> None:  # noqa: ANN001
 
 
 def _shot(page, name: str) -> None:  # noqa: ANN001
-    """A full-page screenshot for CI, and a small one of the window for docs/img (64-colour PNG)."""
+    """A full-page screenshot for CI, and with MISGAN_DOC_SCREENSHOTS=1 a small one of the window for docs/img
+    (64-colour PNG)."""
     from PIL import Image
 
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if not os.environ.get("MISGAN_DOC_SCREENSHOTS"):  # refresh the committed docs/img only when asked
+        return
     DOC_SHOTS.mkdir(parents=True, exist_ok=True)
     window = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
     window.quantize(colors=64).save(DOC_SHOTS / f"{name}.png", optimize=True)
