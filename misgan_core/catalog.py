@@ -27,6 +27,7 @@ import torch
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun, run_spec
 from .data import DATASETS, IncompleteDataset
+from .errors import OptionError, RunBusy
 from .imputers import Imputer
 from .jobs import Job, JobRegistry, registry
 from .misgan import MisGAN, MisGANConfig
@@ -71,7 +72,7 @@ assert set(BASELINE_KINDS) == set(BASELINES), "every baseline needs an entry in 
 
 def method(kind: str) -> Method:
     if kind not in METHODS:
-        raise ValueError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
+        raise OptionError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
     return METHODS[kind]
 
 
@@ -360,8 +361,8 @@ class OpenedRun:
 
     def require_imputer(self) -> Imputer:
         if self.imputer is None:
-            raise ValueError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
-                             f"train one with `train ... --imputer`")
+            raise OptionError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
+                              f"train one with `train ... --imputer`")
         return self.imputer
 
 
@@ -404,7 +405,7 @@ def load_trainer(path: str | Path, device: str | None = None) -> MisGAN | Baseli
         return MisGAN.load(path, device=device)
     if kind in BASELINE_KINDS:
         if not METHODS[kind].trainable:
-            raise ValueError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
+            raise OptionError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
         return BaselineRun.load(path, device=device)
     raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot train")
 
@@ -495,7 +496,7 @@ def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed
     spec.validate()
     steps = int(steps or m.default_steps) if m.trainable else 1
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
+        raise OptionError(f"steps must be at least 1; got {steps}")
     reg = registry_ or registry()
     base = run_name(kind, spec, {"seed": seed})
     with _START_LOCK:
@@ -513,7 +514,7 @@ def resume_job(path: str | Path, steps: int, threads: int | None = None,
                registry_: JobRegistry | None = None) -> Job:
     """Continue any trainable run folder in the background for `steps` more steps."""
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
+        raise OptionError(f"steps must be at least 1; got {steps}")
     info = run_info(path)
     if info.error:
         raise CheckpointError(info.error)
@@ -542,10 +543,10 @@ def delete_run(path: str | Path) -> None:
     from .demo import demo_dirs
 
     if Path(path).resolve() in {d.resolve() for d in demo_dirs()}:
-        raise ValueError("the shipped demo model cannot be deleted")
+        raise OptionError("the shipped demo model cannot be deleted")
     job = job_for_run(path)
     if job is not None and job.alive:
-        raise RuntimeError(f"{Path(path).name} is training right now; stop its job before deleting it")
+        raise RunBusy(f"{Path(path).name} is training right now; stop its job before deleting it")
     RunDir(path).delete()
 
 

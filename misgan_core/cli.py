@@ -1,37 +1,47 @@
 """Command line: `python -m misgan_core COMMAND --help` (installed as `misgan`).
 
-Errors a user can cause (bad options, missing datasets, broken run folders, wrong shapes) print one
-readable line and exit with status 2; nothing on disk is removed or overwritten by a failed command.
+Errors a user can cause (the project's own types in `errors`: bad options, unusable data, broken or busy run
+folders, a full disk; and `OSError` on a path the user gave) print one readable line and exit with status 2;
+nothing on disk is removed or overwritten by a failed command. Anything else is a bug: one line
+`internal error: ...` names the file its traceback was saved to, and the command exits with status 1;
+`--debug` (or the environment variable MISGAN_DEBUG=1) prints the traceback too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 
 from . import distributed, options
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
 from .config import RECIPES, MisGANConfig
-from .data import DatasetError, list_datasets, load_user_data
+from .data import list_datasets, load_user_data
 from .device import native_bf16
+from .errors import DatasetError, MisGANError, OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import MisGAN
-from .runs import CheckpointError
 from .spec import DataSpec
 from .training import TrainingInterrupted
 
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, TypeError, OSError, RuntimeError, SafetensorError)
+USER_ERRORS = (MisGANError,)
+# Options whose values are paths the user gave: an OSError on one of these (or inside it) is the user's to fix.
+PATH_OPTIONS = ("out", "run", "input", "data_dir", "pretrained", "dataset")
+DEBUG_FLAG = "--debug"
 
 
 def _positive(text: str) -> int:
@@ -51,6 +61,8 @@ def _non_negative(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m misgan_core",
                                      description="MisGAN Workbench: learn from incomplete data.")
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="print the traceback of an internal error (also: MISGAN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("datasets", help="list datasets and whether each is present",
@@ -168,7 +180,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--set expects name=value; got {item!r}")
+            raise OptionError(f"--set expects name=value; got {item!r}")
         try:
             options[name.replace("-", "_")] = json.loads(text)
         except json.JSONDecodeError:
@@ -248,8 +260,8 @@ def _resume_in_group(args: argparse.Namespace, rank: int) -> None:
     trainer = load_trainer(args.run, device=args.device)
     kind = trainer.kind if isinstance(trainer, BaselineRun) else "misgan"
     if isinstance(trainer, BaselineRun) and distributed.launched_by_torchrun():
-        raise ValueError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
-                         f"in one process (python -m misgan_core resume RUN)")
+        raise OptionError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
+                          f"in one process (python -m misgan_core resume RUN)")
     steps = args.steps if args.steps is not None else max(0, args.until - trainer.step)
     if rank:
         trainer.train(steps)
@@ -269,8 +281,8 @@ def _sample(args: argparse.Namespace) -> None:
 
     run = open_run(args.run)
     if run.sampler is None:
-        raise ValueError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
-                         f"MisGAN or ConvAC run")
+        raise OptionError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
+                          f"MisGAN or ConvAC run")
     images = run.sampler(args.n, torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +298,7 @@ def _impute(args: argparse.Namespace) -> None:
     imputer = run.require_imputer()
     data = load_user_data(args.input) if args.input else run.data.subset(slice(0, args.n))
     if data.shape != run.shape:
-        raise ValueError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
+        raise DatasetError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
     imputed = imputer.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,14 +312,14 @@ def _impute(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     if args.samples is not None and args.samples < 2:
-        raise ValueError("--samples must be at least 2")
+        raise OptionError("--samples must be at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dataset is not None and args.split is not None:
-        raise ValueError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
+        raise OptionError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
     if args.dataset is not None and args.samples is not None:
-        raise ValueError("--dataset measures imputation only, which imputes every example once; drop --samples "
-                         "(the number of generated samples for the generation FID)")
+        raise OptionError("--dataset measures imputation only, which imputes every example once; drop --samples "
+                          "(the number of generated samples for the generation FID)")
     run = open_run(args.run, device=args.device)
     result = evaluate_opened(run, args.samples, args.seed, args.batch_size, args.split or "train", args.dataset)
     # Human-readable lines first, then the machine-readable JSON as the very last line.
@@ -350,21 +362,26 @@ COMMANDS = {"sweep": _sweep, "datasets": _datasets, "train": _train, "baseline":
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("MISGAN_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     if argv[:1] == ["metrics"]:  # the metrics package owns its sub-commands
         from .metrics.__main__ import main as metrics_main
 
-        return _guarded(lambda: metrics_main(argv[1:]) or 0)
+        return _guarded(lambda: metrics_main(argv[1:]) or 0, debug=debug)
     if argv[:2] == ["baseline", "resume"]:  # the older spelling of `resume` for baseline runs
         argv = ["resume", *argv[2:]]
     args = _parser().parse_args(argv)
-    return _guarded(lambda: COMMANDS[args.command](args))
+    paths = [str(v) for name in PATH_OPTIONS if isinstance(v := getattr(args, name, None), (str, Path))]
+    return _guarded(lambda: COMMANDS[args.command](args), paths, debug)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the training driver saves a checkpoint on the way out, as for Ctrl-C
 
 
-def _guarded(run: Any) -> int:
+def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = False) -> int:
+    """Run a command: 0 (or its code) on success, 2 with one line for an error the user can fix, 1 with one
+    line and a saved traceback for anything else (a bug), 130 when interrupted."""
     import signal
     import threading
 
@@ -375,6 +392,16 @@ def _guarded(run: Any) -> int:
     except USER_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        message = _user_os_error(err, paths)
+        if message is None:
+            return _internal_error(err, debug)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(f"error: out of memory ({_one_line(err)}); use a smaller --batch-size or --limit, or fewer "
+              f"samples", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
         if isinstance(err, TrainingInterrupted) and err.saved_step is not None:
             print(f"interrupted: a checkpoint was written at step {err.saved_step}; continue with `resume`",
@@ -382,11 +409,53 @@ def _guarded(run: Any) -> int:
         else:
             print("interrupted before training wrote anything", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: say so, and keep the traceback for the report
+        return _internal_error(err, debug)
+
+
+def _user_os_error(err: OSError, paths: list[str] | tuple[str, ...]) -> str | None:
+    """The one-line message for an OSError the user can fix: a full disk, or a path they gave (or a file inside
+    it) that cannot be read or written. None for any other OSError."""
+    reason = err.strerror or _one_line(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"the disk is full{where}; free some space and run the command again"
+    for name in (err.filename, err.filename2):
+        if name is None:
+            continue
+        failed = Path(os.fsdecode(name)).absolute()
+        for given in paths:
+            mine = Path(given).absolute()
+            if failed == mine or mine in failed.parents or failed in mine.parents:
+                return f"{failed}: {reason}; check the path {given}"
+    return None
+
+
+def _internal_error(err: BaseException, debug: bool) -> int:
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    saved = _save_traceback(text)
+    where = f"traceback saved to {saved}" if saved else "the traceback could not be saved"
+    print(f"internal error: {type(err).__name__}: {_one_line(err)} ({where}; please report it)", file=sys.stderr)
+    if debug or saved is None:
+        print(text, file=sys.stderr, end="")
+    return 1
+
+
+def _save_traceback(text: str) -> Path | None:
+    """Write a bug's traceback to a new file under the temporary folder (MISGAN_ERROR_DIR overrides)."""
+    folder = Path(os.environ.get("MISGAN_ERROR_DIR") or Path(tempfile.gettempdir()) / "misgan_core-errors")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".txt", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"python -m misgan_core {' '.join(sys.argv[1:])}\n\n{text}")
+    except OSError:
+        return None
+    return Path(name)
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if not isinstance(err, (MemoryError, EOFError)) else f"{type(err).__name__}: {text}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def run() -> None:

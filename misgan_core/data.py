@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DatasetError
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DatasetError(RuntimeError):
-    """A dataset that cannot be loaded; the message says what to do."""
 
 
 @dataclass

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import OptionError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else the CPU."""
@@ -16,9 +18,9 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+        raise OptionError(f"unknown device {name!r}; use auto, cpu or cuda") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
+        raise OptionError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
     return device
 
 

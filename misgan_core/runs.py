@@ -33,6 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError, RunBusy
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -41,14 +43,6 @@ PREV_STATE = "state.prev.pt"
 LOCK = ".lock"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
-
-
-class CheckpointError(RuntimeError):
-    """A run folder that cannot be used; the message says what is wrong and what to do."""
-
-
-class RunBusy(CheckpointError):
-    """Another process is training this run."""
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:

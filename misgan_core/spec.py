@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DATASETS, SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
+from .errors import OptionError
 from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, SelfMasking, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
@@ -95,7 +96,7 @@ class DataSpec:
                                                         and self.mask_steepness > 0):
                     problems.append(f"mask steepness must be a positive number; got {self.mask_steepness}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise OptionError("; ".join(problems))
 
     def mask_process(self) -> MaskProcess:
         return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range,
@@ -179,12 +180,12 @@ class DataSpec:
         """The spec of examples that no run trained on this spec has seen: the test split, with the same
         missingness process and mask seed (masks are drawn for the held-out examples themselves)."""
         if self.own_data:
-            raise ValueError("your own data has no held-out part; evaluate it with --split train")
+            raise OptionError("your own data has no held-out part; evaluate it with --split train")
         if self.split == "test":
             return self
         if self.split == "all" and self.dataset == "mnist-5k":
-            raise ValueError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
-                             "train with --split train to keep 500 digits back, or evaluate with --split train")
+            raise OptionError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
+                              "train with --split train to keep 500 digits back, or evaluate with --split train")
         return self.replace(split="test", limit=None)
 
     def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
@@ -192,17 +193,17 @@ class DataSpec:
         data-dependent process keeps its form (direction, steepness) and has its threshold matched to the
         missing rate on the new images."""
         if self.own_data:
-            raise ValueError("this run trained on your own data, which brings its own masks: there is no "
-                             "missingness process to draw on another dataset")
+            raise OptionError("this run trained on your own data, which brings its own masks: there is no "
+                              "missingness process to draw on another dataset")
         if dataset == self.dataset:
-            raise ValueError(f"{dataset} is this run's own dataset; evaluate it with --split test (its held-out "
-                             f"examples) or --split train")
+            raise OptionError(f"{dataset} is this run's own dataset; evaluate it with --split test (its held-out "
+                              f"examples) or --split train")
         if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
+            raise OptionError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
         if tuple(DATASETS[dataset].shape) != tuple(shape):
             c, h, w = DATASETS[dataset].shape
-            raise ValueError(f"{dataset} images are {c}x{h}x{w} but this run's are {'x'.join(map(str, shape))}; "
-                             f"evaluate on a dataset of the same shape")
+            raise OptionError(f"{dataset} images are {c}x{h}x{w} but this run's are {'x'.join(map(str, shape))}; "
+                              f"evaluate on a dataset of the same shape")
         return self.replace(dataset=dataset, split="test", limit=None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,7 +221,7 @@ class DataSpec:
                            ("missing_rate", (int, float))):
             value = getattr(spec, name)
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"data field {name!r} has the wrong type ({type(value).__name__}: {value!r})")
+                raise OptionError(f"data field {name!r} has the wrong type ({type(value).__name__}: {value!r})")
         return spec
 
     def replace(self, **changes: Any) -> DataSpec:
