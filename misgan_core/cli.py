@@ -28,7 +28,7 @@ import torch
 from . import distributed, options
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
-from .catalog import METHODS, load_trainer, open_run
+from .catalog import METHODS, delete_run, load_trainer, open_run
 from .config import RECIPES, MisGANConfig
 from .data import list_datasets, load_user_data
 from .device import native_bf16
@@ -170,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=None)
     p.add_argument("--seed", type=_non_negative, default=0)
     p.add_argument("--out", required=True, help="sweep folder (made if absent; reused to resume)")
+
+    p = sub.add_parser("delete", help="delete a run folder (refused while a process trains it)",
+                       description="Delete a run folder, holding its lock: refused, naming the process, while "
+                                   "another process trains it.")
+    p.add_argument("run")
 
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
@@ -356,8 +361,13 @@ def _sweep(args: argparse.Namespace) -> None:
     print((Path(args.out) / "results.md").read_text())
 
 
+def _delete(args: argparse.Namespace) -> None:
+    delete_run(args.run)
+    print(f"deleted {args.run}", file=sys.stderr)
+
+
 COMMANDS = {"sweep": _sweep, "datasets": _datasets, "train": _train, "baseline": _baseline, "resume": _resume,
-            "sample": _sample, "impute": _impute, "evaluate": _evaluate}
+            "sample": _sample, "impute": _impute, "evaluate": _evaluate, "delete": _delete}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,9 @@ the last good checkpoint, and two processes never share a temporary file. Checkp
 and state stamped with their step; the previous pair is kept (model.prev.safetensors, state.prev.pt), and
 loading takes the newest pair whose two steps agree, saying so when it has to fall back. One process at a
 time may train a run: `RunDir.lock()` holds an exclusive lock on `.lock` (released by the kernel when the
-process dies, so a crashed training never leaves a stale lock). Readers (evaluate, sample, impute, the app)
-never write to a run folder.
+process dies, so a crashed training never leaves a stale lock); deleting a run takes the same lock, and
+taking it removes the temporary files of a writer that was killed. Readers (evaluate, sample, impute, the
+app) never write to a run folder.
 """
 
 from __future__ import annotations
@@ -133,22 +134,40 @@ class RunDir:
         return config
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run's writer lock, or raise RunBusy naming the process that holds it."""
+    def lock(self, purpose: str = "training") -> Iterator[None]:
+        """Hold the run's writer lock, or raise RunBusy naming the process that holds it. `purpose` is what the
+        holder does with the run ("training" or "deleting"), shown to whoever is refused. Taking the lock
+        removes the temporary files a killed writer left behind (`.NAME.*.tmp`): no one else writes here now."""
         path = self.path / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.path} no longer exists (was it deleted?); train a new run") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                raise RunBusy(f"run {self.path} is being trained by process {holder}; wait for it to finish or "
-                              f"stop it first") from None
+                raise RunBusy(self._busy_message(os.pread(fd, 64, 0).decode(errors="replace"))) from None
+            if not (self.path / CONFIG).exists():  # deleted between our open and our lock
+                raise CheckpointError(f"{self.path} was deleted; train a new run")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, (str(os.getpid()) + ("" if purpose == "training" else f" {purpose}")).encode(), 0)
+            self._remove_stale_temporaries()
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _busy_message(self, holder: str) -> str:
+        pid, _, purpose = holder.strip().partition(" ")
+        doing = {"": "being trained", "deleting": "being deleted"}.get(purpose, f"in use ({purpose})")
+        return (f"run {self.path} is {doing} by process {pid or 'another process'}; wait for it to finish or stop "
+                f"it first")
+
+    def _remove_stale_temporaries(self) -> None:
+        for folder in (self.path, self.path / SAMPLES):
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     @property
     def has_checkpoint(self) -> bool:
@@ -305,9 +324,12 @@ class RunDir:
         return latest
 
     def delete(self) -> None:
+        """Delete the run folder, holding its lock: refused (RunBusy, naming the process) while another process
+        trains it, and no training can start on it while it goes."""
         if not (self.path / CONFIG).exists():
             raise CheckpointError(f"refusing to delete {self.path}: it is not a run folder")
-        shutil.rmtree(self.path)
+        with self.lock("deleting"):
+            shutil.rmtree(self.path)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

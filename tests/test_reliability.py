@@ -396,3 +396,44 @@ def test_paths_that_are_files_or_under_files_are_one_line_errors(tmp_path, capsy
     assert _exit_code(["impute", str(afile), "--out", str(tmp_path / "o")]) == 2
     assert "is a file, not a run folder" in capsys.readouterr().err
     assert afile.read_text() == "not a folder"
+
+
+# -- deleting a run another process trains ------------------------------------------------------------
+
+
+def test_deleting_a_run_that_a_train_process_holds_is_refused_naming_it(tmp_path) -> None:
+    from misgan_core import RunBusy
+    from misgan_core.catalog import delete_run
+
+    run = tmp_path / "r"
+    train = subprocess.Popen([sys.executable, "-m", "misgan_core", "train", "--steps", "100000", "--limit", "256",
+                              "--batch-size", "32", "--fid-every", "0", "--threads", "1", "--out", str(run)],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "metrics.jsonl").exists():
+            time.sleep(0.05)
+        assert (run / ".lock").read_text().strip() == str(train.pid)
+        with pytest.raises(RunBusy, match=f"is being trained by process {train.pid}"):
+            delete_run(run)
+        cli = subprocess.run([sys.executable, "-m", "misgan_core", "delete", str(run)], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 2 and f"process {train.pid}" in cli.stderr
+        assert (run / "config.json").exists() and train.poll() is None  # the training goes on, its folder intact
+    finally:
+        train.send_signal(signal.SIGINT)
+        _, err = train.communicate(timeout=120)
+    assert train.returncode == 130 and "checkpoint was written" in err
+    assert main(["delete", str(run)]) == 0 and not run.exists()  # once the training has stopped
+
+
+def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_next_taken(tmp_path) -> None:
+    run = tmp_path / "r"
+    _tiny_run(run)
+    stale = [run / ".state.pt.k1ll3d.tmp", run / ".model.safetensors.k1ll3d.tmp",
+             run / "samples" / ".gx_latest.png.k1ll3d.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    MisGAN.load(run).train(1)
+    assert not any(p.exists() for p in stale)
+    assert MisGAN.load(run).step == 3
