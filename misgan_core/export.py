@@ -33,6 +33,21 @@ class ImageInputError(MisGANError, ValueError):
     """An image or mask a person supplied that cannot be used; the message says why and what to do."""
 
 
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+GREY_MODES = ("1", "L", "LA", "P;L", *SIXTEEN_BIT_MODES)
+
+
+def eight_bit(image: Any) -> Any:
+    """A 16-bit grey PIL image scaled to 8 bits (0-65535 to 0-255); other images unchanged. PIL's own
+    convert("L") clips everything above 255 instead."""
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.round(wide / 65535.0 * 255.0).clip(0, 255).astype(np.uint8), "L")
+
+
 # ---------------------------------------------------------------------------------------------
 # Uploads
 
@@ -74,7 +89,7 @@ def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgba = img.convert("RGBA")
+            rgba = eight_bit(img).convert("RGBA")
     except (OSError, ValueError) as err:
         raise ImageInputError(
             f"the {fmt} file is damaged or truncated ({err}); save it again and retry"

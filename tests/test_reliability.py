@@ -437,3 +437,89 @@ def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_next_taken(tmp_p
     MisGAN.load(run).train(1)
     assert not any(p.exists() for p in stale)
     assert MisGAN.load(run).step == 3
+
+
+# -- hostile uploads ------------------------------------------------------------------------------------
+
+
+def test_uploads_past_the_memory_budget_are_refused_before_decoding(tmp_path) -> None:
+    from bench.hostile_uploads import big_png_zip, measure, zeros_npz
+
+    bomb = measure("bomb.zip", big_png_zip(25, 6000), tmp_path)  # 7.9 KB uploaded, 25 x 36 Mpixels declared
+    assert bomb["outcome"].startswith("refused: bomb.zip (25 images) would take 6.7 GiB of memory once decoded")
+    assert "MISGAN_DATA_MEMORY" in bomb["outcome"]
+    zeros = measure("zeros.npz", zeros_npz(0.25), tmp_path, {"MISGAN_DATA_MEMORY": "64M"})
+    assert zeros["outcome"].startswith("refused: zeros.npz would take 256 MiB") and "64 MiB allowed" in zeros["outcome"]
+    for result in (bomb, zeros):  # refused from the headers: the process's peak memory did not move
+        assert result["peak_mib"] - result["peak_before_mib"] < 50, result
+    assert not [p.name for p in (tmp_path / "data" / "uploads").iterdir()]  # nothing kept, nothing staged
+
+
+def test_own_data_folders_are_held_to_the_same_budget(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("LA", (100, 100), (200, 255)).save(tmp_path / f"{i}.png")
+    assert load_user_data(tmp_path).x.shape == (3, 1, 100, 100)
+    monkeypatch.setenv("MISGAN_DATA_MEMORY", "200K")  # 3 x 100 x 100 x (1 + 1) x 4 bytes = 234 KiB
+    with pytest.raises(DatasetError, match=r"\(3 images\) would take 234 KiB .* more than the 200 KiB allowed"):
+        load_user_data(tmp_path)
+    monkeypatch.setenv("MISGAN_DATA_MEMORY", "lots")
+    assert main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+
+
+@pytest.mark.parametrize("upload,message", [
+    ("encrypted.zip", "encrypted.zip: 0.png is encrypted; save it again without a password"),
+    ("aes.zip", "aes.zip: 0.png uses compression method 99, which cannot be read here"),
+    ("aes.npz", "aes.npz: x.npy uses compression method 99, which cannot be read here"),
+])
+def test_encrypted_and_unsupported_archives_are_one_line(tmp_path, monkeypatch, upload, message) -> None:
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    with pytest.raises(DatasetError) as caught:
+        save_upload(upload, hostile_files()[upload])
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not list((tmp_path / "uploads").iterdir())
+
+
+def hostile_files() -> dict[str, bytes]:
+    from bench.hostile_uploads import aes, encrypted, png_bytes, small_npz, zip_bytes
+
+    small = zip_bytes({f"{i}.png": png_bytes(12, 12, "LA", (200, 255)) for i in range(3)})
+    return {"encrypted.zip": encrypted(small), "aes.zip": aes(small), "aes.npz": aes(small_npz())}
+
+
+def test_a_zip_member_with_a_long_name_is_kept(tmp_path, monkeypatch) -> None:
+    from bench.hostile_uploads import png_bytes, zip_bytes
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    path = save_upload("long.zip", zip_bytes({"d" * 300 + ".png": png_bytes(12, 12, "LA", (200, 255)),
+                                              "e" * 300 + ".png": png_bytes(12, 12, "LA", (100, 255))}))
+    assert load_user_data(path).x.shape == (2, 1, 12, 12)
+
+
+def test_concurrent_uploads_of_the_same_file_neither_collide_nor_leak(tmp_path, monkeypatch) -> None:
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.hostile_uploads import png_bytes, small_npz, zip_bytes
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    archive = zip_bytes({f"{i}.png": png_bytes(28, 28, "LA", (i * 20, 255)) for i in range(50)})
+    for name, data, count in (("same.zip", archive, 50), ("same.npz", small_npz(), 40)):
+        for _ in range(3):  # eight sessions upload the same file at once, three times over
+            with ThreadPoolExecutor(8) as pool:
+                paths = list(pool.map(save_upload, [name] * 8, [data] * 8))
+            assert len(set(paths)) == 1 and load_user_data(paths[0]).x.shape[0] == count
+            assert [p.name for p in (tmp_path / "uploads").iterdir()] == [paths[0].name]  # no staging left
+            shutil.rmtree(paths[0]) if paths[0].is_dir() else paths[0].unlink()
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped() -> None:
+    from bench.hostile_uploads import sixteen_bit_png
+
+    x = image_to_tensor(sixteen_bit_png(0.46), (1, 12, 12))
+    assert abs(float(x.mean()) - 0.46) < 0.01
