@@ -523,3 +523,76 @@ def test_a_16_bit_grey_png_is_scaled_not_clipped() -> None:
 
     x = image_to_tensor(sixteen_bit_png(0.46), (1, 12, 12))
     assert abs(float(x.mean()) - 0.46) < 0.01
+
+
+# -- the app is private whatever folder it starts in ----------------------------------------------------
+
+
+def _listening(port: int) -> list[str]:
+    """Hex local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, hex_port = fields[1].split(":")
+                if fields[3] == "0A" and int(hex_port, 16) == port:
+                    found.append(address)
+    return found
+
+
+def test_the_app_listens_on_loopback_only_from_another_folder_with_its_own_config(tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / ".streamlit").mkdir(parents=True)
+    (elsewhere / ".streamlit" / "config.toml").write_text(
+        '[server]\naddress = "0.0.0.0"\n[client]\nshowErrorDetails = "full"\n')  # a careless folder's config
+    env = {k: v for k, v in ENV.items() if not k.startswith("STREAMLIT_")}
+    # the settings Streamlit resolves for the app's script, started from that folder
+    resolved = subprocess.run(
+        [sys.executable, "-c", "from streamlit import config; config._main_script_path = " + repr(
+            str(ROOT / "workbench" / "Home.py")) + "; config.get_config_options(force_reparse=True); "
+         "print(config.get_option('server.address'), config.get_option('client.showErrorDetails'))"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert resolved.stdout.split() == ["127.0.0.1", "none"], resolved.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "workbench" / "Home.py"),
+                               "--server.headless", "true", "--server.port", str(port),
+                               "--server.fileWatcherType", "none"],
+                              cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not _listening(port):
+            assert server.poll() is None, "streamlit exited"
+            time.sleep(0.25)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as answer:
+            assert answer.status == 200
+        assert _listening(port) and all(a in ("0100007F", "00000000000000000000000001000000")
+                                        for a in _listening(port)), _listening(port)
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def test_the_app_refuses_to_serve_on_a_network_address_nobody_asked_for(monkeypatch) -> None:
+    from streamlit import config
+
+    from workbench import state
+
+    monkeypatch.setattr(config, "_main_script_path", str(ROOT / "workbench" / "Home.py"), raising=False)
+    monkeypatch.delenv("MISGAN_ALLOW_NETWORK", raising=False)
+    options = {"server.address": ("0.0.0.0", "/tmp/elsewhere/.streamlit/config.toml")}
+    monkeypatch.setattr(config, "get_option", lambda key: options[key][0])
+    monkeypatch.setattr(config, "get_where_defined", lambda key: options[key][1])
+    assert "you did not ask for that" in state.public_address_refusal()
+    options["server.address"] = (None, "<default>")
+    assert "every interface" in state.public_address_refusal()
+    options["server.address"] = ("0.0.0.0", "command-line argument or environment variable")
+    assert state.public_address_refusal() is None  # the user's own flag
+    options["server.address"] = ("0.0.0.0", "/tmp/elsewhere/.streamlit/config.toml")
+    monkeypatch.setenv("MISGAN_ALLOW_NETWORK", "1")
+    assert state.public_address_refusal() is None

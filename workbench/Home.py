@@ -19,6 +19,10 @@ from streamlit.errors import StreamlitAPIException  # noqa: E402
 from workbench import state  # noqa: E402
 
 st.set_page_config(page_title="MisGAN Workbench", page_icon="🧩", layout="wide")
+refusal = state.public_address_refusal()
+if refusal:
+    st.error(refusal)
+    st.stop()
 state.init_process()
 # Streamlit forgets a page's widget values when another page is shown; re-assigning them here, on every run,
 # keeps what the user set for the rest of the browser session.
