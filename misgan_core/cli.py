@@ -397,6 +397,9 @@ def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = Fa
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # Our own Ctrl-C handler: a process started with SIGINT ignored (from a script with `&`, under nohup,
+        # by some CI runners) inherits the ignoring, and would otherwise train on through Ctrl-C and kill -INT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(run() or 0)
     except USER_ERRORS as err:
