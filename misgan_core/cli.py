@@ -32,9 +32,10 @@ from .catalog import METHODS, delete_run, load_trainer, open_run
 from .config import RECIPES, MisGANConfig
 from .data import list_datasets, load_user_data
 from .device import native_bf16
-from .errors import DatasetError, MisGANError, OptionError
+from .errors import CheckpointError, DatasetError, MisGANError, OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import MisGAN
+from .runs import RunDir
 from .spec import DataSpec
 from .training import TrainingInterrupted
 
@@ -55,6 +56,19 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
+
+
+MAX_SEED = 2 ** 63 - 1  # torch's and numpy's generators take a signed 64-bit seed
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}; got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}; got {text}")
     return value
 
 
@@ -90,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive, default=None, help="default: the model's (128)")
     g.add_argument("--set", dest="options", action="append", default=[], metavar="NAME=VALUE",
                    help="a model option, e.g. adversarial=false (gain), lr=1e-4 (convac), rank=40 (mf)")
-    g.add_argument("--seed", type=_non_negative, default=0)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--threads", type=_positive, default=None)
     g.add_argument("--checkpoint-every", type=_non_negative, default=500)
@@ -112,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Sample complete images from a run into a PNG grid (and .npy).")
     p.add_argument("run")
     p.add_argument("-n", type=_positive, default=64)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output .png (a .npy with the raw samples is written beside it)")
 
     p = sub.add_parser("impute", help="impute incomplete data with any run (MisGAN, GAIN, ConvAC, MF, mean, zero)",
@@ -121,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help=".npz with x and m, or a PNG folder; default: the run's data")
     p.add_argument("-n", type=_positive, default=16, help="examples to impute when using the run's data")
     p.add_argument("--draws", type=_positive, default=4)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output .npz (x_imputed of shape (draws, N, C, H, W), m) and .png")
 
     p = sub.add_parser("evaluate", help="generation FID, imputation FID and RMSE of a run",
@@ -130,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--samples", type=int, default=None,
                    help="generated samples for FID (default: as many as the training set, as in the paper)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="noise seed for samples and imputations")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed for samples and imputations")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the run's)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads")
     p.add_argument("--batch-size", type=_positive, default=500)
@@ -155,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="dropout", choices=["dropout", "square"],
                    help="square: the observed square's side is chosen to give each missing rate")
     p.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.8, 0.9], help="missing rates")
-    p.add_argument("--mask-seed", type=_non_negative, default=0)
+    p.add_argument("--mask-seed", type=_seed, default=0)
     p.add_argument("--budget", default="quick", help="quick, paper, minutes=N (each method N minutes of "
                                                      "training) or steps=N")
     p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
@@ -168,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
                         "mask_activation=stretched or imputer_sees_mask=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=_positive, default=None)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="sweep folder (made if absent; reused to resume)")
 
     p = sub.add_parser("delete", help="delete a run folder (refused while a process trains it)",
@@ -215,12 +229,30 @@ def _data_parallel(device: str) -> Iterator[int]:
         distributed.stop(finished)
 
 
+@contextlib.contextmanager
+def _removed_unless_trained(out: str) -> Iterator[None]:
+    """A command that makes the run folder `out` and fails (or is interrupted) before its first checkpoint
+    removes the folder again, so that the same --out works the next time."""
+    folder = Path(out)
+    was_there = folder.exists() and any(folder.iterdir()) if folder.is_dir() else folder.exists()
+    try:
+        yield
+    except BaseException:
+        run = RunDir(folder)
+        if not was_there and (folder / "config.json").exists() and not run.has_checkpoint:
+            with contextlib.suppress(CheckpointError, OSError):  # RunBusy: another process took it over
+                run.delete()
+        raise
+
+
 def _train(args: argparse.Namespace) -> None:
-    with _data_parallel(args.device) as rank:
+    with _removed_unless_trained(args.out), _data_parallel(args.device) as rank:
         _train_in_group(args, rank)
 
 
 def _train_in_group(args: argparse.Namespace, rank: int) -> None:
+    if not 0 <= args.seed <= MAX_SEED:
+        raise OptionError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {args.seed}")
     config = options.from_namespace(MisGANConfig, args, data=DataSpec.from_args(args))
     config.validate()
     gan = MisGAN(config, run_dir=args.out)
@@ -243,6 +275,11 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
 def _baseline(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    with _removed_unless_trained(args.out):
+        _baseline_in(args)
+
+
+def _baseline_in(args: argparse.Namespace) -> None:
     m = METHODS[args.kind]
     steps = (args.steps or m.default_steps) if m.trainable else 1
     br = BaselineRun.create(args.out, args.kind, DataSpec.from_args(args), _parse_set(args.options), seed=args.seed,

@@ -20,6 +20,7 @@ app) never write to a run folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -34,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError, RunBusy
+from .errors import CheckpointError, DiskFull, RunBusy
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -59,6 +60,16 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _disk_is_full(err: BaseException, folder: Path, needed: int) -> bool:
+    """Whether a failed write failed for lack of space: ENOSPC / EDQUOT, or less room left than it needed."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
 
 
 def _weights_step(path: Path) -> int | None:
@@ -192,8 +203,17 @@ class RunDir:
         os.close(fd2)
         new_state, new_weights = Path(name), Path(name2)
         try:
-            torch.save(state, new_state)
-            save_file(tensors, str(new_weights), metadata={"step": str(step)})
+            try:
+                torch.save(state, new_state)
+                save_file(tensors, str(new_weights), metadata={"step": str(step)})
+            except (OSError, RuntimeError, SafetensorError) as err:  # torch reports a full disk as RuntimeError
+                needed = sum(v.numel() * v.element_size() for v in tensors.values())
+                if not _disk_is_full(err, self.path, needed):
+                    raise
+                then = (f"continue with `python -m misgan_core resume {self.path}` (the previous checkpoint "
+                        f"is kept)" if self.has_checkpoint else "train again")
+                raise DiskFull(f"the disk holding {self.path} is full, so the checkpoint at step {step} was not "
+                               f"written; free some space, then {then}") from err
             if (self.path / STATE).exists() and (self.path / WEIGHTS).exists() and \
                     self._state_step(self.path / STATE) == _weights_step(self.path / WEIGHTS):
                 os.replace(self.path / STATE, self.path / PREV_STATE)

@@ -73,8 +73,8 @@ class DataSpec:
             problems.append(f"limit must be a positive number of examples; got {self.limit}")
         if self.split not in SPLITS:
             problems.append(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
-        if not isinstance(self.mask_seed, int) or self.mask_seed < 0:
-            problems.append(f"mask seed must be a non-negative integer; got {self.mask_seed}")
+        if not isinstance(self.mask_seed, int) or not 0 <= self.mask_seed < 2 ** 63:
+            problems.append(f"mask seed must be a whole number from 0 to 2^63 - 1; got {self.mask_seed}")
         if not self.own_data:
             if self.mask not in MASK_PROCESSES:
                 problems.append(f"unknown missingness {self.mask!r}; choose one of {', '.join(MASK_PROCESSES)}")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from misgan_core import CheckpointError, DatasetError, MisGANError, OptionError, RunBusy, cli
 from misgan_core.cli import main
@@ -79,3 +80,71 @@ def test_an_oserror_elsewhere_is_an_internal_error(monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "list_datasets", planted)
     assert main(["datasets"]) == 1
     assert capsys.readouterr().err.startswith("internal error: PermissionError:")
+
+
+# -- torch's messages become the project's, with the fix --------------------------------------------------
+
+TINY = ["--limit", "64", "--steps", "2", "--batch-size", "16", "--fid-every", "0", "--threads", "1"]
+
+
+@pytest.mark.parametrize("args,said", [
+    (["train", *TINY, "--device", "meta"], "device 'meta' cannot hold a model's weights"),
+    (["baseline", "mean", "--limit", "64", "--device", "meta"], "use --device auto, cpu or cuda"),
+    (["train", *TINY, "--seed", "100000000000000000000000"], "--seed must be a whole number from 0 to 9223372036854775807"),
+    (["baseline", "mean", "--limit", "64", "--mask-seed", "-1"], "mask seed must be a whole number from 0 to 2^63 - 1"),
+])
+def test_torch_failures_the_user_caused_name_the_option(tmp_path, capsys, args, said) -> None:
+    try:
+        code = main([*args, "--out", str(tmp_path / "r")])
+    except SystemExit as err:  # argparse's own refusal
+        code = err.code
+    assert code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_baseline_on_cuda_without_a_gpu_says_so_and_leaves_no_folder(tmp_path, capsys) -> None:
+    out = str(tmp_path / "r")
+    assert main(["baseline", "mean", "--limit", "64", "--device", "cuda", "--out", out]) == 2
+    assert "no CUDA GPU is available here; use --device auto or cpu" in capsys.readouterr().err
+    assert not Path(out).exists()
+    assert main(["baseline", "mean", "--limit", "64", "--out", out]) == 0  # the same --out works
+
+
+@pytest.mark.parametrize("failure,code", [(OptionError("planted"), 2), (KeyboardInterrupt(), 130)])
+def test_a_command_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch, capsys, failure,
+                                                                         code) -> None:
+    from misgan_core import MisGAN
+
+    def fails(self, *args, **kwargs):
+        raise failure
+
+    out = str(tmp_path / "r")
+    with monkeypatch.context() as patch:
+        patch.setattr(MisGAN, "train", fails)
+        assert main(["train", *TINY, "--out", out]) == code
+    assert not Path(out).exists()
+    assert main(["train", *TINY, "--out", out]) == 0  # the same --out works
+    assert main(["train", *TINY, "--out", out]) == 2  # and a trained run is never removed by a failing command
+    assert (Path(out) / "model.safetensors").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_says_so(tmp_path, capsys) -> None:
+    """On a real full disk: a 300 KB tmpfs (needs root; skipped where mounting is not allowed)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        out = disk / "r"
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: the disk holding {out} is full, so the checkpoint at step 1 was not written; free some " \
+               f"space, then train again" in err
+        assert not out.exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..data import IncompleteDataset
+from ..device import pick_device
 from ..errors import OptionError
 from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
@@ -109,8 +110,8 @@ class BaselineRun:
         config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
                   "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
                   "select_every": default_select_every(kind, spec, select_every), "patience": int(patience)}
+        dev = pick_device(device)
         run = RunDir.create(path, config)
-        dev = torch.device(device)
         return cls(run, config, spec, data, model.to(dev), dev)
 
     @classmethod
@@ -138,7 +139,7 @@ class BaselineRun:
                                   f"{err}") from err
         if "batch_size" not in config:
             config["batch_size"] = int(getattr(model.config, "batch_size", 128))
-        dev = torch.device(device or "cpu")
+        dev = pick_device(device or "cpu")
         model.to(dev)
         state = run.load_checkpoint({"model": model}, map_location=dev)
         out = cls(run, config, spec, data, model, dev)
