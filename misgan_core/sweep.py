@@ -76,9 +76,9 @@ class Budget:
                 value = float(number)
             except ValueError:
                 value = -1
-            if value > 0 and (name == "minutes" or value == int(value)):
+            if math.isfinite(value) and value > 0 and (name == "minutes" or value == int(value)):
                 return cls(name, value)
-        raise OptionError(f"budget must be quick, paper, minutes=N or steps=N (N > 0); got {text!r}")
+        raise OptionError(f"budget must be quick, paper, minutes=N or steps=N (N a finite number > 0); got {text!r}")
 
     def __str__(self) -> str:
         return self.kind if self.kind in ("quick", "paper") else f"{self.kind}={self.value:g}"
@@ -183,8 +183,10 @@ class Sweep:
         return [r for r in read_jsonl(self.results_path) if isinstance(r, dict)]
 
     def done(self, cell: Cell) -> bool:
-        have = {r.get("split") for r in self.rows() if r.get("cell") == cell.id and r.get("budget") == str(self.budget)}
-        return set(self.eval_splits) <= have
+        return set(self.eval_splits) <= self._evaluated_splits(cell)
+
+    def _evaluated_splits(self, cell: Cell) -> set[str]:
+        return {r.get("split") for r in self.rows() if r.get("cell") == cell.id and r.get("budget") == str(self.budget)}
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -310,7 +312,8 @@ class Sweep:
     def _evaluate(self, cell: Cell) -> None:
         run = open_run(cell.path, device=None)
         threads = torch.get_num_threads()
-        for split in self.eval_splits:
+        have = self._evaluated_splits(cell)  # a sweep stopped between two splits wrote the first one already
+        for split in [s for s in self.eval_splits if s not in have]:
             result = evaluate_opened(run, split=split)
             row = {"cell": cell.id, "budget": str(self.budget), "method": METHODS[cell.method].title,
                    "kind": cell.method, "dataset": cell.spec.dataset, "mask": cell.spec.mask,

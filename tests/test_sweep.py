@@ -47,6 +47,14 @@ def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_o
     assert capsys.readouterr().err.count("done already, skipped") == 6
     assert len(read_sweep(out)) == 12
 
+    # stopped between a cell's two evaluation splits: the rerun adds the missing split only
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    assert main([*TINY, "--out", str(out)]) == 0
+    rows = read_sweep(out)
+    assert len(rows) == 12 and len({(r["cell"], r["split"]) for r in rows}) == 12
+    capsys.readouterr()
+
     # where plotly is not installed (only the engine's packages, as on a GPU box) the rerun still writes
     # the PNGs and the table, and says how to get the HTML figures
     for html in out.glob("*.html"):
@@ -94,7 +102,8 @@ def test_budgets_parse_and_plan() -> None:
     assert Budget.parse("minutes=2.5").plan("convac", 4500, 128)[1] == 150.0
     assert Budget.parse("steps=7").plan("gain", 10, 128) == (7, None)
     assert Budget.parse("quick").plan("mean", 4500, 128) == (1, None)
-    for bad in ("fast", "steps=0", "steps=1.5", "minutes=-1", "paper=3", "steps="):
+    for bad in ("fast", "steps=0", "steps=1.5", "minutes=-1", "paper=3", "steps=", "minutes=inf", "minutes=nan",
+                "steps=inf"):
         with pytest.raises(ValueError, match="budget must be"):
             Budget.parse(bad)
 
