@@ -159,7 +159,7 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RunBusy(self._busy_message(os.pread(fd, 64, 0).decode(errors="replace"))) from None
-            if not (self.path / CONFIG).exists():  # deleted between our open and our lock
+            if os.fstat(fd).st_nlink == 0:  # the folder was deleted between our open and our lock
                 raise CheckpointError(f"{self.path} was deleted; train a new run")
             os.ftruncate(fd, 0)
             os.pwrite(fd, (str(os.getpid()) + ("" if purpose == "training" else f" {purpose}")).encode(), 0)

@@ -184,8 +184,10 @@ class DataSpec:
         if self.split == "test":
             return self
         if self.split == "all" and self.dataset == "mnist-5k":
-            raise OptionError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
-                              "train with --split train to keep 500 digits back, or evaluate with --split train")
+            trained = f"the first {self.limit:,}" if self.limit and self.limit < 5000 else "all 5,000"
+            raise OptionError(f"this run trained on {trained} mnist-5k digits of split 'all', the split that "
+                              f"includes the 500 held-out digits, so none is held out for it; train with --split "
+                              f"train to keep them back, or evaluate with --split train")
         return self.replace(split="test", limit=None)
 
     def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
@@ -213,7 +215,12 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        """A spec from its JSON form; other keys (a whole flat legacy config) are ignored."""
+        """A spec from its JSON form: a run config's `data` entry, whose keys must all be known, or a whole
+        flat config of older run folders (which has a `kind`), whose other keys are the run's."""
+        unknown = sorted(set(d) - set(FIELDS))
+        if unknown and "kind" not in d:
+            raise OptionError(f"the data entry has unknown fields {unknown}; it was written by a newer misgan_core "
+                              f"or edited by hand: fix config.json or start a new run")
         values = {k: d[k] for k in FIELDS if k in d}
         values.setdefault("split", "all")  # written before splits: the run saw every training example
         spec = cls(**values)

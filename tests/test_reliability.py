@@ -596,3 +596,19 @@ def test_the_app_refuses_to_serve_on_a_network_address_nobody_asked_for(monkeypa
     options["server.address"] = ("0.0.0.0", "/tmp/elsewhere/.streamlit/config.toml")
     monkeypatch.setenv("MISGAN_ALLOW_NETWORK", "1")
     assert state.public_address_refusal() is None
+
+
+def test_an_unknown_key_inside_the_data_entry_is_refused_like_a_top_level_one(tmp_path, capsys) -> None:
+    _tiny_run(tmp_path / "misgan")
+    assert main(["baseline", "mean", "--limit", "64", "--out", str(tmp_path / "mean")]) == 0
+    for run, where in ((tmp_path / "misgan", "top"), (tmp_path / "misgan", "data"), (tmp_path / "mean", "data")):
+        good = (run / "config.json").read_text()
+        config = json.loads(good)
+        (config if where == "top" else config["data"])["colour"] = "blue"
+        (run / "config.json").write_text(json.dumps(config))
+        with pytest.raises(CheckpointError, match=r"unknown fields \['colour'\]"):
+            open_run(run)
+        capsys.readouterr()
+        assert main(["evaluate", str(run)]) == 2
+        assert "unknown fields ['colour']" in capsys.readouterr().err
+        (run / "config.json").write_text(good)

@@ -139,7 +139,11 @@ def test_evaluate_on_the_held_out_split_for_misgan_and_a_baseline(tmp_path, caps
     assert main(["baseline", "mean", "--split", "all", "--out", str(tmp_path / "all")]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "all"), "--split", "test"]) == 2
-    assert "none is held out" in capsys.readouterr().err
+    assert "trained on all 5,000 mnist-5k digits" in capsys.readouterr().err
+    assert main(["baseline", "mean", "--split", "all", "--limit", "256", "--out", str(tmp_path / "some")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "some"), "--split", "test"]) == 2
+    assert "this run trained on the first 256 mnist-5k digits of split 'all'" in capsys.readouterr().err
 
 
 def test_evaluate_on_digits_no_run_trained_on(tmp_path, capsys) -> None:
