@@ -3,7 +3,7 @@ decode to far more memory than they weigh, encrypted or AES-compressed members, 
 16-bit PNG. Each is checked in a fresh process, which reports its outcome and its peak memory (ru_maxrss)
 beside the peak of the same process before the upload.
 
-    python -m bench.hostile_uploads            # one line per upload: outcome, bytes uploaded, peak memory
+    python -m bench.hostile_uploads    # one line per upload: outcome, bytes uploaded, peak memory (MiB)
 """
 
 from __future__ import annotations
@@ -143,12 +143,53 @@ def measure(name: str, data: bytes, workdir: Path, env: dict[str, str] | None = 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+_PAGE = """
+import json, resource, sys
+from pathlib import Path
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=600).run()
+at.switch_page("../pages/train.py").run()
+box = at.selectbox(key="train-dataset")
+box.set_value(next(o for o in box.options if o.startswith("your own data"))).run()
+for path in sys.argv[2:]:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = Path(path).read_bytes()
+    at.file_uploader(key="train-upload").set_value((Path(path).name, data, "application/octet-stream")).run()
+    shown = [e.value for e in at.error] + [e.value for e in at.exception]
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"upload": Path(path).name, "bytes": len(data), "shown": shown[:1],
+                      "peak_before_mib": before // 1024, "peak_mib": after // 1024}))
+"""
+
+
+def measure_page(files: dict[str, bytes], workdir: Path) -> list[dict]:
+    """Upload each file in turn to the Train page (Streamlit's AppTest, in one fresh process, as one server
+    handles one session): what the page shows, and the process's peak memory before and after each."""
+    import os
+
+    paths = []
+    for name, data in files.items():
+        paths.append(workdir / name)
+        paths[-1].write_bytes(data)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MISGAN_DATA_DIR": str(workdir / "data"),
+           "MISGAN_RUNS_DIR": str(workdir / "runs")}
+    out = subprocess.run([sys.executable, "-c", _PAGE, str(ROOT / "workbench" / "Home.py"), *map(str, paths)],
+                         capture_output=True, text=True, env=env, timeout=600, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
 def main() -> None:
     import tempfile
 
+    files = hostile()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, data in hostile().items():
+        print("catalog.save_upload, a fresh process per upload:")
+        for name, data in files.items():
             print(json.dumps(measure(name, data, Path(tmp))))
+    with tempfile.TemporaryDirectory() as tmp:
+        print("the Train page (AppTest), one process, the uploads in turn:")
+        for row in measure_page(files, Path(tmp)):
+            print(json.dumps(row))
 
 
 if __name__ == "__main__":
