@@ -616,3 +616,24 @@ def test_train_refuses_hostile_uploads_in_one_line_and_keeps_working(runs_dir: P
     _no_exceptions(at)
     assert not _errors(at) and not at.button(key="train-start").disabled
     assert [p.name[:5] for p in (tmp_path / "data" / "uploads").iterdir()] == ["mine-"]
+
+
+def test_pages_tell_the_users_errors_from_bugs() -> None:
+    def script() -> None:
+        import streamlit as st
+
+        from misgan_core import OptionError
+        from workbench import widgets
+
+        with widgets.guard("Could not start"):
+            raise OptionError("steps must be at least 1; got 0")
+        with widgets.guard("Could not delete"):
+            raise TypeError("planted bug")
+        st.write("still here")
+
+    at = AppTest.from_function(script).run()
+    _no_exceptions(at)
+    assert _errors(at) == ["Could not start: steps must be at least 1; got 0",
+                           "Could not delete: internal error: TypeError: planted bug (traceback in the server's "
+                           "log; please report it)"]
+    assert at.markdown[0].value == "still here"

@@ -57,7 +57,7 @@ def guard(what: str) -> Iterator[None]:
         st.error(f"{what}: {error_text(err)}")
     except Exception as err:  # a bug: say so, keep the traceback for the report
         log.error("%s: internal error", what, exc_info=True)
-        st.error(internal_error_text(err))
+        st.error(f"{what}: {internal_error_text(err)}")
 
 
 def error_text(err: BaseException) -> str:
