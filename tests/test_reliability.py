@@ -401,6 +401,7 @@ def test_paths_that_are_files_or_under_files_are_one_line_errors(tmp_path, capsy
 # -- deleting a run another process trains ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_deleting_a_run_that_a_train_process_holds_is_refused_naming_it(tmp_path) -> None:
     from misgan_core import RunBusy
     from misgan_core.catalog import delete_run
@@ -442,6 +443,7 @@ def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_next_taken(tmp_p
 # -- hostile uploads ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_uploads_past_the_memory_budget_are_refused_before_decoding(tmp_path) -> None:
     from bench.hostile_uploads import big_png_zip, measure, zeros_npz
 
