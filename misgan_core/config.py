@@ -212,7 +212,7 @@ class MisGANConfig:
         except OptionError as err:
             problems.append(str(err))
         if problems:  # the rules below compare values of the right types
-            raise ValueError("; ".join(problems))
+            raise OptionError("; ".join(problems))
         if self.imputer and self.imputer_mode == "target" and self.data.mask in DATA_DEPENDENT:
             problems.append(f"imputer mode 'target' draws masks without data; {self.data.mask} masks depend on "
                             f"the images: use --imputer-mode joint")
