@@ -9,7 +9,7 @@ The public API, used by the CLI, the pages and Python users alike:
     draws = run.imputer.impute(x, m, draws=8)
 
 Layers, lowest first (a module imports only from its own layer or lower ones; tests/test_layers.py checks):
-  storage and helpers  runs, grids, imputers, device, export, theory
+  storage and helpers  errors, runs, grids, imputers, device, export, theory
   data                 data, masks, spec
   metrics              metrics/ (features, Fréchet distance, FID)
   networks             models, critic_gradients
@@ -33,6 +33,7 @@ from .data import (
     load_user_data,
 )
 from .device import native_bf16, pick_device
+from .errors import CheckpointError, DiskFull, MisGANError, OptionError, RunBusy
 from .evaluation import evaluate_run
 from .imputers import Imputer, paste_observed
 from .mask_models import MASK_MODELS
@@ -47,7 +48,7 @@ from .masks import (
 )
 from .misgan import MisGAN, f_tau
 from .models import TemperatureSigmoid
-from .runs import CheckpointError, RunDir
+from .runs import RunDir
 from .spec import DataSpec
 from .training import StopTraining
 
@@ -55,9 +56,10 @@ MASK_ACTIVATIONS = TemperatureSigmoid.KINDS
 
 __all__ = [
     "MASK_ACTIVATIONS", "MASK_MODELS", "METHODS", "PRECISIONS",
-    "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "Imputer", "IncompleteDataset",
-    "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "OpenedRun", "QuadrantObservation",
-    "RectangleObservation", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
+    "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "DiskFull", "Imputer", "IncompleteDataset",
+    "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "MisGANError", "OpenedRun", "OptionError",
+    "QuadrantObservation",
+    "RectangleObservation", "RunBusy", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
     "evaluate_run", "f_tau", "gradient_penalty", "list_datasets", "list_runs", "load_complete",
     "load_user_data", "make_incomplete", "make_mask_process", "native_bf16", "open_run", "paste_observed",
     "pick_device",

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +29,8 @@ import torch
 
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun, run_spec
-from .data import DATASETS, IncompleteDataset
+from .data import DATASETS, IncompleteDataset, check_data_memory, check_zip_members, load_user_data, png_decoded_bytes
+from .errors import DatasetError, OptionError, RunBusy
 from .imputers import Imputer
 from .jobs import Job, JobRegistry, registry
 from .misgan import MisGAN, MisGANConfig
@@ -75,7 +77,7 @@ assert set(BASELINE_KINDS) == set(BASELINES), "every baseline needs an entry in 
 
 def method(kind: str) -> Method:
     if kind not in METHODS:
-        raise ValueError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
+        raise OptionError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
     return METHODS[kind]
 
 
@@ -126,11 +128,12 @@ def uploads_root() -> Path:
 
 def save_upload(name: str, data: bytes) -> Path:
     """Keep an uploaded .npz, or a .zip of PNGs (alpha 0 = missing), under uploads_root() and check it with the
-    engine's loaders; returns the path to train on. The same content uploaded again gives the same path."""
-    import zipfile
+    engine's loaders; returns the path to train on. The same content uploaded again gives the same path.
 
-    from .data import DatasetError, load_user_data
-
+    Nothing is decoded before the data's declared size passes the memory budget (data.check_data_memory): a
+    zip's PNG headers and an npz's array headers are read first. Each upload is staged under its own name and
+    checked there before it is published, so sessions uploading the same file at once never collide, and a
+    refused upload leaves nothing behind."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:60] or "upload"
     digest = hashlib.sha1(data).hexdigest()[:8]
     root = uploads_root()
@@ -139,51 +142,13 @@ def save_upload(name: str, data: bytes) -> Path:
     if suffix == ".npz":
         path = root / f"{stem}-{digest}.npz"
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            _publish_npz(name, data, path)
     elif suffix == ".zip":
         path = root / f"{stem}-{digest}"
         if not path.exists():
-            import io
-            import shutil
-            import tempfile
-
-            staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=root))
-            try:
-                with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                    members = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(".png")]
-                    if len(members) > MAX_UPLOAD_FILES or sum(i.file_size for i in members) > MAX_UPLOAD_BYTES:
-                        raise DatasetError(f"{name} unpacks to more than {MAX_UPLOAD_FILES:,} files or "
-                                           f"{MAX_UPLOAD_BYTES >> 30} GiB; upload a smaller archive")
-                    for i, info in enumerate(members):
-                        # flat, sanitised names: nothing in an archive may write outside its folder
-                        target = staging / f"{i:07d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(info.filename).name)}"
-                        with archive.open(info) as src, open(target, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-            except (zipfile.BadZipFile, OSError, ValueError) as err:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise DatasetError(f"{name} is not a readable .zip archive ({err})") from err
-            except DatasetError:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            if not any(staging.iterdir()):
-                shutil.rmtree(staging, ignore_errors=True)
-                raise DatasetError(f"{name} holds no .png files; zip PNG images whose alpha is 0 where pixels "
-                                   f"are missing")
-            os.replace(staging, path)
+            _publish_png_zip(name, data, path)
     else:
         raise DatasetError(f"{name}: upload an .npz with arrays x and m, or a .zip of PNG images with alpha")
-    try:
-        load_user_data(path)
-    except DatasetError:
-        if path.is_dir():
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -194,6 +159,83 @@ def how_to_get_by_hand(name: str) -> str:
     how = DATASETS[name].how_to_get if name in DATASETS else "it is not a built-in dataset"
     kept = [part.strip() for part in how.split(";") if "--download" not in part]
     return "; ".join(p for p in kept if p) or how
+
+
+def _publish_npz(name: str, data: bytes, path: Path) -> None:
+    import tempfile
+
+    fd, staged = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _check_staged(staged, name)
+        os.replace(staged, path)  # another session may have published the same bytes: same content, no harm
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+
+
+def _check_staged(staged: str | Path, name: str) -> None:
+    """load_user_data on the staged copy, its messages naming the upload rather than the staging path."""
+    try:
+        load_user_data(staged)
+    except DatasetError as err:
+        raise DatasetError(str(err).replace(str(staged), name)) from None
+
+
+ZIP_NAME_CHARS = 100  # kept of each member's name in the unpacked folder (after its index, which keeps the order)
+
+
+def _publish_png_zip(name: str, data: bytes, path: Path) -> None:
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+    import zlib
+
+    staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=path.parent))
+    try:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except (zipfile.BadZipFile, ValueError, OSError) as err:
+            raise DatasetError(f"{name} is not a readable .zip archive ({err}); upload a .zip of PNG images") \
+                from err
+        try:
+            with archive:
+                members = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(".png")]
+                if not members:
+                    raise DatasetError(f"{name} holds no .png files; zip PNG images whose alpha is 0 where pixels "
+                                       f"are missing")
+                if len(members) > MAX_UPLOAD_FILES or sum(i.file_size for i in members) > MAX_UPLOAD_BYTES:
+                    raise DatasetError(f"{name} unpacks to more than {MAX_UPLOAD_FILES:,} files or "
+                                       f"{MAX_UPLOAD_BYTES >> 30} GiB; upload a smaller archive")
+                check_zip_members(name, members)
+                decoded = 0
+                for info in members:  # the headers only: a few bytes of each member are inflated
+                    with archive.open(info) as src:
+                        size = png_decoded_bytes(src.read(26))
+                    if size is None:
+                        raise DatasetError(f"{name}: {info.filename} is not a PNG image; zip PNG images only")
+                    decoded += size
+                check_data_memory(f"{name} ({len(members):,} images)", decoded)
+                for i, info in enumerate(members):
+                    # flat, sanitised, shortened names: nothing in an archive may write outside its folder
+                    flat = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(info.filename).stem)[:ZIP_NAME_CHARS]
+                    with archive.open(info) as src, open(staging / f"{i:07d}-{flat}.png", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except DatasetError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as err:
+            raise DatasetError(f"{name} is damaged or cannot be read ({' '.join(str(err).split())}); upload the "
+                               f"archive again") from err
+        _check_staged(staging, name)
+        try:
+            os.rename(staging, path)
+        except OSError:
+            if not path.is_dir():  # not "another session published the same upload first"
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_dataset(name: str) -> str:
@@ -396,8 +438,8 @@ class OpenedRun:
 
     def require_imputer(self) -> Imputer:
         if self.imputer is None:
-            raise ValueError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
-                             f"train one with `train ... --imputer`")
+            raise OptionError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
+                              f"train one with `train ... --imputer`")
         return self.imputer
 
 
@@ -440,7 +482,7 @@ def load_trainer(path: str | Path, device: str | None = None) -> MisGAN | Baseli
         return MisGAN.load(path, device=device)
     if kind in BASELINE_KINDS:
         if not METHODS[kind].trainable:
-            raise ValueError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
+            raise OptionError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
         return BaselineRun.load(path, device=device)
     raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot train")
 
@@ -531,7 +573,7 @@ def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed
     spec.validate()
     steps = int(steps or m.default_steps) if m.trainable else 1
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
+        raise OptionError(f"steps must be at least 1; got {steps}")
     reg = registry_ or registry()
     base = run_name(kind, spec, {"seed": seed})
     with _START_LOCK:
@@ -549,7 +591,7 @@ def resume_job(path: str | Path, steps: int, threads: int | None = None,
                registry_: JobRegistry | None = None) -> Job:
     """Continue any trainable run folder in the background for `steps` more steps."""
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
+        raise OptionError(f"steps must be at least 1; got {steps}")
     info = run_info(path)
     if info.error:
         raise CheckpointError(info.error)
@@ -597,10 +639,10 @@ def delete_run(path: str | Path) -> None:
     from .demo import demo_dirs
 
     if Path(path).resolve() in {d.resolve() for d in demo_dirs()}:
-        raise ValueError("the shipped demo model cannot be deleted")
+        raise OptionError("the shipped demo model cannot be deleted")
     job = job_for_run(path)
     if job is not None and job.alive:
-        raise RuntimeError(f"{Path(path).name} is training right now; stop its job before deleting it")
+        raise RunBusy(f"{Path(path).name} is training right now; stop its job before deleting it")
     RunDir(path).delete()
 
 

@@ -1,37 +1,48 @@
 """Command line: `python -m misgan_core COMMAND --help` (installed as `misgan`).
 
-Errors a user can cause (bad options, missing datasets, broken run folders, wrong shapes) print one
-readable line and exit with status 2; nothing on disk is removed or overwritten by a failed command.
+Errors a user can cause (the project's own types in `errors`: bad options, unusable data, broken or busy run
+folders, a full disk; and `OSError` on a path the user gave) print one readable line and exit with status 2;
+nothing on disk is removed or overwritten by a failed command. Anything else is a bug: one line
+`internal error: ...` names the file its traceback was saved to, and the command exits with status 1;
+`--debug` (or the environment variable MISGAN_DEBUG=1) prints the traceback too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 
 from . import distributed, options
 from .baselines import BASELINES
 from .baselines.runs import BaselineRun
-from .catalog import METHODS, load_trainer, open_run
+from .catalog import METHODS, delete_run, load_trainer, open_run
 from .config import RECIPES, MisGANConfig
-from .data import DatasetError, list_datasets, load_user_data
+from .data import list_datasets, load_user_data
 from .device import native_bf16
+from .errors import CheckpointError, DatasetError, MisGANError, OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import MisGAN
-from .runs import CheckpointError
+from .runs import RunDir
 from .spec import DataSpec
 from .training import TrainingInterrupted
 
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, TypeError, OSError, RuntimeError, SafetensorError)
+USER_ERRORS = (MisGANError,)
+# Options whose values are paths the user gave: an OSError on one of these (or inside it) is the user's to fix.
+PATH_OPTIONS = ("out", "run", "input", "data_dir", "pretrained", "dataset")
+DEBUG_FLAG = "--debug"
 
 
 def _positive(text: str) -> int:
@@ -48,9 +59,24 @@ def _non_negative(text: str) -> int:
     return value
 
 
+MAX_SEED = 2 ** 63 - 1  # torch's and numpy's generators take a signed 64-bit seed
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}; got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}; got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m misgan_core",
                                      description="MisGAN Workbench: learn from incomplete data.")
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="print the traceback of an internal error (also: MISGAN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("datasets", help="list datasets and whether each is present",
@@ -78,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive, default=None, help="default: the model's (128)")
     g.add_argument("--set", dest="options", action="append", default=[], metavar="NAME=VALUE",
                    help="a model option, e.g. adversarial=false (gain), lr=1e-4 (convac), rank=40 (mf)")
-    g.add_argument("--seed", type=_non_negative, default=0)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--threads", type=_positive, default=None)
     g.add_argument("--checkpoint-every", type=_non_negative, default=500)
@@ -100,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Sample complete images from a run into a PNG grid (and .npy).")
     p.add_argument("run")
     p.add_argument("-n", type=_positive, default=64)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output .png (a .npy with the raw samples is written beside it)")
 
     p = sub.add_parser("impute", help="impute incomplete data with any run (MisGAN, GAIN, ConvAC, MF, mean, zero)",
@@ -109,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help=".npz with x and m, or a PNG folder; default: the run's data")
     p.add_argument("-n", type=_positive, default=16, help="examples to impute when using the run's data")
     p.add_argument("--draws", type=_positive, default=4)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output .npz (x_imputed of shape (draws, N, C, H, W), m) and .png")
 
     p = sub.add_parser("evaluate", help="generation FID, imputation FID and RMSE of a run",
@@ -118,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--samples", type=int, default=None,
                    help="generated samples for FID (default: as many as the training set, as in the paper)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="noise seed for samples and imputations")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed for samples and imputations")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the run's)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads")
     p.add_argument("--batch-size", type=_positive, default=500)
@@ -143,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="dropout", choices=["dropout", "square"],
                    help="square: the observed square's side is chosen to give each missing rate")
     p.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.8, 0.9], help="missing rates")
-    p.add_argument("--mask-seed", type=_non_negative, default=0)
+    p.add_argument("--mask-seed", type=_seed, default=0)
     p.add_argument("--budget", default="quick", help="quick, paper, minutes=N (each method N minutes of "
                                                      "training) or steps=N")
     p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
@@ -156,8 +182,13 @@ def _parser() -> argparse.ArgumentParser:
                         "mask_activation=stretched or imputer_sees_mask=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=_positive, default=None)
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="sweep folder (made if absent; reused to resume)")
+
+    p = sub.add_parser("delete", help="delete a run folder (refused while a process trains it)",
+                       description="Delete a run folder, holding its lock: refused, naming the process, while "
+                                   "another process trains it.")
+    p.add_argument("run")
 
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
@@ -168,7 +199,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--set expects name=value; got {item!r}")
+            raise OptionError(f"--set expects name=value; got {item!r}")
         try:
             options[name.replace("-", "_")] = json.loads(text)
         except json.JSONDecodeError:
@@ -198,12 +229,30 @@ def _data_parallel(device: str) -> Iterator[int]:
         distributed.stop(finished)
 
 
+@contextlib.contextmanager
+def _removed_unless_trained(out: str) -> Iterator[None]:
+    """A command that makes the run folder `out` and fails (or is interrupted) before its first checkpoint
+    removes the folder again, so that the same --out works the next time."""
+    folder = Path(out)
+    was_there = folder.exists() and any(folder.iterdir()) if folder.is_dir() else folder.exists()
+    try:
+        yield
+    except BaseException:
+        run = RunDir(folder)
+        if not was_there and (folder / "config.json").exists() and not run.has_checkpoint:
+            with contextlib.suppress(CheckpointError, OSError):  # RunBusy: another process took it over
+                run.delete()
+        raise
+
+
 def _train(args: argparse.Namespace) -> None:
-    with _data_parallel(args.device) as rank:
+    with _removed_unless_trained(args.out), _data_parallel(args.device) as rank:
         _train_in_group(args, rank)
 
 
 def _train_in_group(args: argparse.Namespace, rank: int) -> None:
+    if not 0 <= args.seed <= MAX_SEED:
+        raise OptionError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {args.seed}")
     config = options.from_namespace(MisGANConfig, args, data=DataSpec.from_args(args))
     config.validate()
     gan = MisGAN(config, run_dir=args.out)
@@ -226,6 +275,11 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
 def _baseline(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    with _removed_unless_trained(args.out):
+        _baseline_in(args)
+
+
+def _baseline_in(args: argparse.Namespace) -> None:
     m = METHODS[args.kind]
     steps = (args.steps or m.default_steps) if m.trainable else 1
     br = BaselineRun.create(args.out, args.kind, DataSpec.from_args(args), _parse_set(args.options), seed=args.seed,
@@ -248,8 +302,8 @@ def _resume_in_group(args: argparse.Namespace, rank: int) -> None:
     trainer = load_trainer(args.run, device=args.device)
     kind = trainer.kind if isinstance(trainer, BaselineRun) else "misgan"
     if isinstance(trainer, BaselineRun) and distributed.launched_by_torchrun():
-        raise ValueError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
-                         f"in one process (python -m misgan_core resume RUN)")
+        raise OptionError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
+                          f"in one process (python -m misgan_core resume RUN)")
     steps = args.steps if args.steps is not None else max(0, args.until - trainer.step)
     if rank:
         trainer.train(steps)
@@ -269,8 +323,8 @@ def _sample(args: argparse.Namespace) -> None:
 
     run = open_run(args.run)
     if run.sampler is None:
-        raise ValueError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
-                         f"MisGAN or ConvAC run")
+        raise OptionError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
+                          f"MisGAN or ConvAC run")
     images = run.sampler(args.n, torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +340,7 @@ def _impute(args: argparse.Namespace) -> None:
     imputer = run.require_imputer()
     data = load_user_data(args.input) if args.input else run.data.subset(slice(0, args.n))
     if data.shape != run.shape:
-        raise ValueError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
+        raise DatasetError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
     imputed = imputer.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,14 +354,14 @@ def _impute(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     if args.samples is not None and args.samples < 2:
-        raise ValueError("--samples must be at least 2")
+        raise OptionError("--samples must be at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dataset is not None and args.split is not None:
-        raise ValueError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
+        raise OptionError(f"--dataset evaluates on {args.dataset}'s test images; drop --split {args.split}")
     if args.dataset is not None and args.samples is not None:
-        raise ValueError("--dataset measures imputation only, which imputes every example once; drop --samples "
-                         "(the number of generated samples for the generation FID)")
+        raise OptionError("--dataset measures imputation only, which imputes every example once; drop --samples "
+                          "(the number of generated samples for the generation FID)")
     run = open_run(args.run, device=args.device)
     result = evaluate_opened(run, args.samples, args.seed, args.batch_size, args.split or "train", args.dataset)
     # Human-readable lines first, then the machine-readable JSON as the very last line.
@@ -344,36 +398,59 @@ def _sweep(args: argparse.Namespace) -> None:
     print((Path(args.out) / "results.md").read_text())
 
 
+def _delete(args: argparse.Namespace) -> None:
+    delete_run(args.run)
+    print(f"deleted {args.run}", file=sys.stderr)
+
+
 COMMANDS = {"sweep": _sweep, "datasets": _datasets, "train": _train, "baseline": _baseline, "resume": _resume,
-            "sample": _sample, "impute": _impute, "evaluate": _evaluate}
+            "sample": _sample, "impute": _impute, "evaluate": _evaluate, "delete": _delete}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("MISGAN_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     if argv[:1] == ["metrics"]:  # the metrics package owns its sub-commands
         from .metrics.__main__ import main as metrics_main
 
-        return _guarded(lambda: metrics_main(argv[1:]) or 0)
+        return _guarded(lambda: metrics_main(argv[1:]) or 0, debug=debug)
     if argv[:2] == ["baseline", "resume"]:  # the older spelling of `resume` for baseline runs
         argv = ["resume", *argv[2:]]
     args = _parser().parse_args(argv)
-    return _guarded(lambda: COMMANDS[args.command](args))
+    paths = [str(v) for name in PATH_OPTIONS if isinstance(v := getattr(args, name, None), (str, Path))]
+    return _guarded(lambda: COMMANDS[args.command](args), paths, debug)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the training driver saves a checkpoint on the way out, as for Ctrl-C
 
 
-def _guarded(run: Any) -> int:
+def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = False) -> int:
+    """Run a command: 0 (or its code) on success, 2 with one line for an error the user can fix, 1 with one
+    line and a saved traceback for anything else (a bug), 130 when interrupted."""
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # Our own Ctrl-C handler: a process started with SIGINT ignored (from a script with `&`, under nohup,
+        # by some CI runners) inherits the ignoring, and would otherwise train on through Ctrl-C and kill -INT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(run() or 0)
     except USER_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        message = _user_os_error(err, paths)
+        if message is None:
+            return _internal_error(err, debug)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(f"error: out of memory ({_one_line(err)}); use a smaller --batch-size or --limit, or fewer "
+              f"samples", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         if isinstance(err, TrainingInterrupted) and err.saved_step is not None:
@@ -382,11 +459,53 @@ def _guarded(run: Any) -> int:
         else:
             print("interrupted before training wrote anything", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: say so, and keep the traceback for the report
+        return _internal_error(err, debug)
+
+
+def _user_os_error(err: OSError, paths: list[str] | tuple[str, ...]) -> str | None:
+    """The one-line message for an OSError the user can fix: a full disk, or a path they gave (or a file inside
+    it) that cannot be read or written. None for any other OSError."""
+    reason = err.strerror or _one_line(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"the disk is full{where}; free some space and run the command again"
+    for name in (err.filename, err.filename2):
+        if name is None:
+            continue
+        failed = Path(os.fsdecode(name)).absolute()
+        for given in paths:
+            mine = Path(given).absolute()
+            if failed == mine or mine in failed.parents or failed in mine.parents:
+                return f"{failed}: {reason}; check the path {given}"
+    return None
+
+
+def _internal_error(err: BaseException, debug: bool) -> int:
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    saved = _save_traceback(text)
+    where = f"traceback saved to {saved}" if saved else "the traceback could not be saved"
+    print(f"internal error: {type(err).__name__}: {_one_line(err)} ({where}; please report it)", file=sys.stderr)
+    if debug or saved is None:
+        print(text, file=sys.stderr, end="")
+    return 1
+
+
+def _save_traceback(text: str) -> Path | None:
+    """Write a bug's traceback to a new file under the temporary folder (MISGAN_ERROR_DIR overrides)."""
+    folder = Path(os.environ.get("MISGAN_ERROR_DIR") or Path(tempfile.gettempdir()) / "misgan_core-errors")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".txt", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"python -m misgan_core {' '.join(sys.argv[1:])}\n\n{text}")
+    except OSError:
+        return None
+    return Path(name)
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if not isinstance(err, (MemoryError, EOFError)) else f"{type(err).__name__}: {text}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import CheckpointError, OptionError
 from .mask_models import MASK_MODELS
 from .masks import DATA_DEPENDENT
 from .metrics import default_fid_every
@@ -14,7 +15,6 @@ from .migrate import BOOKKEEPING_KEYS, FORMAT, migrate
 from .models import TemperatureSigmoid
 from .options import CLI, NOWHERE, json_problems, option
 from .options import problems as problems_of
-from .runs import CheckpointError
 from .spec import DataSpec
 
 IMPUTER_MODES = ("joint", "standalone", "target")
@@ -209,10 +209,10 @@ class MisGANConfig:
         problems = problems_of(self)
         try:
             self.data.validate()
-        except ValueError as err:
+        except OptionError as err:
             problems.append(str(err))
         if problems:  # the rules below compare values of the right types
-            raise ValueError("; ".join(problems))
+            raise OptionError("; ".join(problems))
         if self.imputer and self.imputer_mode == "target" and self.data.mask in DATA_DEPENDENT:
             problems.append(f"imputer mode 'target' draws masks without data; {self.data.mask} masks depend on "
                             f"the images: use --imputer-mode joint")
@@ -223,7 +223,7 @@ class MisGANConfig:
         if self.betas is not None and not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
             problems.append(f"betas must be two numbers in [0, 1) (Adam's); got {self.betas!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise OptionError("; ".join(problems))
 
     def resolved(self) -> MisGANConfig:
         """This config with every None that means "decided when the run is made" filled in, as the run's

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DatasetError, OptionError
+from .export import GREY_MODES, SIXTEEN_BIT_MODES, eight_bit
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DatasetError(RuntimeError):
-    """A dataset that cannot be loaded; the message says what to do."""
 
 
 @dataclass
@@ -524,15 +523,18 @@ def load_user_data(path: str | Path) -> IncompleteDataset:
             if key is None:
                 raise DatasetError(f"{path} has arrays {sorted(arrays.files)} but no 'x'; save the images as x "
                                    f"(N, H, W), (N, C, H, W) or (N, H, W, C) and the mask as m (1 = observed)")
-            for name in (key, "m"):
-                if name in arrays and _npz_entry_bytes(arrays, name) > MAX_USER_BYTES:
-                    raise DatasetError(f"{path}: array {name!r} is larger than {MAX_USER_BYTES >> 30} GiB; "
-                                       f"split the data or use --limit with a smaller file")
+            names = [n for n in (key, "m") if n in arrays]
+            check_zip_members(str(path), [arrays.zip.getinfo(f"{n}.npy") for n in names])
+            headers = [_npz_entry_header(arrays, n) for n in names]
+            stored = sum(count * itemsize for count, itemsize in headers)
+            # decoded: x and m as float32 (without m, the mask has x's size at most)
+            check_data_memory(str(path), max(stored, 4 * (headers[0][0] + headers[-1][0])))
             x = np.asarray(arrays[key])
             m = np.asarray(arrays["m"]) if "m" in arrays else None
     except DatasetError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
+    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as err:
         raise DatasetError(f"cannot read {path} as .npz ({type(err).__name__}: {' '.join(str(err).split())}); "
                            f"the file may be truncated or not made by numpy.savez") from err
     return incomplete_from_arrays(x, m, name=path.stem)
@@ -585,18 +587,79 @@ def incomplete_from_arrays(x: np.ndarray, m: np.ndarray | None = None, name: str
 
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs (a header claiming 20000x20000) before decoding
-MAX_USER_BYTES = 8 << 30       # refuse an .npz array whose header claims more than this
+DATA_MEMORY_ENV = "MISGAN_DATA_MEMORY"
+DATA_MEMORY_DEFAULT = 1 << 30  # the decoded size the user's own data may have (x and m as float32)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def _npz_entry_bytes(arrays: np.lib.npyio.NpzFile, name: str) -> int:
-    """The size an .npz member's header claims, read without loading it."""
+def data_memory_limit() -> int:
+    """How many bytes the user's own data may take once decoded (x and m as float32): MISGAN_DATA_MEMORY (bytes,
+    or a size such as 512M or 2G), by default 1 GiB. Loading needs a few times this at its peak (docs/)."""
+    text = os.environ.get(DATA_MEMORY_ENV, "").strip()
+    if not text:
+        return DATA_MEMORY_DEFAULT
+    number, unit = text.upper().removesuffix("IB").removesuffix("B"), ""
+    if number[-1:] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and np.isfinite(value)):
+        raise OptionError(f"{DATA_MEMORY_ENV}={text!r} is not a size; give bytes or a size such as 512M or 2G")
+    return int(value)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= scale:
+            return f"{n / scale:.1f} GiB" if unit == "GiB" else f"{n / scale:.0f} MiB"
+    return f"{n / 1024:.0f} KiB"
+
+
+def check_data_memory(what: str, decoded_bytes: int) -> None:
+    """Refuse data whose decoded size (from headers, before anything is decoded) is past data_memory_limit()."""
+    limit = data_memory_limit()
+    if decoded_bytes > limit:
+        raise DatasetError(f"{what} would take {_size(decoded_bytes)} of memory once decoded, more than the "
+                           f"{_size(limit)} allowed ({DATA_MEMORY_ENV}); use fewer or smaller images, or raise "
+                           f"{DATA_MEMORY_ENV} where the machine has the memory")
+
+
+def png_decoded_bytes(head: bytes) -> int | None:
+    """The decoded size (pixels x (channels + mask) as float32) a PNG's header declares, from its first 26
+    bytes; None when they are not a PNG header."""
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    channels = 1 if head[25] in (0, 4) else 3  # grey (with alpha) or colour (palette, RGB, RGBA)
+    return width * height * (channels + 1) * 4
+
+
+SUPPORTED_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                         zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def check_zip_members(what: str, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse, in one line, archive members that cannot be read: encrypted ones, or an unsupported
+    compression method (e.g. AES, method 99)."""
+    for info in members:
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"{what}: {info.filename} is encrypted; save it again without a password")
+        if info.compress_type not in SUPPORTED_ZIP_METHODS:
+            raise DatasetError(f"{what}: {info.filename} uses compression method {info.compress_type}, which "
+                               f"cannot be read here; save it again with standard zip compression (deflate)")
+
+
+def _npz_entry_header(arrays: np.lib.npyio.NpzFile, name: str) -> tuple[int, int]:
+    """(elements, bytes per element) an .npz member's header claims, read without loading it."""
     import numpy.lib.format as fmt
 
     with arrays.zip.open(f"{name}.npy") as f:
         version = fmt.read_magic(f)
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read(f)
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return int(np.prod(shape, dtype=np.int64)), dtype.itemsize
 
 
 def _load_png_folder(folder: Path) -> IncompleteDataset:
@@ -605,32 +668,42 @@ def _load_png_folder(folder: Path) -> IncompleteDataset:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise DatasetError(f"{folder} has no .png files")
-    images, masks = [], []
-    size = None
+    # First the headers: every image's size, and their decoded total against the memory budget.
+    size, decoded = None, 0
     for f in files:
         try:
-            im = Image.open(f)
-            if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
-                raise DatasetError(f"{f} claims {im.size[0]}x{im.size[1]} pixels, more than the "
-                                   f"{MAX_IMAGE_PIXELS:,} an image may have here; resize it")
-            im.load()
-        except DatasetError:
-            raise
+            with Image.open(f) as im:
+                width, height, grey = im.size[0], im.size[1], im.mode in GREY_MODES
         except Image.DecompressionBombError as err:
             raise DatasetError(f"{f} claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or an "
                                f"image far too large); resize it") from err
         except (OSError, ValueError, SyntaxError) as err:
             raise DatasetError(f"{f} is not a readable PNG: {err}") from err
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DatasetError(f"{f} claims {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} an image "
+                               f"may have here; resize it")
         if size is None:
-            size = im.size
-        elif im.size != size:
-            raise DatasetError(f"{f} is {im.size[0]}x{im.size[1]} but earlier images are {size[0]}x{size[1]}; "
+            size = (width, height)
+        elif (width, height) != size:
+            raise DatasetError(f"{f} is {width}x{height} but earlier images are {size[0]}x{size[1]}; "
                                f"all images must share one size")
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            # 16-bit grey (no alpha): scale 0-65535 to 0-255; convert("L") would clip everything above 255
-            wide = np.asarray(im, dtype=np.float64)
-            images.append(np.round(wide / 65535.0 * 255.0).clip(0, 255).astype(np.uint8)[..., None])
-            masks.append(np.ones(wide.shape, dtype=bool))
+        decoded += width * height * ((1 if grey else 3) + 1) * 4
+    check_data_memory(f"{folder} ({len(files):,} images)", decoded)
+    images, masks = [], []
+    for f in files:
+        try:
+            im = Image.open(f)
+            im.load()
+        except Image.DecompressionBombError as err:
+            raise DatasetError(f"{f} claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or an "
+                               f"image far too large); resize it") from err
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DatasetError(f"{f} is not a readable PNG: {err}") from err
+        if im.size != size:
+            raise DatasetError(f"{f} changed while it was read; load the data again")
+        if im.mode in SIXTEEN_BIT_MODES:  # 16-bit grey (no alpha): scaled to 8 bits, not clipped
+            images.append(np.asarray(eight_bit(im))[..., None])
+            masks.append(np.ones(im.size[::-1], dtype=bool))
             continue
         gray = im.mode in ("L", "LA", "1")
         rgba = np.asarray(im.convert("LA" if gray else "RGBA"))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from .errors import OptionError
 from .misgan import MisGAN
 
 ASSETS = Path(__file__).parent / "assets"
@@ -51,7 +52,7 @@ def export_demo(run: str | Path, out: str | Path = DEMO_DIR, record: dict[str, A
     """Turn a trained MisGAN run with an imputer into a small inference-only folder."""
     gan = MisGAN.load(run)
     if gan.nets.gi is None:
-        raise ValueError(f"{run} has no imputer; train with --imputer")
+        raise OptionError(f"{run} has no imputer; train with --imputer")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # The networks that sample and impute: their weight averages where the run keeps them (config.ema).

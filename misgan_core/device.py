@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import OptionError
+
+TRAINING_DEVICES = ("cpu", "cuda")
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else the CPU."""
@@ -16,9 +20,12 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+        raise OptionError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+    if device.type not in TRAINING_DEVICES:
+        raise OptionError(f"device {name!r} cannot hold a model's weights for training or imputing; use --device "
+                          f"auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but no CUDA GPU is available; use --device auto or cpu")
+        raise OptionError(f"device {name!r} asked for but no CUDA GPU is available here; use --device auto or cpu")
     return device
 
 

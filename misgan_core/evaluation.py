@@ -16,6 +16,7 @@ import torch
 
 from .catalog import METHODS, OpenedRun, open_run, runs_root
 from .data import IncompleteDataset
+from .errors import OptionError
 from .imputers import Imputer
 from .metrics import evaluate
 from .runs import append_jsonl, read_jsonl
@@ -46,7 +47,7 @@ def evaluation_data(run: OpenedRun, split: str = "train", dataset: str | None = 
     if split == "test":
         spec = run.spec.held_out()
         return spec, spec.load().as_float()
-    raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
+    raise OptionError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
 
 
 def split_label(split: str, n: int, dataset: str | None = None) -> str:
@@ -63,8 +64,8 @@ def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
     On another dataset (`dataset`) only the imputation is measured: a generation FID against data the model
     was not trained to generate would measure the gap between the datasets, not the model."""
     if dataset is not None and run.imputer is None:
-        raise ValueError(f"on another dataset only imputation is measured, and run {run.path.name} has no "
-                         f"imputer; evaluate a run trained with --imputer (or a baseline)")
+        raise OptionError(f"on another dataset only imputation is measured, and run {run.path.name} has no "
+                          f"imputer; evaluate a run trained with --imputer (or a baseline)")
     spec, data = evaluation_data(run, split, dataset)
     with torch.no_grad():
         result = evaluate(spec.dataset, data=data, sample_fn=None if dataset else run.sampler,

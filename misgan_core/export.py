@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import MisGANError, OptionError
 from .grids import show_missing
 from .imputers import Imputer, paste_observed
 
@@ -28,8 +29,23 @@ ACCEPTED_FORMATS = ("PNG", "JPEG")
 MAX_UPLOAD_PIXELS = 40_000_000  # refuse decompression bombs before decoding
 
 
-class ImageInputError(ValueError):
+class ImageInputError(MisGANError, ValueError):
     """An image or mask a person supplied that cannot be used; the message says why and what to do."""
+
+
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+GREY_MODES = ("1", "L", "LA", "P;L", *SIXTEEN_BIT_MODES)
+
+
+def eight_bit(image: Any) -> Any:
+    """A 16-bit grey PIL image scaled to 8 bits (0-65535 to 0-255); other images unchanged. PIL's own
+    convert("L") clips everything above 255 instead."""
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.round(wide / 65535.0 * 255.0).clip(0, 255).astype(np.uint8), "L")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +89,7 @@ def image_to_tensor(data: bytes, shape: tuple[int, int, int], invert: bool | str
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgba = img.convert("RGBA")
+            rgba = eight_bit(img).convert("RGBA")
     except (OSError, ValueError) as err:
         raise ImageInputError(
             f"the {fmt} file is damaged or truncated ({err}); save it again and retry"
@@ -107,7 +123,7 @@ def _should_invert(gray: np.ndarray, invert: bool | str) -> bool:
     if invert in (True, False):
         return bool(invert)
     if invert != "auto":
-        raise ValueError(f"invert must be True, False or 'auto'; got {invert!r}")
+        raise OptionError(f"invert must be True, False or 'auto'; got {invert!r}")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(border.mean()) > 0.5
 
@@ -129,7 +145,7 @@ def mask_from_canvas(
 
     h, w = size
     if paint_marks not in ("missing", "observed"):
-        raise ValueError(f"paint_marks must be 'missing' or 'observed'; got {paint_marks!r}")
+        raise OptionError(f"paint_marks must be 'missing' or 'observed'; got {paint_marks!r}")
     if rgba is None:
         painted = np.zeros((h, w), dtype=bool)
     else:
@@ -156,7 +172,7 @@ def summarise_draws(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     The standard deviation is the population one (0 with a single draw), so observed pixels show 0.
     """
     if draws.dim() != 5:
-        raise ValueError(f"draws must be (K, N, C, H, W); got {tuple(draws.shape)}")
+        raise OptionError(f"draws must be (K, N, C, H, W); got {tuple(draws.shape)}")
     return draws.mean(0), draws.std(0, unbiased=False)
 
 
@@ -188,7 +204,7 @@ def side_by_side(
     titles = (["truth"] if truth else []) + ["input"]
     for name, images in results.items():
         if tuple(images.shape) != tuple(x.shape):
-            raise ValueError(f"{name} returned shape {tuple(images.shape)}; expected {tuple(x.shape)}")
+            raise OptionError(f"{name} returned shape {tuple(images.shape)}; expected {tuple(x.shape)}")
         cols.append(images.to(x.dtype))
         titles.append(name)
     return torch.stack(cols, dim=1).reshape(-1, *x.shape[1:]), titles
@@ -207,7 +223,7 @@ def impute_dataset_draws(
     The imputer sees only observed entries (missing ones zeroed), so ground truth cannot leak in.
     """
     if draws < 1:
-        raise ValueError(f"draws must be at least 1; got {draws}")
+        raise OptionError(f"draws must be at least 1; got {draws}")
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for start in range(0, len(x), batch_size):
@@ -246,7 +262,7 @@ def png_zip_bytes(x_imputed: torch.Tensor) -> bytes:
     from PIL import Image
 
     if x_imputed.dim() != 5:
-        raise ValueError(f"expected (K, N, C, H, W); got {tuple(x_imputed.shape)}")
+        raise OptionError(f"expected (K, N, C, H, W); got {tuple(x_imputed.shape)}")
     arr = (x_imputed.detach().cpu().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

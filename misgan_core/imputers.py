@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from .errors import DatasetError, OptionError
+
 
 @runtime_checkable
 class Imputer(Protocol):
@@ -33,10 +35,10 @@ def paste_observed(x: torch.Tensor, m: torch.Tensor, filled: torch.Tensor) -> to
 def check_incomplete_batch(x: torch.Tensor, m: torch.Tensor) -> None:
     """Raise ValueError with a readable message when (x, m) cannot be an incomplete batch."""
     if x.dim() != 4:
-        raise ValueError(f"x must have shape (N, C, H, W); got {tuple(x.shape)}")
+        raise OptionError(f"x must have shape (N, C, H, W); got {tuple(x.shape)}")
     if m.dim() != 4 or m.shape[1] != 1 or m.shape[0] != x.shape[0] or m.shape[2:] != x.shape[2:]:
-        raise ValueError(
-            f"mask must have shape (N, 1, H, W) matching x {tuple(x.shape)}; got {tuple(m.shape)}")
+        raise OptionError(
+                          f"mask must have shape (N, 1, H, W) matching x {tuple(x.shape)}; got {tuple(m.shape)}")
     observed = torch.where(m.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
     if not torch.isfinite(observed).all():
-        raise ValueError("x has NaN or infinite values at observed entries; mark them missing in m")
+        raise DatasetError("x has NaN or infinite values at observed entries; mark them missing in m")

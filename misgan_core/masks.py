@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import CompleteData, IncompleteDataset, as_float_images
+from .errors import OptionError
 
 
 class MaskProcess:
@@ -56,8 +57,8 @@ class SquareObservation(MaskProcess):
 
     def _fit(self, height: int, width: int) -> int:
         if not 1 <= self.size <= min(height, width):
-            raise ValueError(f"square size {self.size} must be between 1 and {min(height, width)} for "
-                             f"{height}x{width} images")
+            raise OptionError(f"square size {self.size} must be between 1 and {min(height, width)} for "
+                              f"{height}x{width} images")
         return self.size
 
     def expected_missing_rate(self, height: int, width: int) -> float:
@@ -80,7 +81,7 @@ class IndependentDropout(MaskProcess):
     def __post_init__(self) -> None:
         lo, hi = self.rate_range if self.rate_range is not None else (self.rate, self.rate)
         if not (0.0 <= lo <= hi < 1.0):
-            raise ValueError(f"missing rate must lie in [0, 1) (and low <= high); got {lo}..{hi}: a rate of 1 "
+            raise OptionError(f"missing rate must lie in [0, 1) (and low <= high); got {lo}..{hi}: a rate of 1 "
                              f"would leave nothing observed")
 
     def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -114,8 +115,8 @@ class RectangleObservation(MaskProcess):
     def _side_range(self, length: int) -> tuple[int, int]:
         lo, hi = max(1, math.ceil(self.low * length)), max(1, math.floor(self.high * length))
         if not (0 < self.low <= self.high <= 1) or lo > hi:
-            raise ValueError(f"rectangle side fractions must satisfy 0 < low <= high <= 1; got {self.low}, "
-                             f"{self.high}")
+            raise OptionError(f"rectangle side fractions must satisfy 0 < low <= high <= 1; got {self.low}, "
+                              f"{self.high}")
         return lo, hi
 
     def sample(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -181,11 +182,11 @@ class DataDependentProcess(MaskProcess):
 
     def _check_direction(self) -> None:
         if getattr(self, "direction", "high") not in ("high", "low"):
-            raise ValueError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
+            raise OptionError(f"mask direction must be 'high' or 'low'; got {self.direction!r}")
 
     def _check_rate(self, most: float = 1.0) -> None:
         if not (isinstance(self.rate, (int, float)) and 0.0 < self.rate < most):
-            raise ValueError(f"missing rate must lie in (0, {most:g}) for {self.name}; got {self.rate}")
+            raise OptionError(f"missing rate must lie in (0, {most:g}) for {self.name}; got {self.rate}")
 
 
 def _bisect(f: object, target: float, lo: float, hi: float, iters: int = 60) -> float:
@@ -219,7 +220,7 @@ class SelfMasking(DataDependentProcess):
         self._check_rate()
         self._check_direction()
         if not (self.steepness > 0):
-            raise ValueError(f"steepness must be positive; got {self.steepness}")
+            raise OptionError(f"steepness must be positive; got {self.steepness}")
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each pixel's missing probability; the offset c is set by bisection for the dataset's rate."""
@@ -279,7 +280,7 @@ class IntensityMAR(DataDependentProcess):
 
     def _region(self, height: int, width: int) -> torch.Tensor:
         if not 1 <= self.region < min(height, width):
-            raise ValueError(f"observed region {self.region} must be smaller than the {height}x{width} image")
+            raise OptionError(f"observed region {self.region} must be smaller than the {height}x{width} image")
         keep = torch.zeros(height, width, dtype=torch.bool)
         top, left = (height - self.region) // 2, (width - self.region) // 2
         keep[top:top + self.region, left:left + self.region] = True
@@ -329,7 +330,7 @@ def make_mask_process(name: str, mask_size: int = 14, missing_rate: float = 0.5,
         return RectangleObservation()
     if name == "quadrants":
         return QuadrantObservation()
-    raise ValueError(f"unknown missingness {name!r}; choose one of {', '.join(MASK_PROCESSES)}")
+    raise OptionError(f"unknown missingness {name!r}; choose one of {', '.join(MASK_PROCESSES)}")
 
 
 def make_incomplete(data: CompleteData, process: MaskProcess, seed: int = 0) -> IncompleteDataset:
@@ -338,16 +339,16 @@ def make_incomplete(data: CompleteData, process: MaskProcess, seed: int = 0) -> 
     gen = torch.Generator().manual_seed(seed)
     if getattr(process, "needs_data", False):
         if data.compact and data.x.numel() > 2**29:
-            raise ValueError(f"{process.describe()} looks at every image, and {n:,} compact images are too many "
-                             f"to hold as floats; use --limit (at most {2**29 // (data.x[0].numel()):,}) or a "
-                             f"process that does not depend on the data")
+            raise OptionError(f"{process.describe()} looks at every image, and {n:,} compact images are too many "
+                              f"to hold as floats; use --limit (at most {2**29 // (data.x[0].numel()):,}) or a "
+                              f"process that does not depend on the data")
         m = process.sample_for(as_float_images(data.x), gen)
     else:
         m = process.sample(n, h, w, gen)
     if (m.flatten(1).sum(1) == 0).any():
         # A fully missing example carries no information; a process that makes one is misconfigured.
-        raise ValueError(f"{process.describe()} produced an example with no observed pixel; lower the "
-                         f"missing rate")
+        raise OptionError(f"{process.describe()} produced an example with no observed pixel; lower the "
+                          f"missing rate")
     if data.compact:
         m = m.to(torch.uint8)  # a quarter of float32's memory, like the images
     return IncompleteDataset(data.name, data.x, m, data.labels, ground_truth=True,

@@ -34,6 +34,7 @@ from .config import MisGANConfig
 from .data import IncompleteDataset, as_float_images
 from .device import pick_device
 from .distributed import average_gradients, rank_and_world
+from .errors import CheckpointError, OptionError
 from .fast import RankNoise, SpeedPaths
 from .imputers import check_incomplete_batch, paste_observed
 from .mask_models import MASK_MODELS, MaskModel, SeededNoise, f_tau, with_mask_channel
@@ -148,8 +149,8 @@ class MisGAN(MisGANRunFolder):
             self._x, self._m = self.data.observed_only().to(self.device), self.data.m.to(self.device)
         self._order = EpochOrder(len(self._x), c.batch_size, c.seed, "cpu" if self.data.compact else self.device)
         if self._order.batch_size % self.world:
-            raise ValueError(f"--batch-size is the global batch and must divide evenly over the {self.world} "
-                             f"processes; got {self._order.batch_size}")
+            raise OptionError(f"--batch-size is the global batch and must divide evenly over the {self.world} "
+                              f"processes; got {self._order.batch_size}")
         self._b = self._order.batch_size // self.world  # this rank's rows of every minibatch
 
     def _run_folder(self, run_dir: str | Path | RunDir | None, resume: bool) -> RunDir | None:
@@ -162,9 +163,9 @@ class MisGAN(MisGANRunFolder):
     def _load_pretrained_gx(self, path: str | None) -> None:
         source = MisGAN.load(path, device=str(self.device))  # type: ignore[arg-type]
         if source.shape != self.shape:
-            raise ValueError(f"pre-trained run {path} models {source.shape} images, but the data are {self.shape}")
+            raise OptionError(f"pre-trained run {path} models {source.shape} images, but the data are {self.shape}")
         if type(source.nets.gx) is not type(self.nets.gx):
-            raise ValueError(f"pre-trained run {path} uses arch {source.config.arch!r}; use the same --arch")
+            raise OptionError(f"pre-trained run {path} uses arch {source.config.arch!r}; use the same --arch")
         self.nets.gx.load_state_dict(source.nets.gx.state_dict())
 
     def _trainable(self) -> dict[str, nn.Module]:
@@ -325,7 +326,7 @@ class MisGAN(MisGANRunFolder):
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Gi(x, m, w) = x*m + Ĝi(x*m + w*(1-m)) * (1-m) (eq. 12) with the live Ĝi, w ~ U[0, 1) of x's shape."""
         if self.nets.gi is None:
-            raise RuntimeError("this run has no imputer; train one with --imputer")
+            raise CheckpointError("this run has no imputer; train one with --imputer")
         w = self.noise.uniform(len(x), *x.shape[1:]) if train else \
             torch.rand(x.shape, generator=generator, device=x.device)
         return _impute(self.nets.gi, x, m, w)
@@ -403,11 +404,11 @@ class MisGAN(MisGANRunFolder):
         """K imputations of each (x, m): (draws, N, C, H, W), observed entries kept bit-exact."""
         check_incomplete_batch(x, m)
         if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"this model imputes {self.shape} images; got {tuple(x.shape[1:])}")
+            raise OptionError(f"this model imputes {self.shape} images; got {tuple(x.shape[1:])}")
         if draws < 1:
-            raise ValueError(f"draws must be at least 1; got {draws}")
+            raise OptionError(f"draws must be at least 1; got {draws}")
         if self.nets.gi is None:
-            raise RuntimeError("this run has no imputer; train one with --imputer")
+            raise CheckpointError("this run has no imputer; train one with --imputer")
         gi = self.inference_net("gi")
         was = gi.training
         gi.eval()

@@ -16,6 +16,7 @@ from torch import nn
 from .config import MisGANConfig
 from .data import IncompleteDataset
 from .distributed import average
+from .errors import OptionError
 from .fast import SpeedPaths
 from .runs import CheckpointError, RunDir
 
@@ -122,7 +123,7 @@ class MisGANRunFolder:
         if run_dir is not None and self.run is None:
             self.run = RunDir.create(run_dir, {"kind": "misgan", **self.config.to_dict()})
         if self.run is None:
-            raise ValueError("no run folder: pass run_dir")
+            raise OptionError("no run folder: pass run_dir")
         self.run.save_checkpoint(self._checkpoint_modules(), self.state())
         return self.run
 

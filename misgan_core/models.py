@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import OptionError
+
 LATENT = 128
 
 
@@ -41,9 +43,9 @@ class TemperatureSigmoid(nn.Module):
     def __init__(self, temperature: float = 0.66, kind: str = "sigmoid"):
         super().__init__()
         if kind not in self.KINDS:
-            raise ValueError(f"unknown mask activation {kind!r}; choose one of {', '.join(self.KINDS)}")
+            raise OptionError(f"unknown mask activation {kind!r}; choose one of {', '.join(self.KINDS)}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive; got {temperature}")
+            raise OptionError(f"temperature must be positive; got {temperature}")
         self.temperature, self.kind = temperature, kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,7 +247,7 @@ class UNetImputerNet(nn.Module):
         c, size, _ = shape
         self.sees_mask = sees_mask
         if size % (2 ** levels):
-            raise ValueError(f"a {levels}-level U-Net needs a side divisible by {2 ** levels}; got {size}")
+            raise OptionError(f"a {levels}-level U-Net needs a side divisible by {2 ** levels}; got {size}")
         widths = [min(width * 2 ** i, width * 8) for i in range(levels)]
         block: nn.Module | None = None
         for i in range(levels - 1, 0, -1):
@@ -281,12 +283,12 @@ def check_shape(arch: str, shape: tuple[int, int, int]) -> None:
     """Refuse image shapes the architecture cannot model, saying what to do."""
     c, h, w = shape
     if c not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels; got {c}")
+        raise OptionError(f"images must have 1 or 3 channels; got {c}")
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise OptionError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if arch == "conv" and not (h == w and h in (28, 32, 64)):
-        raise ValueError(f"arch 'conv' supports 28x28, 32x32 and 64x64 images; got {h}x{w}. Use --arch fc, "
-                         f"or resize the images")
+        raise OptionError(f"arch 'conv' supports 28x28, 32x32 and 64x64 images; got {h}x{w}. Use --arch fc, "
+                          f"or resize the images")
 
 
 def generator(arch: str, shape: tuple[int, int, int], output: nn.Module, latent: int = LATENT) -> nn.Module:

@@ -33,17 +33,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import OptionError  # also for values given by name: --misgan-set NAME=VALUE, a sweep's options
+
 CLI = "cli"
 PAGE = "page"
 BOTH = (CLI, PAGE)
 NOWHERE: tuple[str, ...] = ()
 OPTION = "option"  # the metadata key a declaration sits under
 SECTIONS = {"main": "Model and training", "hyper": "Hyper-parameters (defaults are the paper's)"}
-
-
-class OptionError(ValueError):
-    """A value a user gave for an option by name (`--misgan-set NAME=VALUE`, a sweep's MisGAN options) that the
-    declaration refuses: the message names the option and says what it takes."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ the last good checkpoint, and two processes never share a temporary file. Checkp
 and state stamped with their step; the previous pair is kept (model.prev.safetensors, state.prev.pt), and
 loading takes the newest pair whose two steps agree, saying so when it has to fall back. One process at a
 time may train a run: `RunDir.lock()` holds an exclusive lock on `.lock` (released by the kernel when the
-process dies, so a crashed training never leaves a stale lock). Readers (evaluate, sample, impute, the app)
-never write to a run folder.
+process dies, so a crashed training never leaves a stale lock); deleting a run takes the same lock, and
+taking it removes the temporary files of a writer that was killed. Readers (evaluate, sample, impute, the
+app) never write to a run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +35,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError, DiskFull, RunBusy
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -41,14 +45,6 @@ PREV_STATE = "state.prev.pt"
 LOCK = ".lock"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
-
-
-class CheckpointError(RuntimeError):
-    """A run folder that cannot be used; the message says what is wrong and what to do."""
-
-
-class RunBusy(CheckpointError):
-    """Another process is training this run."""
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
@@ -64,6 +60,16 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _disk_is_full(err: BaseException, folder: Path, needed: int) -> bool:
+    """Whether a failed write failed for lack of space: ENOSPC / EDQUOT, or less room left than it needed."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
 
 
 def _weights_step(path: Path) -> int | None:
@@ -139,22 +145,40 @@ class RunDir:
         return config
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run's writer lock, or raise RunBusy naming the process that holds it."""
+    def lock(self, purpose: str = "training") -> Iterator[None]:
+        """Hold the run's writer lock, or raise RunBusy naming the process that holds it. `purpose` is what the
+        holder does with the run ("training" or "deleting"), shown to whoever is refused. Taking the lock
+        removes the temporary files a killed writer left behind (`.NAME.*.tmp`): no one else writes here now."""
         path = self.path / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.path} no longer exists (was it deleted?); train a new run") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                raise RunBusy(f"run {self.path} is being trained by process {holder}; wait for it to finish or "
-                              f"stop it first") from None
+                raise RunBusy(self._busy_message(os.pread(fd, 64, 0).decode(errors="replace"))) from None
+            if os.fstat(fd).st_nlink == 0:  # the folder was deleted between our open and our lock
+                raise CheckpointError(f"{self.path} was deleted; train a new run")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, (str(os.getpid()) + ("" if purpose == "training" else f" {purpose}")).encode(), 0)
+            self._remove_stale_temporaries()
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _busy_message(self, holder: str) -> str:
+        pid, _, purpose = holder.strip().partition(" ")
+        doing = {"": "being trained", "deleting": "being deleted"}.get(purpose, f"in use ({purpose})")
+        return (f"run {self.path} is {doing} by process {pid or 'another process'}; wait for it to finish or stop "
+                f"it first")
+
+    def _remove_stale_temporaries(self) -> None:
+        for folder in (self.path, self.path / SAMPLES):
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     @property
     def has_checkpoint(self) -> bool:
@@ -179,8 +203,17 @@ class RunDir:
         os.close(fd2)
         new_state, new_weights = Path(name), Path(name2)
         try:
-            torch.save(state, new_state)
-            save_file(tensors, str(new_weights), metadata={"step": str(step)})
+            try:
+                torch.save(state, new_state)
+                save_file(tensors, str(new_weights), metadata={"step": str(step)})
+            except (OSError, RuntimeError, SafetensorError) as err:  # torch reports a full disk as RuntimeError
+                needed = sum(v.numel() * v.element_size() for v in tensors.values())
+                if not _disk_is_full(err, self.path, needed):
+                    raise
+                then = (f"continue with `python -m misgan_core resume {self.path}` (the previous checkpoint "
+                        f"is kept)" if self.has_checkpoint else "train again")
+                raise DiskFull(f"the disk holding {self.path} is full, so the checkpoint at step {step} was not "
+                               f"written; free some space, then {then}") from err
             if (self.path / STATE).exists() and (self.path / WEIGHTS).exists() and \
                     self._state_step(self.path / STATE) == _weights_step(self.path / WEIGHTS):
                 os.replace(self.path / STATE, self.path / PREV_STATE)
@@ -311,9 +344,12 @@ class RunDir:
         return latest
 
     def delete(self) -> None:
+        """Delete the run folder, holding its lock: refused (RunBusy, naming the process) while another process
+        trains it, and no training can start on it while it goes."""
         if not (self.path / CONFIG).exists():
             raise CheckpointError(f"refusing to delete {self.path}: it is not a run folder")
-        shutil.rmtree(self.path)
+        with self.lock("deleting"):
+            shutil.rmtree(self.path)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

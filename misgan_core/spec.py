@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DATASETS, SPLITS, IncompleteDataset, is_user_data, load_complete, load_user_data
+from .errors import OptionError
 from .masks import DATA_DEPENDENT, MASK_PROCESSES, MaskProcess, SelfMasking, make_incomplete, make_mask_process
 
 FIELDS = ("dataset", "data_dir", "split", "limit", "mask", "mask_size", "missing_rate", "missing_rate_range",
@@ -72,8 +73,8 @@ class DataSpec:
             problems.append(f"limit must be a positive number of examples; got {self.limit}")
         if self.split not in SPLITS:
             problems.append(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
-        if not isinstance(self.mask_seed, int) or self.mask_seed < 0:
-            problems.append(f"mask seed must be a non-negative integer; got {self.mask_seed}")
+        if not isinstance(self.mask_seed, int) or not 0 <= self.mask_seed < 2 ** 63:
+            problems.append(f"mask seed must be a whole number from 0 to 2^63 - 1; got {self.mask_seed}")
         if not self.own_data:
             if self.mask not in MASK_PROCESSES:
                 problems.append(f"unknown missingness {self.mask!r}; choose one of {', '.join(MASK_PROCESSES)}")
@@ -95,7 +96,7 @@ class DataSpec:
                                                         and self.mask_steepness > 0):
                     problems.append(f"mask steepness must be a positive number; got {self.mask_steepness}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise OptionError("; ".join(problems))
 
     def mask_process(self) -> MaskProcess:
         return make_mask_process(self.mask, self.mask_size, self.missing_rate, self.missing_rate_range,
@@ -179,12 +180,14 @@ class DataSpec:
         """The spec of examples that no run trained on this spec has seen: the test split, with the same
         missingness process and mask seed (masks are drawn for the held-out examples themselves)."""
         if self.own_data:
-            raise ValueError("your own data has no held-out part; evaluate it with --split train")
+            raise OptionError("your own data has no held-out part; evaluate it with --split train")
         if self.split == "test":
             return self
         if self.split == "all" and self.dataset == "mnist-5k":
-            raise ValueError("this run trained on all 5,000 mnist-5k digits (split 'all'), so none is held out; "
-                             "train with --split train to keep 500 digits back, or evaluate with --split train")
+            trained = f"the first {self.limit:,}" if self.limit and self.limit < 5000 else "all 5,000"
+            raise OptionError(f"this run trained on {trained} mnist-5k digits of split 'all', the split that "
+                              f"includes the 500 held-out digits, so none is held out for it; train with --split "
+                              f"train to keep them back, or evaluate with --split train")
         return self.replace(split="test", limit=None)
 
     def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
@@ -192,17 +195,17 @@ class DataSpec:
         data-dependent process keeps its form (direction, steepness) and has its threshold matched to the
         missing rate on the new images."""
         if self.own_data:
-            raise ValueError("this run trained on your own data, which brings its own masks: there is no "
-                             "missingness process to draw on another dataset")
+            raise OptionError("this run trained on your own data, which brings its own masks: there is no "
+                              "missingness process to draw on another dataset")
         if dataset == self.dataset:
-            raise ValueError(f"{dataset} is this run's own dataset; evaluate it with --split test (its held-out "
-                             f"examples) or --split train")
+            raise OptionError(f"{dataset} is this run's own dataset; evaluate it with --split test (its held-out "
+                              f"examples) or --split train")
         if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
+            raise OptionError(f"unknown dataset {dataset!r} to evaluate on; choose one of {', '.join(DATASETS)}")
         if tuple(DATASETS[dataset].shape) != tuple(shape):
             c, h, w = DATASETS[dataset].shape
-            raise ValueError(f"{dataset} images are {c}x{h}x{w} but this run's are {'x'.join(map(str, shape))}; "
-                             f"evaluate on a dataset of the same shape")
+            raise OptionError(f"{dataset} images are {c}x{h}x{w} but this run's are {'x'.join(map(str, shape))}; "
+                              f"evaluate on a dataset of the same shape")
         return self.replace(dataset=dataset, split="test", limit=None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,7 +215,12 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        """A spec from its JSON form; other keys (a whole flat legacy config) are ignored."""
+        """A spec from its JSON form: a run config's `data` entry, whose keys must all be known, or a whole
+        flat config of older run folders (which has a `kind`), whose other keys are the run's."""
+        unknown = sorted(set(d) - set(FIELDS))
+        if unknown and "kind" not in d:
+            raise OptionError(f"the data entry has unknown fields {unknown}; it was written by a newer misgan_core "
+                              f"or edited by hand: fix config.json or start a new run")
         values = {k: d[k] for k in FIELDS if k in d}
         values.setdefault("split", "all")  # written before splits: the run saw every training example
         spec = cls(**values)
@@ -220,7 +228,7 @@ class DataSpec:
                            ("missing_rate", (int, float))):
             value = getattr(spec, name)
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"data field {name!r} has the wrong type ({type(value).__name__}: {value!r})")
+                raise OptionError(f"data field {name!r} has the wrong type ({type(value).__name__}: {value!r})")
         return spec
 
     def replace(self, **changes: Any) -> DataSpec:

@@ -36,6 +36,7 @@ import torch
 
 from .baselines.runs import BaselineRun
 from .catalog import METHODS, load_trainer, open_run
+from .errors import OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .misgan import MisGAN, MisGANConfig
 from .options import check_assignments
@@ -75,9 +76,9 @@ class Budget:
                 value = float(number)
             except ValueError:
                 value = -1
-            if value > 0 and (name == "minutes" or value == int(value)):
+            if math.isfinite(value) and value > 0 and (name == "minutes" or value == int(value)):
                 return cls(name, value)
-        raise ValueError(f"budget must be quick, paper, minutes=N or steps=N (N > 0); got {text!r}")
+        raise OptionError(f"budget must be quick, paper, minutes=N or steps=N (N a finite number > 0); got {text!r}")
 
     def __str__(self) -> str:
         return self.kind if self.kind in ("quick", "paper") else f"{self.kind}={self.value:g}"
@@ -119,14 +120,14 @@ def cell_specs(dataset: str, mask: str, rates: list[float], data_dir: str | None
     out = []
     for rate in rates:
         if not 0 < rate < 1:
-            raise ValueError(f"missing rates must lie strictly between 0 and 1; got {rate}")
+            raise OptionError(f"missing rates must lie strictly between 0 and 1; got {rate}")
         if mask == "dropout":
             spec = DataSpec(dataset, data_dir, "train", limit, "dropout", missing_rate=float(rate), mask_seed=mask_seed)
         elif mask == "square":
             side = square_side_for(rate, shape[1], shape[2])
             spec = DataSpec(dataset, data_dir, "train", limit, "square", mask_size=side, mask_seed=mask_seed)
         else:
-            raise ValueError(f"a sweep varies the missing rate of dropout or square masks; got {mask!r}")
+            raise OptionError(f"a sweep varies the missing rate of dropout or square masks; got {mask!r}")
         spec.validate()
         out.append((float(rate), spec))
     return out
@@ -153,12 +154,12 @@ class Sweep:
                  misgan_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None):
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+            raise OptionError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
         if not methods:
-            raise ValueError("name at least one method")
+            raise OptionError("name at least one method")
         for split in eval_splits:
             if split not in EVAL_SPLITS:
-                raise ValueError(f"evaluation split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
+                raise OptionError(f"evaluation split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
         from .data import DATASETS
 
         shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
@@ -182,8 +183,10 @@ class Sweep:
         return [r for r in read_jsonl(self.results_path) if isinstance(r, dict)]
 
     def done(self, cell: Cell) -> bool:
-        have = {r.get("split") for r in self.rows() if r.get("cell") == cell.id and r.get("budget") == str(self.budget)}
-        return set(self.eval_splits) <= have
+        return set(self.eval_splits) <= self._evaluated_splits(cell)
+
+    def _evaluated_splits(self, cell: Cell) -> set[str]:
+        return {r.get("split") for r in self.rows() if r.get("cell") == cell.id and r.get("budget") == str(self.budget)}
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -292,8 +295,8 @@ class Sweep:
         for name in OPTION_FIELDS:
             value, have = getattr(wanted, name), getattr(config, name)
             if value is not None and have != value:
-                raise ValueError(f"cell {cell.id} was trained with {name}={have!r}, not {value!r}: use another --out "
-                                 f"for these options, or pass --misgan-set {name}={json.dumps(have)}")
+                raise OptionError(f"cell {cell.id} was trained with {name}={have!r}, not {value!r}: use another --out "
+                                  f"for these options, or pass --misgan-set {name}={json.dumps(have)}")
 
     def _select_every(self, cell: Cell, n: int) -> int | None:
         """Selection cadence in steps: per SELECT_EVERY_EPOCHS under the paper budget, else the default."""
@@ -309,7 +312,8 @@ class Sweep:
     def _evaluate(self, cell: Cell) -> None:
         run = open_run(cell.path, device=None)
         threads = torch.get_num_threads()
-        for split in self.eval_splits:
+        have = self._evaluated_splits(cell)  # a sweep stopped between two splits wrote the first one already
+        for split in [s for s in self.eval_splits if s not in have]:
             result = evaluate_opened(run, split=split)
             row = {"cell": cell.id, "budget": str(self.budget), "method": METHODS[cell.method].title,
                    "kind": cell.method, "dataset": cell.spec.dataset, "mask": cell.spec.mask,

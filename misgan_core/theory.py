@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import OptionError
+
 MAX_VECTORS = (
     81  # |P|^n above this is no longer "tiny" (3 values on 4 pixels): refused with a readable message
 )
@@ -33,13 +35,13 @@ class DiscreteProblem:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"need at least one pixel; got n={self.n}")
+            raise OptionError(f"need at least one pixel; got n={self.n}")
         if len(self.values) < 2 or len(set(self.values)) != len(self.values):
-            raise ValueError(f"need at least two distinct pixel values; got {list(self.values)}")
+            raise OptionError(f"need at least two distinct pixel values; got {list(self.values)}")
         if len(self.values) ** self.n > MAX_VECTORS:
-            raise ValueError(
-                f"{len(self.values)}^{self.n} = {len(self.values) ** self.n} data vectors is too "
-                f"many for this exact analysis (at most {MAX_VECTORS}); use fewer pixels or values"
+            raise OptionError(
+                              f"{len(self.values)}^{self.n} = {len(self.values) ** self.n} data vectors is too "
+                              f"many for this exact analysis (at most {MAX_VECTORS}); use fewer pixels or values"
             )
 
     @property
@@ -70,7 +72,7 @@ def mask_distribution(problem: DiscreteProblem, kind: str, rate: float = 0.5) ->
     n = problem.n
     if kind in ("dropout", "dropout-never-full"):
         if not 0.0 < rate < 1.0:
-            raise ValueError(f"missing rate must lie strictly between 0 and 1; got {rate}")
+            raise OptionError(f"missing rate must lie strictly between 0 and 1; got {rate}")
         q = (1 - rate) ** observed * rate ** (n - observed)
         if kind == "dropout-never-full":
             q[observed == n] = 0.0
@@ -79,9 +81,9 @@ def mask_distribution(problem: DiscreteProblem, kind: str, rate: float = 0.5) ->
     elif kind == "one-missing":
         q = (observed == n - 1).astype(float)
     else:
-        raise ValueError(
-            f"unknown mask distribution {kind!r}; choose dropout, dropout-never-full, "
-            f"one-observed or one-missing"
+        raise OptionError(
+                          f"unknown mask distribution {kind!r}; choose dropout, dropout-never-full, "
+                          f"one-observed or one-missing"
         )
     return normalise(q, "mask distribution")
 
@@ -90,10 +92,10 @@ def normalise(weights: np.ndarray | list[float], what: str = "distribution") -> 
     """Weights scaled to sum to one; negative, non-finite or all-zero weights raise ValueError."""
     w = np.asarray(weights, dtype=float)
     if w.ndim != 1 or not np.all(np.isfinite(w)) or (w < 0).any():
-        raise ValueError(f"{what} weights must be finite and non-negative")
+        raise OptionError(f"{what} weights must be finite and non-negative")
     total = w.sum()
     if total <= 0:
-        raise ValueError(f"{what} weights are all zero")
+        raise OptionError(f"{what} weights are all zero")
     return w / total
 
 
@@ -105,13 +107,13 @@ def data_distribution(problem: DiscreteProblem, kind: str, support: int = 3, see
         return np.full(size, 1.0 / size)
     if kind == "sparse":
         if not 1 <= support <= size:
-            raise ValueError(f"support must be between 1 and {size}; got {support}")
+            raise OptionError(f"support must be between 1 and {size}; got {support}")
         rng = np.random.default_rng(seed)
         p = np.zeros(size)
         idx = rng.choice(size, size=support, replace=False)
         p[idx] = rng.uniform(0.2, 1.0, size=support)
         return normalise(p)
-    raise ValueError(f"unknown data distribution {kind!r}; choose uniform or sparse")
+    raise OptionError(f"unknown data distribution {kind!r}; choose uniform or sparse")
 
 
 def transition_matrix(problem: DiscreteProblem, q: np.ndarray, tau: int) -> np.ndarray:
@@ -119,9 +121,9 @@ def transition_matrix(problem: DiscreteProblem, q: np.ndarray, tau: int) -> np.n
     q = np.asarray(q, dtype=float)
     masks = problem.masks
     if q.shape != (len(masks),):
-        raise ValueError(f"q must have one weight per mask ({len(masks)}); got shape {q.shape}")
+        raise OptionError(f"q must have one weight per mask ({len(masks)}); got shape {q.shape}")
     if tau not in problem.values:
-        raise ValueError(f"tau = {tau} is not one of the feature values {list(problem.values)}")
+        raise OptionError(f"tau = {tau} is not one of the feature values {list(problem.values)}")
     vectors = problem.vectors
     index = {v: i for i, v in enumerate(vectors)}
     t = np.zeros((len(vectors), len(vectors)))
@@ -196,7 +198,7 @@ def identifiability(t: np.ndarray, p_x: np.ndarray, tol: float = 1e-7) -> Identi
     p_x = np.asarray(p_x, dtype=float)
     size = t.shape[1]
     if p_x.shape != (size,):
-        raise ValueError(f"p_x must have {size} entries; got shape {p_x.shape}")
+        raise OptionError(f"p_x must have {size} entries; got shape {p_x.shape}")
     y = t @ p_x
     ranges = np.zeros((size, 2))
     best_gap, alternative = 0.0, None
@@ -303,7 +305,7 @@ def mnar_check(problem: DiscreteProblem, p_x: np.ndarray, observed_prob: np.ndar
     """Is p_x identified from the observed-data law of (p_x, a self-masking truth), when the analyst allows
     `mechanism` ('unrestricted' or 'self-masking')?"""
     if mechanism not in MNAR_MECHANISMS:
-        raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(MNAR_MECHANISMS)}")
+        raise OptionError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(MNAR_MECHANISMS)}")
     p_x = normalise(p_x, "data distribution")
     n_vec, n_mask = len(problem.vectors), len(problem.masks)
     a = observation_matrix(problem)

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .errors import DatasetError, MisGANError, OptionError
 from .runs import CheckpointError
 
 
@@ -51,9 +52,9 @@ class Cadence:
         for name in ("log_every", "eval_every", "sample_every", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name.replace('_', ' ')} must be a whole number of steps, 0 or more; got {value}")
+                raise OptionError(f"{name.replace('_', ' ')} must be a whole number of steps, 0 or more; got {value}")
         if not (self.checkpoint_minutes >= 0):  # also refuses NaN
-            raise ValueError(f"checkpoint minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
+            raise OptionError(f"checkpoint minutes must be 0 (off) or more; got {self.checkpoint_minutes}")
 
 
 @runtime_checkable
@@ -110,7 +111,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.saved_step = saved_step
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(MisGANError, ValueError):
     """A logged loss became NaN or infinite; nothing of the diverged steps is saved."""
 
 
@@ -122,7 +123,7 @@ def drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[[
     shown beside the bar. While it trains, the run folder's writer lock is held (RunDir.lock).
     """
     if steps < 0:
-        raise ValueError(f"steps must be 0 or more; got {steps}")
+        raise OptionError(f"steps must be 0 or more; got {steps}")
     lock = trainer.run.lock() if trainer.can_save else contextlib.nullcontext()
     with lock:
         if trainer.can_save:
@@ -214,9 +215,9 @@ class EpochOrder:
 
     def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         if n < 1:
-            raise ValueError("there are no examples to train on")
+            raise DatasetError("there are no examples to train on")
         if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1; got {batch_size}")
+            raise OptionError(f"batch size must be at least 1; got {batch_size}")
         self.n, self.batch_size, self.seed = n, min(batch_size, n), int(seed)
         self.device = device
         self._epoch = -1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from misgan_core import catalog, export
+from misgan_core import MisGANError, catalog, export
 from misgan_core.catalog import METHODS
 from misgan_core.grids import show_missing_colour, to_pil
 from workbench import widgets
@@ -144,7 +144,7 @@ with right:
     seed = k2.number_input("Seed", 0, 1_000_000, value=widgets.kept("inpaint-seed", 0), key="inpaint-seed")
     try:
         m = export.mask_from_canvas(getattr(result, "image_data", None), (h, w), paint_marks=meaning)
-    except (export.ImageInputError, ValueError) as err:
+    except MisGANError as err:
         st.error(f"Cannot read the painted mask: {err}")
         st.stop()
     observed = float(m.mean())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from misgan_core import theory
+from misgan_core import MisGANError, theory
 from workbench import widgets
 
 st.title("Theory: does the fill value τ matter?")
@@ -71,7 +71,7 @@ try:
     q = theory.mask_distribution(problem, q_kind, float(rate))
     check = theory.check_theorem1(problem, q)
     p_x = theory.data_distribution(problem, p_kind, int(support), int(seed))
-except ValueError as err:
+except MisGANError as err:
     st.error(f"Cannot build this problem: {err}")
     st.stop()
 

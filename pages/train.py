@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from misgan_core import MisGANConfig, catalog, native_bf16, pick_device
+from misgan_core import MisGANConfig, MisGANError, catalog, native_bf16, pick_device
 from misgan_core.jobs import registry
 from misgan_core.options import SECTIONS, FormField, form, from_form
 from workbench import state, widgets
@@ -109,7 +109,7 @@ if dataset:
     config = from_form(MisGANConfig, values, data=spec, checkpoint_every=max(100, int(values["sample_every"])))
     try:
         config.validate()
-    except ValueError as err:
+    except MisGANError as err:
         st.error(f"These settings cannot train: {err}")
         config = None
 if config is not None:

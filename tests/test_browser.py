@@ -124,7 +124,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        # Private by default (.streamlit/config.toml): the server listens on the loopback address only.
+        # Private by default (workbench/.streamlit/config.toml): the server listens on the loopback address only.
         assert _listening(port) and all(a in ("0100007F", "00000000000000000000000001000000") for a in _listening(port))
         yield url, runs
     finally:

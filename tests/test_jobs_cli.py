@@ -170,15 +170,19 @@ def test_cli_conv_training_runs_a_few_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path, inherited):
+    """Also when the command inherits SIGINT ignored (started with `&` from a script, under nohup)."""
     import os
     import signal
 
     run = tmp_path / "r"
+    ignore = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
     proc = subprocess.Popen([sys.executable, "-m", "misgan_core", "train", "--steps", "100000", "--limit", "256",
                              "--batch-size", "32", "--fid-every", "0", "--threads", "1", "--out", str(run)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, ignore))
     assert wait_for(lambda: (run / "metrics.jsonl").exists(), timeout=120)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -12,7 +12,7 @@ PACKAGES = ("misgan_core", "workbench", "pages")
 
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("storage and helpers", ("misgan_core.runs", "misgan_core.grids", "misgan_core.imputers",
+    ("storage and helpers", ("misgan_core.errors", "misgan_core.runs", "misgan_core.grids", "misgan_core.imputers",
                              "misgan_core.device", "misgan_core.export", "misgan_core.theory")),
     ("data", ("misgan_core.data", "misgan_core.masks", "misgan_core.spec")),
     ("metrics", ("misgan_core.metrics", "misgan_core.metrics.*")),

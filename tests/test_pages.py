@@ -737,3 +737,46 @@ def test_a_downloadable_dataset_offers_a_download_and_says_why_it_failed(runs_di
     # one readable line: no exception name, no command-line hint
     assert not any("--download" in e or "OSError" in e or "\n" in e for e in _errors(at))
     assert catalog.user_data_roots()[0] == (tmp_path / "data").resolve()
+
+
+def test_train_refuses_hostile_uploads_in_one_line_and_keeps_working(runs_dir: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from bench.hostile_uploads import aes, big_png_zip, encrypted, png_bytes, small_npz, zip_bytes
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path / "data"))
+    small = zip_bytes({f"{i}.png": png_bytes(12, 12, "LA", (200, 255)) for i in range(3)})
+    at = _app("train")
+    box = at.selectbox(key="train-dataset")
+    box.set_value(next(o for o in box.options if o.startswith("your own data"))).run()
+    for name, data, said in (("bomb.zip", big_png_zip(25, 6000), "would take 6.7 GiB of memory once decoded"),
+                             ("locked.zip", encrypted(small), "is encrypted"),
+                             ("aes.zip", aes(small), "compression method 99"),
+                             ("aes.npz", aes(small_npz()), "compression method 99")):
+        at.file_uploader(key="train-upload").set_value((name, data, "application/octet-stream")).run()
+        _no_exceptions(at)
+        assert any(e.startswith(f"Cannot use {name}: ") and said in e for e in _errors(at)), _errors(at)
+    at.file_uploader(key="train-upload").set_value(("mine.npz", small_npz(), "application/octet-stream")).run()
+    _no_exceptions(at)
+    assert not _errors(at) and not at.button(key="train-start").disabled
+    assert [p.name[:5] for p in (tmp_path / "data" / "uploads").iterdir()] == ["mine-"]
+
+
+def test_pages_tell_the_users_errors_from_bugs() -> None:
+    def script() -> None:
+        import streamlit as st
+
+        from misgan_core import OptionError
+        from workbench import widgets
+
+        with widgets.guard("Could not start"):
+            raise OptionError("steps must be at least 1; got 0")
+        with widgets.guard("Could not delete"):
+            raise TypeError("planted bug")
+        st.write("still here")
+
+    at = AppTest.from_function(script).run()
+    _no_exceptions(at)
+    assert _errors(at) == ["Could not start: steps must be at least 1; got 0",
+                           "Could not delete: internal error: TypeError: planted bug (traceback in the server's "
+                           "log; please report it)"]
+    assert at.markdown[0].value == "still here"

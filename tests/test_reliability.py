@@ -396,3 +396,221 @@ def test_paths_that_are_files_or_under_files_are_one_line_errors(tmp_path, capsy
     assert _exit_code(["impute", str(afile), "--out", str(tmp_path / "o")]) == 2
     assert "is a file, not a run folder" in capsys.readouterr().err
     assert afile.read_text() == "not a folder"
+
+
+# -- deleting a run another process trains ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_deleting_a_run_that_a_train_process_holds_is_refused_naming_it(tmp_path) -> None:
+    from misgan_core import RunBusy
+    from misgan_core.catalog import delete_run
+
+    run = tmp_path / "r"
+    train = subprocess.Popen([sys.executable, "-m", "misgan_core", "train", "--steps", "100000", "--limit", "256",
+                              "--batch-size", "32", "--fid-every", "0", "--threads", "1", "--out", str(run)],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "metrics.jsonl").exists():
+            time.sleep(0.05)
+        assert (run / ".lock").read_text().strip() == str(train.pid)
+        with pytest.raises(RunBusy, match=f"is being trained by process {train.pid}"):
+            delete_run(run)
+        cli = subprocess.run([sys.executable, "-m", "misgan_core", "delete", str(run)], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 2 and f"process {train.pid}" in cli.stderr
+        assert (run / "config.json").exists() and train.poll() is None  # the training goes on, its folder intact
+    finally:
+        train.send_signal(signal.SIGINT)
+        _, err = train.communicate(timeout=120)
+    assert train.returncode == 130 and "checkpoint was written" in err
+    assert main(["delete", str(run)]) == 0 and not run.exists()  # once the training has stopped
+
+
+def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_next_taken(tmp_path) -> None:
+    run = tmp_path / "r"
+    _tiny_run(run)
+    stale = [run / ".state.pt.k1ll3d.tmp", run / ".model.safetensors.k1ll3d.tmp",
+             run / "samples" / ".gx_latest.png.k1ll3d.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    MisGAN.load(run).train(1)
+    assert not any(p.exists() for p in stale)
+    assert MisGAN.load(run).step == 3
+
+
+# -- hostile uploads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_uploads_past_the_memory_budget_are_refused_before_decoding(tmp_path) -> None:
+    from bench.hostile_uploads import big_png_zip, measure, zeros_npz
+
+    bomb = measure("bomb.zip", big_png_zip(25, 6000), tmp_path)  # 7.9 KB uploaded, 25 x 36 Mpixels declared
+    assert bomb["outcome"].startswith("refused: bomb.zip (25 images) would take 6.7 GiB of memory once decoded")
+    assert "MISGAN_DATA_MEMORY" in bomb["outcome"]
+    zeros = measure("zeros.npz", zeros_npz(0.25), tmp_path, {"MISGAN_DATA_MEMORY": "64M"})
+    assert zeros["outcome"].startswith("refused: zeros.npz would take 256 MiB") and "64 MiB allowed" in zeros["outcome"]
+    for result in (bomb, zeros):  # refused from the headers: the process's peak memory did not move
+        assert result["peak_mib"] - result["peak_before_mib"] < 50, result
+    assert not [p.name for p in (tmp_path / "data" / "uploads").iterdir()]  # nothing kept, nothing staged
+
+
+def test_own_data_folders_are_held_to_the_same_budget(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("LA", (100, 100), (200, 255)).save(tmp_path / f"{i}.png")
+    assert load_user_data(tmp_path).x.shape == (3, 1, 100, 100)
+    monkeypatch.setenv("MISGAN_DATA_MEMORY", "200K")  # 3 x 100 x 100 x (1 + 1) x 4 bytes = 234 KiB
+    with pytest.raises(DatasetError, match=r"\(3 images\) would take 234 KiB .* more than the 200 KiB allowed"):
+        load_user_data(tmp_path)
+    monkeypatch.setenv("MISGAN_DATA_MEMORY", "lots")
+    assert main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+
+
+@pytest.mark.parametrize("upload,message", [
+    ("encrypted.zip", "encrypted.zip: 0.png is encrypted; save it again without a password"),
+    ("aes.zip", "aes.zip: 0.png uses compression method 99, which cannot be read here"),
+    ("aes.npz", "aes.npz: x.npy uses compression method 99, which cannot be read here"),
+])
+def test_encrypted_and_unsupported_archives_are_one_line(tmp_path, monkeypatch, upload, message) -> None:
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    with pytest.raises(DatasetError) as caught:
+        save_upload(upload, hostile_files()[upload])
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not list((tmp_path / "uploads").iterdir())
+
+
+def hostile_files() -> dict[str, bytes]:
+    from bench.hostile_uploads import aes, encrypted, png_bytes, small_npz, zip_bytes
+
+    small = zip_bytes({f"{i}.png": png_bytes(12, 12, "LA", (200, 255)) for i in range(3)})
+    return {"encrypted.zip": encrypted(small), "aes.zip": aes(small), "aes.npz": aes(small_npz())}
+
+
+def test_a_zip_member_with_a_long_name_is_kept(tmp_path, monkeypatch) -> None:
+    from bench.hostile_uploads import png_bytes, zip_bytes
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    path = save_upload("long.zip", zip_bytes({"d" * 300 + ".png": png_bytes(12, 12, "LA", (200, 255)),
+                                              "e" * 300 + ".png": png_bytes(12, 12, "LA", (100, 255))}))
+    assert load_user_data(path).x.shape == (2, 1, 12, 12)
+
+
+def test_concurrent_uploads_of_the_same_file_neither_collide_nor_leak(tmp_path, monkeypatch) -> None:
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.hostile_uploads import png_bytes, small_npz, zip_bytes
+    from misgan_core.catalog import save_upload
+
+    monkeypatch.setenv("MISGAN_DATA_DIR", str(tmp_path))
+    archive = zip_bytes({f"{i}.png": png_bytes(28, 28, "LA", (i * 20, 255)) for i in range(50)})
+    for name, data, count in (("same.zip", archive, 50), ("same.npz", small_npz(), 40)):
+        for _ in range(3):  # eight sessions upload the same file at once, three times over
+            with ThreadPoolExecutor(8) as pool:
+                paths = list(pool.map(save_upload, [name] * 8, [data] * 8))
+            assert len(set(paths)) == 1 and load_user_data(paths[0]).x.shape[0] == count
+            assert [p.name for p in (tmp_path / "uploads").iterdir()] == [paths[0].name]  # no staging left
+            shutil.rmtree(paths[0]) if paths[0].is_dir() else paths[0].unlink()
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped() -> None:
+    from bench.hostile_uploads import sixteen_bit_png
+
+    x = image_to_tensor(sixteen_bit_png(0.46), (1, 12, 12))
+    assert abs(float(x.mean()) - 0.46) < 0.01
+
+
+# -- the app is private whatever folder it starts in ----------------------------------------------------
+
+
+def _listening(port: int) -> list[str]:
+    """Hex local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, hex_port = fields[1].split(":")
+                if fields[3] == "0A" and int(hex_port, 16) == port:
+                    found.append(address)
+    return found
+
+
+def test_the_app_listens_on_loopback_only_from_another_folder_with_its_own_config(tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / ".streamlit").mkdir(parents=True)
+    (elsewhere / ".streamlit" / "config.toml").write_text(
+        '[server]\naddress = "0.0.0.0"\n[client]\nshowErrorDetails = "full"\n')  # a careless folder's config
+    env = {k: v for k, v in ENV.items() if not k.startswith("STREAMLIT_")}
+    # the settings Streamlit resolves for the app's script, started from that folder
+    resolved = subprocess.run(
+        [sys.executable, "-c", "from streamlit import config; config._main_script_path = " + repr(
+            str(ROOT / "workbench" / "Home.py")) + "; config.get_config_options(force_reparse=True); "
+         "print(config.get_option('server.address'), config.get_option('client.showErrorDetails'))"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert resolved.stdout.split() == ["127.0.0.1", "none"], resolved.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "workbench" / "Home.py"),
+                               "--server.headless", "true", "--server.port", str(port),
+                               "--server.fileWatcherType", "none"],
+                              cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not _listening(port):
+            assert server.poll() is None, "streamlit exited"
+            time.sleep(0.25)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as answer:
+            assert answer.status == 200
+        assert _listening(port) and all(a in ("0100007F", "00000000000000000000000001000000")
+                                        for a in _listening(port)), _listening(port)
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def test_the_app_refuses_to_serve_on_a_network_address_nobody_asked_for(monkeypatch) -> None:
+    from streamlit import config
+
+    from workbench import state
+
+    monkeypatch.setattr(config, "_main_script_path", str(ROOT / "workbench" / "Home.py"), raising=False)
+    monkeypatch.delenv("MISGAN_ALLOW_NETWORK", raising=False)
+    options = {"server.address": ("0.0.0.0", "/tmp/elsewhere/.streamlit/config.toml")}
+    monkeypatch.setattr(config, "get_option", lambda key: options[key][0])
+    monkeypatch.setattr(config, "get_where_defined", lambda key: options[key][1])
+    assert "you did not ask for that" in state.public_address_refusal()
+    options["server.address"] = (None, "<default>")
+    assert "every interface" in state.public_address_refusal()
+    options["server.address"] = ("0.0.0.0", "command-line argument or environment variable")
+    assert state.public_address_refusal() is None  # the user's own flag
+    options["server.address"] = ("0.0.0.0", "/tmp/elsewhere/.streamlit/config.toml")
+    monkeypatch.setenv("MISGAN_ALLOW_NETWORK", "1")
+    assert state.public_address_refusal() is None
+
+
+def test_an_unknown_key_inside_the_data_entry_is_refused_like_a_top_level_one(tmp_path, capsys) -> None:
+    _tiny_run(tmp_path / "misgan")
+    assert main(["baseline", "mean", "--limit", "64", "--out", str(tmp_path / "mean")]) == 0
+    for run, where in ((tmp_path / "misgan", "top"), (tmp_path / "misgan", "data"), (tmp_path / "mean", "data")):
+        good = (run / "config.json").read_text()
+        config = json.loads(good)
+        (config if where == "top" else config["data"])["colour"] = "blue"
+        (run / "config.json").write_text(json.dumps(config))
+        with pytest.raises(CheckpointError, match=r"unknown fields \['colour'\]"):
+            open_run(run)
+        capsys.readouterr()
+        assert main(["evaluate", str(run)]) == 2
+        assert "unknown fields ['colour']" in capsys.readouterr().err
+        (run / "config.json").write_text(good)

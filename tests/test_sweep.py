@@ -47,6 +47,14 @@ def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_o
     assert capsys.readouterr().err.count("done already, skipped") == 6
     assert len(read_sweep(out)) == 12
 
+    # stopped between a cell's two evaluation splits: the rerun adds the missing split only
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    assert main([*TINY, "--out", str(out)]) == 0
+    rows = read_sweep(out)
+    assert len(rows) == 12 and len({(r["cell"], r["split"]) for r in rows}) == 12
+    capsys.readouterr()
+
     # where plotly is not installed (only the engine's packages, as on a GPU box) the rerun still writes
     # the PNGs and the table, and says how to get the HTML figures
     for html in out.glob("*.html"):
@@ -94,7 +102,8 @@ def test_budgets_parse_and_plan() -> None:
     assert Budget.parse("minutes=2.5").plan("convac", 4500, 128)[1] == 150.0
     assert Budget.parse("steps=7").plan("gain", 10, 128) == (7, None)
     assert Budget.parse("quick").plan("mean", 4500, 128) == (1, None)
-    for bad in ("fast", "steps=0", "steps=1.5", "minutes=-1", "paper=3", "steps="):
+    for bad in ("fast", "steps=0", "steps=1.5", "minutes=-1", "paper=3", "steps=", "minutes=inf", "minutes=nan",
+                "steps=inf"):
         with pytest.raises(ValueError, match="budget must be"):
             Budget.parse(bad)
 
@@ -130,7 +139,11 @@ def test_evaluate_on_the_held_out_split_for_misgan_and_a_baseline(tmp_path, caps
     assert main(["baseline", "mean", "--split", "all", "--out", str(tmp_path / "all")]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "all"), "--split", "test"]) == 2
-    assert "none is held out" in capsys.readouterr().err
+    assert "trained on all 5,000 mnist-5k digits" in capsys.readouterr().err
+    assert main(["baseline", "mean", "--split", "all", "--limit", "256", "--out", str(tmp_path / "some")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "some"), "--split", "test"]) == 2
+    assert "this run trained on the first 256 mnist-5k digits of split 'all'" in capsys.readouterr().err
 
 
 def test_evaluate_on_digits_no_run_trained_on(tmp_path, capsys) -> None:

@@ -18,6 +18,10 @@ import streamlit as st  # noqa: E402
 from workbench import state  # noqa: E402
 
 st.set_page_config(page_title="MisGAN Workbench", page_icon="🧩", layout="wide")
+refusal = state.public_address_refusal()
+if refusal:
+    st.error(refusal)
+    st.stop()
 state.init_process()
 # Widget values that must survive page changes are kept by workbench.widgets.kept, widget by widget.
 

@@ -14,10 +14,36 @@ from misgan_core.catalog import data_dir, runs_root
 from misgan_core.data import DatasetStatus
 from misgan_core.device import DeviceInfo, configure_threads, device_info
 
-__all__ = ["DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets",
-           "device_info", "init_process", "measured_speed", "on_gpu", "quickstart_config", "runs_root"]
+__all__ = ["DeviceInfo", "checkpoint_stamp", "data_dir", "dataset_shape", "datasets", "device_info", "init_process",
+           "measured_speed", "on_gpu", "public_address_refusal", "quickstart_config", "runs_root"]
 
 _THREADS: int | None = None
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+NETWORK_OPT_IN = "MISGAN_ALLOW_NETWORK"
+
+
+def public_address_refusal() -> str | None:
+    """Why the app must not serve, or None. It serves on a loopback address; on any other only when the user
+    asked for it: a `--server.address` flag, a STREAMLIT_SERVER_ADDRESS variable, or MISGAN_ALLOW_NETWORK=1
+    (not a config file that happens to lie in the folder the server was started from)."""
+    import os
+
+    from streamlit import config
+
+    if getattr(config, "_main_script_path", None) is None:  # no server (AppTest runs the pages in-process)
+        return None
+    address = config.get_option("server.address") or ""
+    where = config.get_where_defined("server.address")
+    if address in LOOPBACK or os.environ.get(NETWORK_OPT_IN) == "1":
+        return None
+    if where not in ("<default>",) and not where.endswith(".toml"):  # a command-line flag or an environment variable
+        return None
+    source = "no address at all: every interface" if not address else f"{address} (set in {where})"
+    return (f"This server listens on {source}, where other machines may reach it, and you did not ask for that. "
+            f"Start it with `--server.address 127.0.0.1`, or opt in to the network with `--server.address "
+            f"{address or '0.0.0.0'}` or {NETWORK_OPT_IN}=1.")
+
 
 def init_process() -> int:
     """Once per process: torch threads for training (all cores but one, which serves the UI)."""

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from misgan_core import DatasetError, DataSpec, OpenedRun, catalog, open_run, pick_device
+from misgan_core import DataSpec, MisGANError, OpenedRun, catalog, open_run, pick_device
 from misgan_core.grids import show_missing, to_pil
 from misgan_core.jobs import Job, JobSnapshot
 from misgan_core.masks import MASK_PROCESSES
@@ -44,22 +44,29 @@ GRID_TITLES = {
 
 @contextmanager
 def guard(what: str) -> Iterator[None]:
-    """Show any error raised inside as a readable st.error (never a traceback); the page keeps running.
+    """Show an error the user can fix (the engine's own types, or an OSError on a file) as a readable st.error;
+    anything else is a bug, shown as one `internal error` line with its traceback in the server's log. The
+    page keeps running either way.
 
     Streamlit's own control flow (st.rerun, st.stop) passes through: it derives from BaseException.
     """
     try:
         yield
-    except Exception as err:  # every user-caused error lands here, with its engine message
-        log.warning("%s failed", what, exc_info=True)
+    except (MisGANError, OSError) as err:
+        log.info("%s failed: %s", what, err)
         st.error(f"{what}: {error_text(err)}")
+    except Exception as err:  # a bug: say so, keep the traceback for the report
+        log.error("%s: internal error", what, exc_info=True)
+        st.error(f"{what}: {internal_error_text(err)}")
 
 
 def error_text(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    if isinstance(err, (KeyError, IndexError, TypeError, AttributeError)):
-        text = f"{type(err).__name__}: {text}"
-    return text
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def internal_error_text(err: BaseException) -> str:
+    return (f"internal error: {type(err).__name__}: {error_text(err)} (traceback in the server's log; please "
+            f"report it)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +461,7 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
         if upload is not None:
             try:
                 path = catalog.save_upload(upload.name, upload.getvalue())
-            except DatasetError as err:
+            except MisGANError as err:
                 st.error(f"Cannot use {upload.name}: {error_text(err)}")
                 return None
             st.caption(f"Kept as `{path}`.")
@@ -491,7 +498,7 @@ def dataset_picker(key: str, allow_own: bool = True) -> str | None:
             with st.spinner(f"Downloading {choice}…"):
                 try:
                     st.success(f"{choice} is now in {catalog.download_dataset(choice)}.")
-                except DatasetError as err:
+                except MisGANError as err:
                     st.error(error_text(err))
         return None
     return choice
@@ -579,7 +586,7 @@ def missingness_preview(spec: DataSpec) -> tuple[int, int, int] | None:
     """A grid of real masked examples (missing in grey) and the missing rate; returns the data shape."""
     try:
         shown, _, rate, described = _preview(spec)
-    except (DatasetError, ValueError, OSError) as err:
+    except (MisGANError, OSError) as err:
         st.error(f"Cannot preview this data: {error_text(err)}")
         return None
     shape = tuple(shown.shape[1:])
@@ -591,7 +598,7 @@ def missingness_preview(spec: DataSpec) -> tuple[int, int, int] | None:
         return shape  # type: ignore[return-value]
     try:
         expected = spec.expected_missing_rate(shape[1], shape[2])
-    except ValueError:
+    except MisGANError:
         expected = rate
     c1, c2 = st.columns(2)
     c1.metric("Expected missing rate", f"{expected:.1%}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import OptionError
 from .convac import ConvAC, ConvACConfig
 from .fit import BaselineTrainer, fit_baseline, is_trainable
 from .gain import GAIN, GAINConfig, hint_matrix, hint_vector
@@ -31,7 +32,7 @@ BASELINES: dict[str, Callable[..., nn.Module]] = {
 def build_baseline(kind: str, shape: tuple[int, int, int], **options: Any) -> nn.Module:
     """BASELINES[kind](shape, **options), with a readable error for an unknown kind."""
     if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+        raise OptionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
     return BASELINES[kind](shape, **options)
 
 

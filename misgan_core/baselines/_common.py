@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..errors import OptionError, UnknownOption
+
 
 def rand(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """U(0, 1) of `like`'s dtype and device, drawn from `generator` wherever that generator lives.
@@ -41,18 +43,18 @@ def config_from_options(config_cls: type, options: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(options) - names)
     if unknown:
-        raise TypeError(f"{config_cls.__name__} has no option {unknown[0]!r}; options are "
-                        f"{', '.join(sorted(names))}")
+        raise UnknownOption(f"{config_cls.__name__} has no option {unknown[0]!r}; options are "
+                            f"{', '.join(sorted(names))}")
     return config_cls(**options)
 
 
 def check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     if len(shape) != 3 or any(int(s) < 1 for s in shape):
-        raise ValueError(f"shape must be (C, H, W) with positive sizes; got {tuple(shape)}")
+        raise OptionError(f"shape must be (C, H, W) with positive sizes; got {tuple(shape)}")
     c, h, w = (int(s) for s in shape)
     return c, h, w
 
 
 def check_matches(x: torch.Tensor, shape: tuple[int, int, int], name: str) -> None:
     if tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} was built for images of shape {tuple(shape)}; got {tuple(x.shape[1:])}")
+        raise OptionError(f"{name} was built for images of shape {tuple(shape)}; got {tuple(x.shape[1:])}")

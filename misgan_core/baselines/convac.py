@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import OptionError
 from ..imputers import check_incomplete_batch, paste_observed
 from ._common import check_matches, check_shape, config_from_options, observed_zero, rand, randn
 
@@ -69,9 +70,9 @@ class ConvAC(nn.Module):
         self.config = config or ConvACConfig()
         cfg = self.config
         if cfg.components < 1 or cfg.channels < 1:
-            raise ValueError("components and channels must be positive")
+            raise OptionError("components and channels must be positive")
         if cfg.min_std <= 0 or cfg.init_std <= cfg.min_std:
-            raise ValueError("need 0 < min_std < init_std")
+            raise OptionError("need 0 < min_std < init_std")
         c, h, w = self.shape
         side = 2
         while side < max(h, w):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, DatasetError, OptionError
 from ..training import EpochOrder
 
 OnStep = Callable[[int, dict[str, float]], "bool | None"]
@@ -32,10 +33,10 @@ class BaselineTrainer:
         if not is_trainable(model):
             raise TypeError(f"{type(model).__name__} has no train_step; call its fit(x, m) instead")
         if x.shape[0] != m.shape[0] or x.shape[0] == 0:
-            raise ValueError(f"x and m must hold the same, non-zero number of examples; got {x.shape[0]} "
-                             f"and {m.shape[0]}")
+            raise DatasetError(f"x and m must hold the same, non-zero number of examples; got {x.shape[0]} "
+                               f"and {m.shape[0]}")
         if batch_size < 1:
-            raise ValueError("batch_size must be positive")
+            raise OptionError("batch_size must be positive")
         self.model, self.x, self.m = model, x, m
         self.order = EpochOrder(x.shape[0], batch_size, seed)
         self.batch_size = self.order.batch_size
@@ -83,11 +84,11 @@ class BaselineTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["batch_size"]) != self.batch_size or int(state["seed"]) != self.seed:
-            raise ValueError(f"checkpoint was made with batch_size {state['batch_size']} and seed "
-                             f"{state['seed']}; this trainer has {self.batch_size} and {self.seed}")
+            raise CheckpointError(f"checkpoint was made with batch_size {state['batch_size']} and seed "
+                                  f"{state['seed']}; this trainer has {self.batch_size} and {self.seed}")
         missing = set(self.optimizers) - set(state["optimizers"])
         if missing:
-            raise ValueError(f"checkpoint has no state for optimizer {sorted(missing)[0]!r}")
+            raise CheckpointError(f"checkpoint has no state for optimizer {sorted(missing)[0]!r}")
         self.step = int(state["step"])
         self.noise.set_state(state["noise_rng"].to("cpu", torch.uint8))
         for k, opt in self.optimizers.items():

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import OptionError
 from ..imputers import check_incomplete_batch, paste_observed
 from ._common import check_matches, check_shape, config_from_options, observed_zero, rand
 
@@ -69,7 +70,7 @@ def hint_vector(m: torch.Tensor, hint_rate: float, generator: torch.Generator | 
     Returns (h, scored), scored a 0/1 float of m's shape.
     """
     if form not in HINT_FORMS:
-        raise ValueError(f"hint form must be one of {', '.join(HINT_FORMS)}; got {form!r}")
+        raise OptionError(f"hint form must be one of {', '.join(HINT_FORMS)}; got {form!r}")
     ones = torch.ones_like(m)
     if form == "published":
         k = (rand((m.shape[0], 1), generator, m) * m.shape[1]).long().clamp_max(m.shape[1] - 1)
@@ -95,7 +96,7 @@ def hidden_widths(config: GAINConfig, dim: int) -> list[int]:
         return list(MNIST_EXAMPLE_HIDDEN) if dim <= 1024 else [min(dim, config.max_hidden)] * 2
     widths = [config.hidden] * 2 if isinstance(config.hidden, int) else list(config.hidden)
     if len(widths) != 2 or any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"hidden must be a positive width or two of them; got {config.hidden!r}")
+        raise OptionError(f"hidden must be a positive width or two of them; got {config.hidden!r}")
     return widths
 
 
@@ -121,11 +122,11 @@ class GAIN(nn.Module):
         self.config = config or GAINConfig()
         cfg = self.config
         if not 0.0 <= cfg.hint_rate <= 1.0:
-            raise ValueError(f"hint_rate must be in [0, 1]; got {cfg.hint_rate}")
+            raise OptionError(f"hint_rate must be in [0, 1]; got {cfg.hint_rate}")
         if cfg.hint_form == "paper":  # the older name
             cfg.hint_form = "bernoulli-half"
         if cfg.hint_form not in HINT_FORMS:
-            raise ValueError(f"hint_form must be one of {', '.join(HINT_FORMS)}; got {cfg.hint_form!r}")
+            raise OptionError(f"hint_form must be one of {', '.join(HINT_FORMS)}; got {cfg.hint_form!r}")
         self.dim = self.shape[0] * self.shape[1] * self.shape[2]
         hidden = hidden_widths(cfg, self.dim)
         self.generator_net = _mlp(2 * self.dim, hidden, self.dim)       # input [x~, m]

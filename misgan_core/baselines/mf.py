@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import OptionError
 from ..imputers import check_incomplete_batch, paste_observed
 from ._common import check_matches, check_shape, config_from_options, observed_zero
 
@@ -60,7 +61,7 @@ class MatrixFactorization(nn.Module):
         self.shape = check_shape(shape)
         self.config = config or MFConfig()
         if self.config.rank < 1:
-            raise ValueError("rank must be at least 1")
+            raise OptionError("rank must be at least 1")
         dim = self.shape[0] * self.shape[1] * self.shape[2]
         self.register_buffer("mu", torch.zeros(dim))
         self.register_buffer("V", torch.zeros(dim, self.config.rank))

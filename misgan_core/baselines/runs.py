@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from ..data import IncompleteDataset
+from ..device import pick_device
+from ..errors import OptionError
 from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
 from ..training import Cadence, StopTraining, drive
@@ -96,7 +98,7 @@ class BaselineRun:
         select_every: steps between best-FID selection points (None: the method's default, GAIN's 50; 0: off).
         patience: stop after this many selection points without a better FID (0: never stop early)."""
         if kind not in BASELINES:
-            raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+            raise OptionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
         options = dict(options or {})
         data = data if data is not None else spec.load()
         # Built before the folder is made, so that bad options fail without leaving anything on disk.
@@ -104,12 +106,12 @@ class BaselineRun:
         if batch_size is None:
             batch_size = int(getattr(model.config, "batch_size", 128))
         if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1; got {batch_size}")
+            raise OptionError(f"batch size must be at least 1; got {batch_size}")
         config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
                   "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
                   "select_every": default_select_every(kind, spec, select_every), "patience": int(patience)}
+        dev = pick_device(device)
         run = RunDir.create(path, config)
-        dev = torch.device(device)
         return cls(run, config, spec, data, model.to(dev), dev)
 
     @classmethod
@@ -137,7 +139,7 @@ class BaselineRun:
                                   f"{err}") from err
         if "batch_size" not in config:
             config["batch_size"] = int(getattr(model.config, "batch_size", 128))
-        dev = torch.device(device or "cpu")
+        dev = pick_device(device or "cpu")
         model.to(dev)
         state = run.load_checkpoint({"model": model}, map_location=dev)
         out = cls(run, config, spec, data, model, dev)
@@ -203,7 +205,7 @@ class BaselineRun:
         if self.trainer is None:
             steps = 1 if self.step == 0 else 0
         elif steps is None:
-            raise ValueError(f"say how many steps to train {self.kind} for")
+            raise OptionError(f"say how many steps to train {self.kind} for")
         cadence = Cadence(log_every=log_every, eval_every=self.select_every, sample_every=sample_every,
                           checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes)
         fields = ("loss_d_loss", "loss_g_loss", "loss_mse", "loss_nll")

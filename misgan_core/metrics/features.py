@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from ..errors import OptionError
 from .frechet import feature_statistics
 from .lenet import (
     CLASSIFIER_FOR,
@@ -147,8 +148,8 @@ def feature_extractor(dataset_name: str) -> FeatureExtractor:
             return _lenet[name]
     if dataset_name in INCEPTION_DATASETS:
         return _inception_extractor()
-    raise ValueError(f"no FID feature extractor for dataset {dataset_name!r}: LeNet FID covers "
-                     f"{', '.join(CLASSIFIER_FOR)}, Inception FID covers {', '.join(INCEPTION_DATASETS)}")
+    raise OptionError(f"no FID feature extractor for dataset {dataset_name!r}: LeNet FID covers "
+                      f"{', '.join(CLASSIFIER_FOR)}, Inception FID covers {', '.join(INCEPTION_DATASETS)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import IncompleteDataset, load_complete
+from ..errors import DatasetError, OptionError
 from ..imputers import Imputer, paste_observed
 from .features import FeatureExtractor, feature_extractor, reference_statistics
 from .frechet import feature_statistics, frechet_distance
@@ -58,7 +59,7 @@ def generation_fid(sample_fn: SampleFn, complete_x: torch.Tensor, extractor: Fea
     """
     n = len(complete_x) if n_samples is None else int(n_samples)
     if n < 2:
-        raise ValueError(f"need at least 2 samples for FID; got {n}")
+        raise OptionError(f"need at least 2 samples for FID; got {n}")
     ref = reference_statistics(extractor, complete_x, batch_size)
     # Features batch by batch: full-size evaluations never hold all samples and features at once.
     gen = torch.Generator().manual_seed(seed)
@@ -96,8 +97,8 @@ def impute_dataset(imputer: Imputer, data: IncompleteDataset, n: int | None = No
 
 def _require_ground_truth(data: IncompleteDataset) -> None:
     if not data.ground_truth:
-        raise ValueError(f"dataset {data.name!r} has no ground truth at its missing entries (it is the "
-                         f"user's own incomplete data), so imputation FID and RMSE cannot be computed")
+        raise DatasetError(f"dataset {data.name!r} has no ground truth at its missing entries (it is the "
+                           f"user's own incomplete data), so imputation FID and RMSE cannot be computed")
 
 
 def imputation_fid(imputer: Imputer, data: IncompleteDataset, extractor: FeatureExtractor,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import OptionError
+
 # Eigenvalues below -NEG_TOL * (largest eigenvalue) mean the input was not a covariance at all; smaller
 # negative ones are rounding and are clipped to zero.
 NEG_TOL = 1e-6
@@ -27,9 +29,9 @@ def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray,
     if f.ndim != 2:
         raise ValueError(f"features must be (N, d); got shape {f.shape}")
     if len(f) < 2:
-        raise ValueError(f"need at least 2 feature vectors for a covariance; got {len(f)}")
+        raise OptionError(f"need at least 2 feature vectors for a covariance; got {len(f)}")
     if not np.isfinite(f).all():
-        raise ValueError("features contain NaN or infinity (did the model produce non-finite images?)")
+        raise OptionError("features contain NaN or infinity (did the model produce non-finite images?)")
     mu = f.mean(axis=0)
     centred = f - mu
     sigma = centred.T @ centred / (len(f) - 1)

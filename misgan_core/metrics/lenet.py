@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import CompleteData, load_complete
+from ..errors import OptionError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -104,7 +105,7 @@ def tensor_fingerprint(x: torch.Tensor) -> str:
 def load_classifier(dataset: str, assets_dir: str | Path | None = None) -> tuple[LeNet, dict]:
     """The shipped classifier serving `dataset` (in eval mode) and its training record."""
     if dataset not in CLASSIFIER_FOR:
-        raise ValueError(f"no LeNet classifier for {dataset!r}; LeNet FID covers {', '.join(CLASSIFIER_FOR)}")
+        raise OptionError(f"no LeNet classifier for {dataset!r}; LeNet FID covers {', '.join(CLASSIFIER_FOR)}")
     weights, record_path = classifier_paths(CLASSIFIER_FOR[dataset], assets_dir)
     if not weights.exists():
         raise FileNotFoundError(
@@ -147,7 +148,7 @@ def classifier_splits(dataset: str, data_dir: str | Path | None = None) -> tuple
     They are mnist-5k's split 'test', on which the workbench also measures imputation of unseen digits.
     """
     if dataset not in SPLITS:
-        raise ValueError(f"train-classifier supports {', '.join(SPLITS)}; got {dataset!r}")
+        raise OptionError(f"train-classifier supports {', '.join(SPLITS)}; got {dataset!r}")
     return load_complete(dataset, data_dir, "train"), load_complete(dataset, data_dir, "test")
 
 
@@ -161,7 +162,7 @@ def train_classifier(dataset: str, epochs: int, seed: int, out_dir: str | Path |
     from .frechet import feature_statistics
 
     if dataset not in SPLITS:
-        raise ValueError(f"train-classifier supports {', '.join(SPLITS)}; got {dataset!r}")
+        raise OptionError(f"train-classifier supports {', '.join(SPLITS)}; got {dataset!r}")
     name = CLASSIFIER_FOR[dataset]
     out = Path(out_dir) if out_dir is not None else ASSETS
     out.mkdir(parents=True, exist_ok=True)
