@@ -39,8 +39,11 @@ def measure(arch: str, threads: int, steps: int, imputer: bool, precision: str =
     from misgan_core import MisGAN, MisGANConfig
 
     torch.set_num_threads(threads)
+    # The paper's recipe (no weight averages, eq. 12's imputer), as the released code trains; engines from
+    # before recipes have those defaults.
+    recipe = {"recipe": "paper"} if "recipe" in MisGANConfig.__dataclass_fields__ else {}
     config = MisGANConfig(arch=arch, batch_size=64, steps=steps, imputer=imputer, fid_every=0,
-                          sample_every=10**9, log_every=10**9, precision=precision)
+                          sample_every=10**9, log_every=10**9, precision=precision, **recipe)
     if paths:
         from misgan_core.fast import SpeedPaths
 
