@@ -15,12 +15,12 @@ Layers, lowest first (a module imports only from its own layer or lower ones; te
   networks             models, critic_gradients
   config               options (each option declared once), config (MisGANConfig: what defines a run)
   training             training (the one driver), jobs (background threads over training.Trainer)
-  methods              misgan, baselines/, demo
+  methods              methods/ (the registry: one module per method), misgan, baselines/, demo
   catalogue            catalog (methods, run folders, jobs), evaluation
   interface            cli, __main__, this package's API
 """
 
-from .catalog import METHODS, OpenedRun, RunInfo, list_runs, open_run
+from .catalog import OpenedRun, RunInfo, list_runs, open_run
 from .config import PRECISIONS, MisGANConfig
 from .critic_gradients import gradient_penalty
 from .data import (
@@ -46,6 +46,7 @@ from .masks import (
     make_incomplete,
     make_mask_process,
 )
+from .methods import METHODS, Method, Run, method
 from .misgan import MisGAN, f_tau
 from .models import TemperatureSigmoid
 from .runs import RunDir
@@ -57,10 +58,10 @@ MASK_ACTIVATIONS = TemperatureSigmoid.KINDS
 __all__ = [
     "MASK_ACTIVATIONS", "MASK_MODELS", "METHODS", "PRECISIONS",
     "CheckpointError", "CompleteData", "DataSpec", "DatasetError", "DiskFull", "Imputer", "IncompleteDataset",
-    "IndependentDropout", "MaskProcess", "MisGAN", "MisGANConfig", "MisGANError", "OpenedRun", "OptionError",
-    "QuadrantObservation",
-    "RectangleObservation", "RunBusy", "RunDir", "RunInfo", "SquareObservation", "StopTraining", "dataset_status",
+    "IndependentDropout", "MaskProcess", "Method", "MisGAN", "MisGANConfig", "MisGANError", "OpenedRun",
+    "OptionError", "QuadrantObservation", "RectangleObservation", "Run", "RunBusy", "RunDir", "RunInfo",
+    "SquareObservation", "StopTraining", "dataset_status",
     "evaluate_run", "f_tau", "gradient_penalty", "list_datasets", "list_runs", "load_complete",
-    "load_user_data", "make_incomplete", "make_mask_process", "native_bf16", "open_run", "paste_observed",
+    "load_user_data", "make_incomplete", "make_mask_process", "method", "native_bf16", "open_run", "paste_observed",
     "pick_device",
 ]

@@ -1,12 +1,13 @@
-"""The run catalogue: the methods the workbench knows, the run folders on disk, and the jobs training them.
+"""The run catalogue: the run folders on disk, and the jobs training them.
 
-- `METHODS`: one entry per method (MisGAN and each baseline) with its title, whether it trains in steps or
-  fits in closed form, whether it generates, and its one default budget. The CLI and the pages read it.
+- `METHODS` (from misgan_core.methods, the registry): one entry per method (MisGAN and each baseline) with
+  its title, whether it trains in steps or fits in closed form, whether it generates, and its one default
+  budget. The CLI and the pages read it.
 - `list_runs` / `run_info`: every run folder under a root, of every kind; a folder that cannot be read is
   listed with the reason instead of breaking the listing.
-- `open_run`: any run folder (MisGAN, a baseline, the shipped demo) as an `OpenedRun`: its data spec, its
+- `open_run`: any run folder (MisGAN, a baseline, the shipped demo) as a `Run`: its data spec, its
   imputer, its sampler where it generates, and its budget (steps, epochs, seconds).
-- `run_name` / `new_run_dir`: readable, deterministic folder names; `start_*_job` / `resume_job` /
+- `run_name` / `new_run_dir`: readable, deterministic folder names; `start_job` / `resume_job` /
   `job_for_run`: background jobs (jobs.py), one per run folder.
 """
 
@@ -20,20 +21,16 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .baselines import BASELINES
-from .baselines.runs import BaselineRun, run_spec
+from .config import MisGANConfig
 from .data import DATASETS, IncompleteDataset, check_data_memory, check_zip_members, load_user_data, png_decoded_bytes
 from .errors import DatasetError, OptionError, RunBusy
-from .imputers import Imputer
 from .jobs import Job, JobRegistry, registry
-from .misgan import MisGAN, MisGANConfig
+from .methods import METHODS, MISGAN, Method, Run, SampleFn, kind_of, method, method_of
 from .runs import CheckpointError, RunDir
 from .runs import list_runs as list_run_dirs
 from .spec import DataSpec
@@ -44,41 +41,7 @@ SWEEPS_ENV = "MISGAN_SWEEPS_DIR"
 
 log = logging.getLogger(__name__)
 
-SampleFn = Callable[[int, torch.Generator], torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------
-# Methods
-
-
-@dataclass(frozen=True)
-class Method:
-    """A method the workbench trains or fits, with its one default budget."""
-
-    kind: str
-    title: str
-    trainable: bool           # trained in steps (else fitted once, in closed form)
-    generates: bool           # has unconditional samples (generation FID)
-    default_steps: int        # MisGAN: generator steps; GAIN, ConvAC: train_step calls; closed form: 1
-    step_unit: str = "steps"
-
-
-METHODS: dict[str, Method] = {
-    "misgan": Method("misgan", "MisGAN", True, True, MisGANConfig().steps, "generator steps"),
-    "gain": Method("gain", "GAIN", True, False, 1000),
-    "convac": Method("convac", "ConvAC", True, True, 1000),
-    "mf": Method("mf", "MF", False, False, 1, "fit"),
-    "mean": Method("mean", "Mean", False, False, 1, "fit"),
-    "zero": Method("zero", "Zero", False, False, 1, "fit"),
-}
-BASELINE_KINDS = tuple(k for k in METHODS if k != "misgan")
-assert set(BASELINE_KINDS) == set(BASELINES), "every baseline needs an entry in METHODS"
-
-
-def method(kind: str) -> Method:
-    if kind not in METHODS:
-        raise OptionError(f"unknown method {kind!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[kind]
+OpenedRun = Run  # the name earlier versions gave a run folder opened for use
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,18 +227,12 @@ def download_dataset(name: str) -> str:
 # Describing runs
 
 
-def describe(kind: str, spec: DataSpec | None, arch: str | None = None, imputer: bool = False,
+def describe(kind: str, spec: DataSpec | None, config: Mapping[str, Any] | None = None,
              steps: int | None = None) -> str:
-    """What a run or job is, in one line: method (architecture), data and missingness, budget."""
-    title = METHODS[kind].title if kind in METHODS else kind
-    if kind == "misgan":
-        title += f" {arch or 'fc'}" + (" + imputer" if imputer else "")
-    parts = [title]
-    if spec is not None:
-        parts.append(spec.label())
-    if steps is not None and kind in METHODS and METHODS[kind].trainable:
-        parts.append(f"{steps:,} {METHODS[kind].step_unit}")
-    return " · ".join(parts)
+    """What a run or job is, in one line: method (as its config makes it), data and missingness, budget."""
+    if kind not in METHODS:
+        return " · ".join([kind] + ([spec.label()] if spec is not None else []))
+    return METHODS[kind].describe(spec, config, steps)
 
 
 @dataclass
@@ -316,13 +273,18 @@ class RunInfo:
         return None
 
     @property
+    def method(self) -> Method | None:
+        """The registry's entry for this run's method (None for an unreadable folder)."""
+        return METHODS.get(self.kind)
+
+    @property
     def imputes(self) -> bool:
-        """Has an imputer: a MisGAN run trained with one, or any baseline."""
-        return self.kind in BASELINE_KINDS or (self.kind == "misgan" and bool(self.config.get("imputer")))
+        """Has an imputer (a MisGAN run trained with one, or any baseline)."""
+        return self.method is not None and self.method.imputes(self.config)
 
     @property
     def generates(self) -> bool:
-        return self.kind in METHODS and METHODS[self.kind].generates
+        return self.method is not None and self.method.generates
 
     @property
     def usable(self) -> bool:
@@ -356,8 +318,7 @@ class RunInfo:
     def title(self) -> str:
         if self.error is not None:
             return f"{self.name} (unreadable)"
-        what = describe(self.kind, self.spec, self.config.get("arch"), bool(self.config.get("imputer")),
-                        self.step if self.step else None)
+        what = describe(self.kind, self.spec, self.config, self.step if self.step else None)
         return f"{what} (demo)" if self.demo else what
 
 
@@ -366,10 +327,10 @@ def run_info(path: str | Path, demo: bool = False) -> RunInfo:
     run = RunDir(path)
     try:
         config = RunDir.open(path).read_config()
-        kind = str(config.get("kind", "misgan"))
+        kind = kind_of(config)
         if kind not in METHODS:
             raise CheckpointError(f"unknown run kind {kind!r}")
-        spec = MisGANConfig.from_dict(config).data if kind == "misgan" else run_spec(config)
+        spec = METHODS[kind].spec_of(config)
         error = None
     except (CheckpointError, OSError, ValueError, TypeError) as err:
         config, kind, spec, error = {}, "unknown", None, str(err)
@@ -402,89 +363,29 @@ def list_runs(root: str | Path | None = None, include_demo: bool = True) -> list
 # Opening runs
 
 
-@dataclass
-class OpenedRun:
-    """A run folder loaded for use: its data, its imputer and sampler, and what it cost."""
-
-    path: Path
-    kind: str
-    spec: DataSpec
-    data: IncompleteDataset
-    model: Any                          # the MisGAN or the BaselineRun
-    imputer: Imputer | None = None
-    sampler: SampleFn | None = None
-    step: int = 0
-    epochs: float | None = None
-    seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.data.shape
-
-    @property
-    def title(self) -> str:
-        return describe(self.kind, self.spec, self.info.get("arch"), self.imputer is not None and
-                        self.kind == "misgan", self.step)
-
-    def budget(self) -> dict[str, Any]:
-        """Steps, epochs and seconds of training, for every number shown about this run."""
-        out: dict[str, Any] = {"steps": self.step, "step_unit": METHODS[self.kind].step_unit,
-                               "epochs": None if self.epochs is None else round(self.epochs, 2),
-                               "seconds": round(self.seconds, 1)}
-        if "best_step" in self.info:
-            out["best_step"] = self.info["best_step"]
-        return out
-
-    def require_imputer(self) -> Imputer:
-        if self.imputer is None:
-            raise OptionError(f"{self.path} has no imputer: it is a MisGAN run trained without --imputer; "
-                              f"train one with `train ... --imputer`")
-        return self.imputer
-
-
-def open_run(path: str | Path, device: str | None = None, data: IncompleteDataset | None = None) -> OpenedRun:
+def open_run(path: str | Path, device: str | None = None, data: IncompleteDataset | None = None) -> Run:
     """Load any run folder for imputing, sampling and evaluating; nothing in the folder is changed.
 
     Baselines use their best-FID weights where they kept them (GAIN, as the paper evaluates it).
     """
-    path = Path(path)
     config = RunDir.open(path).read_config()
-    kind = str(config.get("kind", "misgan"))
-    if kind == "misgan":
-        gan = MisGAN.load(path, device=device, data=data)
-        return OpenedRun(path, kind, gan.config.data, gan.data, gan,
-                         imputer=gan if gan.nets.gi is not None else None,
-                         sampler=lambda n, g: gan.sample(n, generator=g),
-                         step=gan.step, epochs=gan.epochs, seconds=gan.train_time,
-                         info={"arch": gan.config.arch, "imputer": gan.nets.gi is not None})
-    if kind in BASELINE_KINDS:
-        br = BaselineRun.load(path, device=device, data=data)
-        br.use_best_weights()
-        info: dict[str, Any] = {"options": br.config.get("options", {})}
-        if br.best_step is not None:
-            info["best_step"] = br.best_step
-        sample = getattr(br.model, "sample", None)
-        return OpenedRun(path, kind, br.spec, br.data, br, imputer=br.model,
-                         sampler=(lambda n, g: sample(n, generator=g)) if sample is not None else None,
-                         step=br.step, epochs=br.epochs, seconds=br.train_time, info=info)
-    raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot open; runs are one of "
-                          f"{', '.join(METHODS)}")
+    return method_of(config, path).load(path, device=device, data=data)
 
 
-def load_trainer(path: str | Path, device: str | None = None) -> MisGAN | BaselineRun:
-    """A run folder ready to train on (MisGAN or a trainable baseline)."""
+def load_run_to_train(path: str | Path, device: str | None = None) -> Run:
+    """A run folder ready to train on, of any trainable method."""
     config = RunDir.open(path).read_config()
-    kind = str(config.get("kind", "misgan"))
     if config.get("inference_only"):
         raise CheckpointError(f"{path} is an inference-only model (no training state); it cannot be resumed")
-    if kind == "misgan":
-        return MisGAN.load(path, device=device)
-    if kind in BASELINE_KINDS:
-        if not METHODS[kind].trainable:
-            raise OptionError(f"{path} is a {METHODS[kind].title} run, fitted in closed form: nothing to resume")
-        return BaselineRun.load(path, device=device)
-    raise CheckpointError(f"{path} holds a {kind!r} run, which this version cannot train")
+    m = method_of(config, path)
+    if not m.trainable:
+        raise OptionError(f"{path} is a {m.title} run, fitted in closed form: nothing to resume")
+    return m.load(path, device=device, for_training=True)
+
+
+def load_trainer(path: str | Path, device: str | None = None) -> Any:
+    """What trains a run folder (training.drive's Steppable): `load_run_to_train(path).trainer`."""
+    return load_run_to_train(path, device).trainer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,15 +399,22 @@ def _digest(obj: Any) -> str:
 def run_name(kind: str, spec: DataSpec, settings: dict[str, Any] | None = None) -> str:
     """A readable folder name; the same method, data and settings give the same name."""
     settings = settings or {}
-    prefix = kind
-    if kind == "misgan":
-        prefix = f"misgan-{settings.get('arch', 'fc')}" + ("-imp" if settings.get("imputer") else "")
+    prefix = method(kind).name_prefix(settings)
     return f"{prefix}-{spec.slug()}-{_digest({'data': spec.to_dict(), **settings})}"
 
 
+def job_run_name(kind: str, spec: DataSpec, options: Mapping[str, Any] | None = None, seed: int | None = None) -> str:
+    """The folder name a job of `kind` on `spec` with `options` writes (before any -2, -3 suffix)."""
+    return run_name(kind, spec, method(kind).name_settings(spec, options, seed))
+
+
 def misgan_run_name(config: MisGANConfig) -> str:
-    settings = {k: v for k, v in config.to_dict().items() if k != "data"}
-    return run_name("misgan", config.data, settings)
+    return run_name(MISGAN.name, config.data, _settings_of(config))
+
+
+def _settings_of(config: MisGANConfig) -> dict[str, Any]:
+    """What a MisGAN run's folder name digests: its config.json's fields but `data`."""
+    return {k: v for k, v in config.to_dict().items() if k != "data"}
 
 
 def new_run_dir(base: str, root: str | Path | None = None) -> Path:
@@ -542,49 +450,54 @@ def latest_job(base: str, registry_: JobRegistry | None = None) -> Job | None:
     return matches[-1] if matches else None
 
 
-def start_misgan_job(config: MisGANConfig, root: str | Path | None = None, run_dir: str | Path | None = None,
-                     threads: int | None = None, registry_: JobRegistry | None = None) -> tuple[Job, bool]:
-    """Train MisGAN in the background, or return the job already training this config. (job, started).
+def start_job(kind: str, spec: DataSpec, options: Mapping[str, Any] | None = None, steps: int | None = None,
+              seed: int | None = None, root: str | Path | None = None, run_dir: str | Path | None = None,
+              threads: int | None = None, registry_: JobRegistry | None = None,
+              after: Job | None = None) -> tuple[Job, bool]:
+    """Train or fit a new run of `kind` with `options` in the background, or return the job already doing it.
+    (job, started). With `after`, it waits for that job to end before it starts."""
+    m = method(kind)
+    spec.validate()
+    return _start(m, spec, m.name_settings(spec, options, seed), steps,
+                  lambda path: m.create(path, spec, options, seed=seed), root, run_dir, threads, registry_, after)
 
-    The check and the start happen under one lock, so two clicks (or two sessions) at once start one job.
-    """
-    config.validate()
+
+def _start(m: Method, spec: DataSpec, settings: dict[str, Any], steps: int | None, create: Callable[[Path], Run],
+           root: str | Path | None, run_dir: str | Path | None, threads: int | None, registry_: JobRegistry | None,
+           after: Job | None) -> tuple[Job, bool]:
+    """The check and the start happen under one lock, so two clicks (or two sessions) at once start one job."""
+    steps = int(steps or m.default_steps) if m.trainable else 1
+    if steps < 1:
+        raise OptionError(f"steps must be at least 1; got {steps}")
     reg = registry_ or registry()
-    base = misgan_run_name(config)
+    base = run_name(m.name, spec, settings)
     with _START_LOCK:
         job = running_job(base, reg) if run_dir is None else None
         if job is not None:
             return job, False
         path = Path(run_dir) if run_dir is not None else new_run_dir(base, root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        label = describe("misgan", config.data, config.arch, config.imputer, config.steps)
-        return reg.start(str(path), lambda: MisGAN(config, run_dir=path), config.steps, label=label,
-                         threads=threads, kind="misgan"), True
+        label = m.describe(spec, settings, steps if m.trainable else None)
+        return reg.start(str(path), lambda: create(path).trainer, steps, label=label, threads=threads, kind=m.name,
+                         after=after), True
+
+
+def start_misgan_job(config: MisGANConfig, root: str | Path | None = None, run_dir: str | Path | None = None,
+                     threads: int | None = None, registry_: JobRegistry | None = None) -> tuple[Job, bool]:
+    """start_job for MisGAN with a whole MisGANConfig (the Train page's form); trains config.steps steps."""
+    config.validate()
+    return _start(MISGAN, config.data, _settings_of(config), config.steps,
+                  lambda path: MISGAN.create_from_config(path, config), root, run_dir, threads, registry_, None)
 
 
 def start_baseline_job(kind: str, spec: DataSpec, steps: int | None = None, seed: int = 0,
                        root: str | Path | None = None, registry_: JobRegistry | None = None,
                        threads: int | None = None, after: Job | None = None) -> tuple[Job, bool]:
-    """Fit a baseline in the background (or return the job already fitting it). (job, started).
-    With `after`, it waits for that job to end before it starts."""
-    m = method(kind)
-    if kind == "misgan":
-        raise ValueError("MisGAN trains with start_misgan_job")
-    spec.validate()
-    steps = int(steps or m.default_steps) if m.trainable else 1
-    if steps < 1:
-        raise OptionError(f"steps must be at least 1; got {steps}")
-    reg = registry_ or registry()
-    base = run_name(kind, spec, {"seed": seed})
-    with _START_LOCK:
-        job = running_job(base, reg)
-        if job is not None:
-            return job, False
-        path = new_run_dir(base, root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return reg.start(str(path), lambda: BaselineRun.create(path, kind, spec, seed=seed), steps,
-                         label=describe(kind, spec, steps=steps if m.trainable else None), threads=threads,
-                         kind=kind, after=after), True
+    """start_job for a baseline with its default options."""
+    if not method(kind).baseline:
+        raise OptionError(f"{method(kind).title} is not fitted as a baseline; start it with start_job")
+    return start_job(kind, spec, None, steps, seed=seed, root=root, registry_=registry_, threads=threads,
+                     after=after)
 
 
 def resume_job(path: str | Path, steps: int, threads: int | None = None,
@@ -595,8 +508,7 @@ def resume_job(path: str | Path, steps: int, threads: int | None = None,
     info = run_info(path)
     if info.error:
         raise CheckpointError(info.error)
-    label = f"{describe(info.kind, info.spec, info.config.get('arch'), bool(info.config.get('imputer')))}" \
-            f" · resumed at step {info.step:,} for {steps:,} more"
+    label = f"{describe(info.kind, info.spec, info.config)} · resumed at step {info.step:,} for {steps:,} more"
     with _START_LOCK:
         return (registry_ or registry()).start(str(path), lambda: load_trainer(path), steps, label=label,
                                                threads=threads, kind=info.kind)
@@ -612,7 +524,8 @@ def running_misgan_job(config: MisGANConfig, registry_: JobRegistry | None = Non
 
 
 def baseline_job(kind: str, spec: DataSpec, seed: int = 0, registry_: JobRegistry | None = None) -> Job | None:
-    return latest_job(run_name(kind, spec, {"seed": seed}), registry_)
+    """The newest job that fitted `kind` with its defaults on `spec`."""
+    return latest_job(job_run_name(kind, spec, None, seed), registry_)
 
 
 def training_now(info: RunInfo, registry_: JobRegistry | None = None) -> Job | None:
@@ -647,10 +560,10 @@ def delete_run(path: str | Path) -> None:
 
 
 __all__ = [
-    "BASELINE_KINDS", "METHODS", "Method", "OpenedRun", "RunInfo", "baseline_job", "data_dir", "delete_run",
-    "describe", "job_for_run", "latest_job", "list_runs", "load_trainer", "misgan_run_name", "new_run_dir",
-    "open_run", "resume_job", "run_info", "run_name", "runs_root", "running_job",
-    "running_misgan_job", "start_baseline_job", "start_misgan_job", "sweeps_root", "confined_path",
-    "user_data_roots", "uploads_root", "save_upload", "download_dataset", "best_finished_run",
+    "METHODS", "Method", "OpenedRun", "Run", "RunInfo", "SampleFn", "baseline_job", "data_dir", "delete_run",
+    "describe", "job_for_run", "job_run_name", "latest_job", "list_runs", "load_run_to_train", "load_trainer",
+    "method", "misgan_run_name", "new_run_dir", "open_run", "resume_job", "run_info", "run_name", "runs_root",
+    "running_job", "running_misgan_job", "start_baseline_job", "start_job", "start_misgan_job", "sweeps_root",
+    "confined_path", "user_data_roots", "uploads_root", "save_upload", "download_dataset", "best_finished_run",
     "finished_runs", "training_now", "how_to_get_by_hand",
 ]

@@ -26,15 +26,13 @@ import numpy as np
 import torch
 
 from . import distributed, options
-from .baselines import BASELINES
-from .baselines.runs import BaselineRun
-from .catalog import METHODS, delete_run, load_trainer, open_run
+from .catalog import delete_run, load_run_to_train, open_run
 from .config import RECIPES, MisGANConfig
 from .data import list_datasets, load_user_data
 from .device import native_bf16
 from .errors import CheckpointError, DatasetError, MisGANError, OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
-from .misgan import MisGAN
+from .methods import METHODS, MISGAN, Run, baselines, method
 from .runs import RunDir
 from .spec import DataSpec
 from .training import TrainingInterrupted
@@ -91,16 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     options.add_arguments(g, MisGANConfig)
     g.add_argument("--out", required=True, help="new run folder")
 
-    p = sub.add_parser("baseline", help="fit a baseline imputer (gain, convac, mf, mean, zero) into a run folder",
+    trained = [m for m in baselines() if m.trainable]
+    closed_form = [m.name for m in baselines() if not m.trainable]
+    p = sub.add_parser("baseline", help=f"fit a baseline imputer ({', '.join(m.name for m in baselines())}) into a "
+                                        f"run folder",
                        description="Fit a baseline into a run folder; the data options are those of `train`, "
                                    "so both see the same incomplete examples. Continue with `resume RUN`.")
-    p.add_argument("kind", choices=sorted(BASELINES))
+    p.add_argument("kind", choices=sorted(m.name for m in baselines()))
     DataSpec.add_arguments(p)
     g = p.add_argument_group("model and training")
     g.add_argument("--steps", type=_positive, default=None,
-                   help="train_step calls for gain / convac (default "
-                        + ", ".join(f"{k} {METHODS[k].default_steps}" for k in ("gain", "convac"))
-                        + "); mf, mean and zero fit once in closed form")
+                   help=f"train_step calls for {' / '.join(m.name for m in trained)} (default "
+                        + ", ".join(f"{m.name} {m.default_steps}" for m in trained)
+                        + f"); {', '.join(closed_form)} fit once in closed form")
     g.add_argument("--batch-size", type=_positive, default=None, help="default: the model's (128)")
     g.add_argument("--set", dest="options", action="append", default=[], metavar="NAME=VALUE",
                    help="a model option, e.g. adversarial=false (gain), lr=1e-4 (convac), rank=40 (mf)")
@@ -164,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist-5k")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=_positive, default=None, help="use only the first N training examples")
-    p.add_argument("--methods", default="misgan,gain,convac,mf,mean,zero",
+    p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated: " + ", ".join(METHODS))
     p.add_argument("--mask", default="dropout", choices=["dropout", "square"],
                    help="square: the observed square's side is chosen to give each missing rate")
@@ -207,10 +208,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return options
 
 
-def _report(trainer: MisGAN | BaselineRun, kind: str) -> None:
-    last = {k: v for r in trainer.history for k, v in r.items()}
-    print(json.dumps({"run": str(trainer.run.path) if trainer.run else None, "kind": kind, "step": trainer.step,
-                      "epochs": round(trainer.epochs, 2), "seconds": round(trainer.train_time, 1),
+def _report(run: Run) -> None:
+    trainer = run.trainer
+    last = {k: v for r in run.history for k, v in r.items()}
+    print(json.dumps({"run": str(trainer.run.path) if trainer.run else None, "kind": run.kind, "step": run.step,
+                      "epochs": round(run.epochs, 2), "seconds": round(run.seconds, 1),
                       **{k: round(v, 4) for k, v in last.items() if k not in ("step", "time")}}))
 
 
@@ -255,12 +257,13 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
         raise OptionError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {args.seed}")
     config = options.from_namespace(MisGANConfig, args, data=DataSpec.from_args(args))
     config.validate()
-    gan = MisGAN(config, run_dir=args.out)
+    run = MISGAN.create_from_config(args.out, config)
+    gan = run.trainer
     if config.precision == "bf16" and not native_bf16(gan.device) and not rank:
         print(f"note: {gan.device} has no native bfloat16 products (AVX512-BF16, AMX or a bf16 GPU); "
               f"--precision bf16 will train slower than fp32 here", file=sys.stderr)
     if rank:  # the other ranks train their shards quietly; rank 0 reports and writes the run folder
-        gan.train()
+        run.train()
         return
     world = f", {gan.world} processes x {gan._b} rows" if gan.world > 1 else ""
     print(f"run {args.out}: {gan.data.name} {gan.shape}, {len(gan.data)} examples, {config.data.missingness()}, "
@@ -268,8 +271,8 @@ def _train_in_group(args: argparse.Namespace, rank: int) -> None:
           f"{', bfloat16 products' if config.precision == 'bf16' else ''}; "
           f"{config.steps:,} generator steps = {config.steps * config.n_critic / gan._order.batches_per_epoch:.1f} "
           f"epochs; global batch {gan._order.batch_size}{world}", file=sys.stderr)
-    gan.train(progress=True)
-    _report(gan, "misgan")
+    run.train(progress=True)
+    _report(run)
 
 
 def _baseline(args: argparse.Namespace) -> None:
@@ -280,15 +283,16 @@ def _baseline(args: argparse.Namespace) -> None:
 
 
 def _baseline_in(args: argparse.Namespace) -> None:
-    m = METHODS[args.kind]
+    m = method(args.kind)
     steps = (args.steps or m.default_steps) if m.trainable else 1
-    br = BaselineRun.create(args.out, args.kind, DataSpec.from_args(args), _parse_set(args.options), seed=args.seed,
-                            batch_size=args.batch_size, device=args.device)
-    print(f"run {args.out}: {m.title} on {br.data.name} {tuple(br.data.shape)}, {len(br.data)} examples, "
-          f"{br.spec.missingness()}, missing {br.data.missing_rate:.1%}, {torch.get_num_threads()} threads",
+    run = m.create(args.out, DataSpec.from_args(args), _parse_set(args.options), seed=args.seed,
+                   batch_size=args.batch_size, device=args.device)
+    print(f"run {args.out}: {m.title} on {run.data.name} {tuple(run.data.shape)}, {len(run.data)} examples, "
+          f"{run.spec.missingness()}, missing {run.data.missing_rate:.1%}, {torch.get_num_threads()} threads",
           file=sys.stderr)
-    br.train(steps, checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, progress=True)
-    _report(br, args.kind)
+    run.cadence = {"checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every}
+    run.train(steps, progress=True)
+    _report(run)
 
 
 def _resume(args: argparse.Namespace) -> None:
@@ -299,23 +303,24 @@ def _resume(args: argparse.Namespace) -> None:
 
 
 def _resume_in_group(args: argparse.Namespace, rank: int) -> None:
-    trainer = load_trainer(args.run, device=args.device)
-    kind = trainer.kind if isinstance(trainer, BaselineRun) else "misgan"
-    if isinstance(trainer, BaselineRun) and distributed.launched_by_torchrun():
-        raise OptionError(f"torchrun trains MisGAN runs; {args.run} is a {METHODS[kind].title} run: resume it "
+    run = load_run_to_train(args.run, device=args.device)
+    title = run.method.title
+    if not run.method.data_parallel and distributed.launched_by_torchrun():
+        parallel = " or ".join(m.title for m in METHODS.values() if m.data_parallel)
+        raise OptionError(f"torchrun trains {parallel} runs; {args.run} is a {title} run: resume it "
                           f"in one process (python -m misgan_core resume RUN)")
-    steps = args.steps if args.steps is not None else max(0, args.until - trainer.step)
+    steps = args.steps if args.steps is not None else max(0, args.until - run.step)
     if rank:
-        trainer.train(steps)
+        run.train(steps)
         return
     if not steps:
-        print(f"{args.run} ({METHODS[kind].title}) has trained {trainer.step} steps already (--until "
+        print(f"{args.run} ({title}) has trained {run.step} steps already (--until "
               f"{args.until}); nothing to do", file=sys.stderr)
         return
-    print(f"resuming {args.run} ({METHODS[kind].title}) at step {trainer.step} for {steps} more",
+    print(f"resuming {args.run} ({title}) at step {run.step} for {steps} more",
           file=sys.stderr)
-    trainer.train(steps, progress=True)
-    _report(trainer, kind)
+    run.train(steps, progress=True)
+    _report(run)
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -323,8 +328,9 @@ def _sample(args: argparse.Namespace) -> None:
 
     run = open_run(args.run)
     if run.sampler is None:
-        raise OptionError(f"{args.run} is a {METHODS[run.kind].title} run, which does not generate; sample from a "
-                          f"MisGAN or ConvAC run")
+        *first, last = [m.title for m in METHODS.values() if m.generates]
+        raise OptionError(f"{args.run} is a {run.method.title} run, which does not generate; sample from a "
+                          f"{' or '.join([', '.join(first), last] if first else [last])} run")
     images = run.sampler(args.n, torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

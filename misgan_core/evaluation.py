@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from .catalog import METHODS, OpenedRun, open_run, runs_root
+from .catalog import open_run, runs_root
 from .data import IncompleteDataset
 from .errors import OptionError
 from .imputers import Imputer
+from .methods import Run
 from .metrics import evaluate
 from .runs import append_jsonl, read_jsonl
 from .spec import DataSpec
@@ -33,7 +34,7 @@ def evaluate_imputer(imputer: Imputer, data: IncompleteDataset, seed: int = 0) -
 EVAL_SPLITS = ("train", "test")
 
 
-def evaluation_data(run: OpenedRun, split: str = "train", dataset: str | None = None
+def evaluation_data(run: Run, split: str = "train", dataset: str | None = None
                     ) -> tuple[DataSpec, IncompleteDataset]:
     """The examples to evaluate a run on: 'train', the run's own incomplete training examples (the paper's
     protocol, section 5.2: impute the training set); 'test', examples the run never saw (DataSpec.held_out).
@@ -56,7 +57,7 @@ def split_label(split: str, n: int, dataset: str | None = None) -> str:
     return f"train: the run's own {n:,} examples" if split == "train" else f"test: {n:,} held-out examples"
 
 
-def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0, batch_size: int = 500,
+def evaluate_opened(run: Run, n_samples: int | None = None, seed: int = 0, batch_size: int = 500,
                     split: str = "train", dataset: str | None = None) -> dict[str, Any]:
     """Generation FID (n_samples samples, default as many as the evaluated examples, as in the paper),
     imputation FID and RMSE (every example imputed once) of an opened run on `split`, with its budget.
@@ -73,7 +74,7 @@ def evaluate_opened(run: OpenedRun, n_samples: int | None = None, seed: int = 0,
                           seed=seed, batch_size=batch_size)
     result["eval_seconds"] = result.pop("seconds")  # "seconds" is the run's training time (its budget)
     split = "test" if dataset else split
-    return {"run": str(run.path), "kind": run.kind, "method": METHODS[run.kind].title,
+    return {"run": str(run.path), "kind": run.kind, "method": run.method.title,
             "dataset": spec.dataset, "missingness": data.missingness, "split": split,
             "split_label": split_label(split, len(data), dataset), **run.info, **result, **run.budget()}
 

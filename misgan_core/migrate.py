@@ -31,20 +31,21 @@ BOOKKEEPING_KEYS = frozenset({"kind", "format", "inference_only", "made_from"})
 
 
 def migrate(config: dict[str, Any], where: str = "config.json") -> dict[str, Any]:
-    """`config` (a run folder's config.json, any kind) in the current layout. Refuses, in one line naming the
-    option, a run whose behaviour depended on an option that is gone; `where` names the file in messages."""
-    version = config.get("format", 1) if config.get("kind", "misgan") == "misgan" else FORMAT
+    """`config` (a MisGAN run folder's config.json: MisGANConfig.from_dict calls this) in the current layout.
+    Refuses, in one line naming the option, a run whose behaviour depended on an option that is gone; `where`
+    names the file in messages. A baseline's config.json numbers its own formats (baselines/runs.py); its entry
+    in misgan_core.methods reads its earlier layouts."""
+    version = config.get("format", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{where}: 'format' must be a positive whole number; got {version!r}")
     if version > FORMAT:
         raise CheckpointError(f"{where} was written by a newer misgan_core (format {version}; this one reads up "
                               f"to {FORMAT}): upgrade misgan_core to open it")
     out = _nest_data_fields(dict(config))
-    if out.get("kind", "misgan") == "misgan" and version < FORMAT:
+    if version < FORMAT:
         out = _drop_removed_misgan_options(out, where)
-    if out.get("kind", "misgan") == "misgan":
-        out["format"] = FORMAT
-        out.setdefault("recipe", _recipe_of(out))
+    out["format"] = FORMAT
+    out.setdefault("recipe", _recipe_of(out))
     return out
 
 

@@ -133,7 +133,7 @@ class MisGANRunFolder:
         """Rebuild a run from its folder, ready to sample, impute or train on."""
         run = RunDir.open(path)
         raw = run.read_config()
-        if raw.get("kind", "misgan") != "misgan":
+        if raw.get("kind", cls.name) != cls.name:
             raise CheckpointError(f"{path} is a {raw.get('kind')!r} run, not a MisGAN run")
         try:
             config = MisGANConfig.from_dict(raw)

@@ -18,44 +18,32 @@ Budgets (`Budget.parse`):
               (its CPU learning rate, 1e-2, converges in far fewer: baselines/convac.py);
   minutes=N   every trainable method trains for N minutes of wall-clock time;
   steps=N     every trainable method takes N steps.
-MF, mean and zero fit once in closed form under every budget.
+MF, mean and zero fit once in closed form under every budget. Each method's entry in misgan_core.methods holds
+its budgets (`quick_steps`, `paper_epochs`, `paper_steps`) and how it makes and checks its cells.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .baselines.runs import BaselineRun
-from .catalog import METHODS, load_trainer, open_run
+from .catalog import open_run
 from .errors import OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
-from .misgan import MisGAN, MisGANConfig
-from .options import check_assignments
+from .methods import METHODS, MISGAN, CellContext, Run
+from .methods import method as method_named
 from .runs import CheckpointError, RunDir, append_jsonl, read_jsonl
 from .spec import DataSpec
 from .training import StopTraining
 
 RESULTS = "results.jsonl"
-# MisGAN: 300 epochs alone, then 1000 (600 for images larger than 32x32) with its imputer, all networks
-# training jointly (appendix D; the released code's --pretrain then mnist_misgan_impute.py).
-PAPER_EPOCHS = {"misgan-alone": 300, "misgan": 1000, "misgan-large": 600, "gain": 300, "convac": 1000}
-QUICK_STEPS = {"misgan": 200, "gain": 300, "convac": 100}
-SELECT_EVERY_EPOCHS = {"gain": 1, "convac": 5}  # best-FID selection cadence under the paper budget
-PATIENCE = 4  # ConvAC stops after this many selections without a better imputation FID
-# MisGAN options that change what a cell learns; a cell is reused only when they all agree.
-OPTION_FIELDS = ("arch", "latent", "tau", "mask_model", "temperature", "mask_activation", "mask_critic",
-                 "batch_size", "n_critic", "alpha", "gp_weight", "lr", "betas", "imputer",
-                 "imputer_mode", "beta", "imputer_lr", "imputer_sees_mask", "imputer_critic_sees_mask",
-                 "imputer_start", "ema", "imputer_width", "imputer_depth", "precision", "seed")
 METRICS = {"imputation_fid": "imputation FID", "fid": "generation FID", "rmse": "RMSE (missing pixels)"}
 
 
@@ -85,27 +73,25 @@ class Budget:
 
     def plan(self, kind: str, n_examples: int, batch_size: int, n_critic: int = 5,
              image_side: int = 28) -> tuple[int, float | None]:
-        """(steps, wall-clock limit in seconds or None) for method `kind` on `n_examples` examples."""
-        if not METHODS[kind].trainable:
+        """(steps, wall-clock limit in seconds or None) for method `kind` on `n_examples` examples; `n_critic`
+        is the batches one step consumes where the method has several (MisGAN's critic updates)."""
+        m = method_named(kind)
+        if not m.trainable:
             return 1, None
         if self.kind == "steps":
             return int(self.value), None
         if self.kind == "minutes":
             return 10 ** 9, 60.0 * self.value
         if self.kind == "quick":
-            return QUICK_STEPS[kind], None
-        per_epoch = max(1, n_examples // batch_size)
-        if kind == "misgan":
-            epochs = PAPER_EPOCHS["misgan-alone"] + PAPER_EPOCHS["misgan" if image_side <= 32 else "misgan-large"]
-            return math.ceil(epochs * per_epoch / n_critic), None
-        return PAPER_EPOCHS[kind] * per_epoch, None
+            return m.quick_steps, None
+        return m.paper_steps(n_examples, batch_size, n_critic, image_side), None
 
     def imputer_start(self, n_examples: int, batch_size: int, n_critic: int = 5) -> int:
-        """MisGAN's generator steps before its imputer joins: the paper budget's 300 epochs of MisGAN alone
+        """MisGAN's generator steps before its imputer joins: the paper budget's epochs of MisGAN alone
         (appendix D), none under the other budgets."""
         if self.kind != "paper":
             return 0
-        return math.ceil(PAPER_EPOCHS["misgan-alone"] * max(1, n_examples // batch_size) / n_critic)
+        return MISGAN.paper_imputer_start(n_examples, batch_size, n_critic)
 
 
 def square_side_for(rate: float, height: int, width: int) -> int:
@@ -151,10 +137,11 @@ class Sweep:
     def __init__(self, out: str | Path, dataset: str, methods: list[str], mask: str, rates: list[float],
                  budget: Budget, arch: str = "fc", device: str = "auto", eval_splits: tuple[str, ...] = EVAL_SPLITS,
                  seed: int = 0, data_dir: str | None = None, limit: int | None = None, mask_seed: int = 0,
-                 misgan_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None):
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise OptionError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+                 misgan_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                 options: Mapping[str, Mapping[str, Any]] | None = None):
+        """`options`: per method name, the options its cells are made with; `misgan_options` is MisGAN's."""
+        for name in methods:
+            method_named(name)  # an unknown name fails here, naming the choices
         if not methods:
             raise OptionError("name at least one method")
         for split in eval_splits:
@@ -165,15 +152,17 @@ class Sweep:
         shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
         self.out, self.budget, self.arch, self.device = Path(out), budget, arch, device
         self.eval_splits, self.seed = tuple(eval_splits), seed
-        self.misgan_options = dict(misgan_options or {})
+        self.options = {name: dict(opts) for name, opts in (options or {}).items()}
+        if misgan_options:
+            self.options[MISGAN.name] = {**self.options.get(MISGAN.name, {}), **misgan_options}
         self._sizes: dict[DataSpec, int] = {}
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.shape = shape
         specs = cell_specs(dataset, mask, rates, data_dir, limit, mask_seed, shape)
         self.cells = [Cell(m, rate, spec, self.out / "cells" / f"{m}-{spec.slug()}") for rate, spec in specs
                       for m in methods]
-        if "misgan" in methods:
-            self._misgan_config(specs[0][1])  # an unknown or ill-typed option fails here, before any cell
+        for name in dict.fromkeys(methods):  # an unknown or ill-typed option fails here, before any cell
+            METHODS[name].check_cell_options(specs[0][1], self._context(name, specs[0][1]))
 
     @property
     def results_path(self) -> Path:
@@ -210,99 +199,56 @@ class Sweep:
         return rows
 
     def _train(self, cell: Cell, progress: bool) -> str:
-        kind = cell.method
-        trainer = self._open_or_create(cell)
-        if isinstance(trainer, MisGAN):
-            batch, n_critic = trainer.config.batch_size, trainer.config.n_critic
-        else:
-            batch, n_critic = (trainer.trainer.batch_size if trainer.trainer is not None else 1), 1
-        steps, seconds = self.budget.plan(kind, len(trainer.data), batch, n_critic, self.shape[1])
-        remaining = max(0, steps - trainer.step)
+        run = self._open_or_create(cell)
+        batch, per_step = run.batch_geometry()
+        steps, seconds = self.budget.plan(cell.method, len(run.data), batch, per_step, self.shape[1])
+        remaining = max(0, steps - run.step)
         if seconds is not None:
-            remaining = 0 if trainer.train_time >= seconds else steps
-        if isinstance(trainer, BaselineRun) and trainer.stopped_early:
+            remaining = 0 if run.seconds >= seconds else steps
+        if run.stopped_early:
             remaining = 0  # its selection FID stopped improving: resuming would only repeat the check
 
         def stop_at_deadline(t: Any) -> None:
             if seconds is not None and t.train_time >= seconds:
                 raise StopTraining
 
-        if remaining or trainer.step == 0:
-            if kind == "misgan":
-                trainer.train(remaining, callback=stop_at_deadline, progress=progress)
-            else:
-                trainer.train(remaining, callback=stop_at_deadline, progress=progress and trainer.trainer is not None)
-        unit = METHODS[kind].step_unit
-        return (f"trained {trainer.step:,} {unit} ({trainer.epochs:.1f} epochs, {trainer.train_time / 60:.1f} min) "
+        if remaining or run.step == 0:
+            run.train(remaining, callback=stop_at_deadline, progress=progress)
+        unit = run.method.step_unit
+        return (f"trained {run.step:,} {unit} ({run.epochs:.1f} epochs, {run.seconds / 60:.1f} min) "
                 f"in {cell.path}")
 
-    def _open_or_create(self, cell: Cell) -> MisGAN | BaselineRun:
+    def _context(self, name: str, spec: DataSpec) -> CellContext:
+        return CellContext(paper_budget=self.budget.kind == "paper", examples=lambda: self._examples(spec),
+                           device=self._device(), seed=self.seed, arch=self.arch,
+                           options=self.options.get(name, {}))
+
+    def _open_or_create(self, cell: Cell) -> Run:
         path = cell.path
+        m = METHODS[cell.method]
         if (path / "config.json").exists():
             run = RunDir(path)
             if run.has_checkpoint:
                 try:
-                    if METHODS[cell.method].trainable:
-                        trainer = load_trainer(path, device=None if cell.method != "misgan" else self._device())
-                    else:
-                        trainer = BaselineRun.load(path)
+                    return m.load_cell(path, self._context(cell.method, cell.spec))
                 except CheckpointError as err:
                     raise CheckpointError(f"cell {cell.id} cannot be resumed: {err}") from err
-                return trainer  # run() has checked its options (_compare_cell_options)
+                # run() has checked its options (_compare_cell_options)
             # Made but never checkpointed (stopped in its first steps): nothing to keep, start it again.
             run.delete()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(self.seed)
-        if cell.method == "misgan":
-            return MisGAN(self._misgan_config(cell.spec), run_dir=path)
-        device = "cuda" if self._device() == "cuda" and cell.method in ("gain", "convac") else "cpu"
-        patience = PATIENCE if cell.method == "convac" and self.budget.kind == "paper" else 0
-        data = cell.spec.load()  # loaded once: the run keeps it, and its size sets the selection cadence
-        return BaselineRun.create(path, cell.method, cell.spec, seed=self.seed, device=device, data=data,
-                                  select_every=self._select_every(cell, len(data)), patience=patience)
-
-    def _misgan_config(self, spec: DataSpec) -> MisGANConfig:
-        """A MisGAN cell's configuration: the imputer on (from the budget's imputer_start), the sweep's arch and
-        seed, then `misgan_options`."""
-        base = {"data": spec, "arch": self.arch, "imputer": True, "seed": self.seed, "device": self._device(),
-                "sample_every": 500, "checkpoint_every": 500,
-                "imputer_start": self.budget.imputer_start(self._examples(spec), MisGANConfig.batch_size)}
-        check_assignments(MisGANConfig, self.misgan_options, "--misgan-set", kind="MisGAN option", exclude=("steps",))
-        config = MisGANConfig(**{**base, **self.misgan_options})
-        config.validate()
-        return config
+        return m.sweep_cell(path, cell.spec, self._context(cell.method, cell.spec))
 
     def _compare_cell_options(self, cell: Cell) -> None:
-        """A MisGAN cell already on disk must have been made with this sweep's options (see _check_options)."""
-        if cell.method != "misgan" or not (cell.path / "config.json").exists():
-            return
-        try:
-            stored = MisGANConfig.from_dict(RunDir(cell.path).read_config())
-        except (CheckpointError, OSError, ValueError):
-            return  # opening the cell reports what is wrong with it
-        self._check_options(cell, stored)
+        """A cell already on disk must have been made with this sweep's options (Method.check_cell)."""
+        METHODS[cell.method].check_cell(cell.path, cell.spec, self._context(cell.method, cell.spec))
 
     def _examples(self, spec: DataSpec) -> int:
         """How many training examples `spec` holds (counted once per spec)."""
         if spec not in self._sizes:
             self._sizes[spec] = len(spec.load()) if self.budget.kind == "paper" else 0
         return self._sizes[spec]
-
-    def _check_options(self, cell: Cell, config: MisGANConfig) -> None:
-        """Refuse to reuse a cell made with other MisGAN options: its numbers would belong to neither. Compared:
-        every option that changes the model or its training (not steps, device, threads or cadences)."""
-        wanted = self._misgan_config(cell.spec).resolved()  # defaults as a new cell would store them
-        for name in OPTION_FIELDS:
-            value, have = getattr(wanted, name), getattr(config, name)
-            if value is not None and have != value:
-                raise OptionError(f"cell {cell.id} was trained with {name}={have!r}, not {value!r}: use another --out "
-                                  f"for these options, or pass --misgan-set {name}={json.dumps(have)}")
-
-    def _select_every(self, cell: Cell, n: int) -> int | None:
-        """Selection cadence in steps: per SELECT_EVERY_EPOCHS under the paper budget, else the default."""
-        if self.budget.kind != "paper" or cell.method not in SELECT_EVERY_EPOCHS:
-            return None
-        return max(1, SELECT_EVERY_EPOCHS[cell.method] * (n // 128))
 
     def _device(self) -> str:
         from .device import pick_device
@@ -315,7 +261,7 @@ class Sweep:
         have = self._evaluated_splits(cell)  # a sweep stopped between two splits wrote the first one already
         for split in [s for s in self.eval_splits if s not in have]:
             result = evaluate_opened(run, split=split)
-            row = {"cell": cell.id, "budget": str(self.budget), "method": METHODS[cell.method].title,
+            row = {"cell": cell.id, "budget": str(self.budget), "method": run.method.title,
                    "kind": cell.method, "dataset": cell.spec.dataset, "mask": cell.spec.mask,
                    "missingness": cell.spec.label(), "rate": cell.rate, "missing_rate": result["missing_rate"],
                    "steps": run.step, "epochs": None if run.epochs is None else round(run.epochs, 2),
@@ -323,8 +269,8 @@ class Sweep:
                    "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
-            if cell.method == "misgan" and self.misgan_options:
-                row["options"] = dict(self.misgan_options)
+            if self.options.get(cell.method):
+                row["options"] = dict(self.options[cell.method])
             append_jsonl(self.results_path, row)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from misgan_core import catalog, evaluation, export, sweep
-from misgan_core.catalog import BASELINE_KINDS, METHODS
 from misgan_core.grids import show_missing_colour, to_pil
+from misgan_core.methods import METHODS, baselines
 from workbench import state, widgets
 
 st.title("Compare imputation methods")
@@ -46,7 +46,7 @@ with c2:
 
 st.subheader("Methods")
 trained = [r for r in catalog.list_runs() if r.usable and r.imputes and r.spec.same_missingness(spec)]
-misgan_runs = [r for r in trained if r.kind == "misgan"]
+misgan_runs = [r for r in trained if not r.method.baseline]  # the workbench's own method: MisGAN
 available: dict[str, catalog.RunInfo] = {}
 
 st.markdown("**MisGAN**")
@@ -84,9 +84,10 @@ else:
             st.caption(f"Training: {widgets.job_summary(running.snapshot())}")
 
 st.markdown("**Baselines**")
-cols = st.columns(len(BASELINE_KINDS))
+baseline_kinds = [m.name for m in baselines()]
+cols = st.columns(len(baseline_kinds))
 to_fit: list[tuple[str, int]] = []
-for col, kind in zip(cols, BASELINE_KINDS, strict=True):
+for col, kind in zip(cols, baseline_kinds, strict=True):
     with col:
         title = METHODS[kind].title
         job = catalog.baseline_job(kind, spec)
@@ -135,7 +136,7 @@ if st.button(
 
 def _fit_jobs() -> list:
     """This data's baseline jobs whose run folder still exists (a deleted run's job is not listed)."""
-    jobs = [catalog.baseline_job(k, spec) for k in BASELINE_KINDS]
+    jobs = [catalog.baseline_job(k, spec) for k in baseline_kinds]
     return [j for j in jobs if j is not None and Path(j.key).exists()]
 
 
@@ -212,7 +213,7 @@ if st.button(
         bar.progress(i / len(opened), text=f"evaluating {name} ({run.path.name})")
         with widgets.guard(f"Evaluating {name} ({run.path.name}) failed"):
             row_ = evaluation.result_row(
-                METHODS[run.kind].title,
+                run.method.title,
                 spec,
                 evaluation.evaluate_imputer(run.require_imputer(), data),
                 source=run.path.name,
@@ -315,10 +316,11 @@ with st.expander("Sweep the closed-form baselines (mean, zero, MF) here, in seco
     sweep_mask = st.radio("Missingness", ["dropout", "square"], horizontal=True,
                           index=widgets.kept_index("compare-sweep-mask", "dropout", ["dropout", "square"]),
                               key="compare-sweep-mask")
+    closed_form = {m.name: m.title for m in baselines() if not m.trainable}
     kinds = widgets.pick_many(
         "Methods",
-        {k: METHODS[k].title for k in ("mean", "zero", "mf")},
-        default=["mean", "zero", "mf"],
+        closed_form,
+        default=list(closed_form),
         key="compare-sweep-kinds",
     )
     if st.button("Run the sweep", key="compare-sweep-run", disabled=not rates or not kinds or spec.own_data):

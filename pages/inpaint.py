@@ -6,7 +6,6 @@ import streamlit as st
 import torch
 
 from misgan_core import MisGANError, catalog, export
-from misgan_core.catalog import METHODS
 from misgan_core.grids import show_missing_colour, to_pil
 from workbench import widgets
 
@@ -29,7 +28,7 @@ except Exception as err:  # the canvas package is a runtime dependency of this p
     st.stop()
 
 all_methods = [r for r in catalog.list_runs() if r.usable and r.imputes]
-runs = [r for r in all_methods if r.kind == "misgan"]
+runs = [r for r in all_methods if not r.method.baseline]  # MisGAN's: the workbench's own method
 if not runs:
     st.info(
         "No trained MisGAN run with an imputer yet. Train one on the Train page with **Also train the "
@@ -194,8 +193,8 @@ else:
         with widgets.guard(f"{mm.title} could not impute"):
             other = widgets.load_run(mm.path)
             out = export.impute_dataset_draws(other.require_imputer(), x, m, draws=1, seed=int(seed))
-            short = METHODS[mm.kind].title
-            name = widgets.run_label(mm) if mm.kind == "misgan" or short in results else short
+            short = mm.method.title
+            name = widgets.run_label(mm) if not mm.method.baseline or short in results else short
             results[name] = out[0]
     if picked:
         shown = {"Input": show_missing_colour(x, m)}

@@ -7,7 +7,6 @@ import json
 import streamlit as st
 
 from misgan_core import RunDir, catalog, export
-from misgan_core.catalog import METHODS
 from workbench import state, widgets
 
 st.title("Runs")
@@ -36,7 +35,7 @@ table = [
     {
         "run": r.name,
         "what": r.title,
-        "method": METHODS[r.kind].title if r.kind in METHODS else r.kind,
+        "method": r.method.title if r.method is not None else r.kind,
         "imputer": "yes" if r.imputes else "no",
         "step": r.step,
         "training time (s)": _num(r.seconds),
@@ -87,14 +86,15 @@ with tab_overview:
             name = png.stem[: -len("_latest")]
             col.image(str(png), caption=widgets.GRID_TITLES.get(name, name), width="stretch")
     history = RunDir(info.path).read_metrics()
-    widgets.show_curves(history, key_prefix=f"runs-{info.name}", live_fid=info.kind == "misgan")
+    live_fid = info.method is not None and info.method.live_fid
+    widgets.show_curves(history, key_prefix=f"runs-{info.name}", live_fid=live_fid)
     with st.expander("Config"):
         st.code(json.dumps(info.config, indent=2, sort_keys=True), language="json")
 
 with tab_actions:
-    if info.kind in METHODS and METHODS[info.kind].trainable:
+    if info.method is not None and info.method.trainable:
         r1, r2 = st.columns([1, 2])
-        more = r1.number_input(f"More {METHODS[info.kind].step_unit}", 1, 1_000_000, 500, step=100, key="runs-more")
+        more = r1.number_input(f"More {info.method.step_unit}", 1, 1_000_000, 500, step=100, key="runs-more")
         if r2.button(
             "Resume training",
             key="runs-resume",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from misgan_core import MisGANConfig, MisGANError, catalog, native_bf16, pick_device
 from misgan_core.jobs import registry
+from misgan_core.methods import METHODS
 from misgan_core.options import SECTIONS, FormField, form, from_form
 from workbench import state, widgets
 
@@ -146,7 +147,7 @@ if start and config is not None:
 
 def _misgan_jobs() -> list:
     """MisGAN trainings only: baseline fits have their own panel on Compare."""
-    return [j for j in registry().jobs() if j.kind == "misgan"]
+    return [j for j in registry().jobs() if j.kind in METHODS and not METHODS[j.kind].baseline]
 
 
 def _picked() -> None:

@@ -274,13 +274,13 @@ def test_gain_published_losses_are_taken_on_the_hidden_entry() -> None:
 def test_gain_best_epoch_beats_mean_imputation_on_square_masks(tmp_path) -> None:
     """The paper's protocol for GAIN on block masks (appendix H): train, keep the best-FID weights. They must
     complete digits better than the per-pixel mean does (the released hint could not: it learnt black)."""
-    from misgan_core import DataSpec, open_run
+    from misgan_core import DataSpec, method, open_run
     from misgan_core.baselines.runs import BaselineRun
     from misgan_core.metrics import feature_extractor, imputation_fid
 
     spec = DataSpec(mask="square", mask_size=14)
     torch.manual_seed(0)
-    gain = BaselineRun.create(tmp_path / "gain", "gain", spec, seed=0)
+    gain = method("gain").create(tmp_path / "gain", spec, seed=0).trainer  # with GAIN's best-FID selection
     gain.train(8 * gain.trainer.batches_per_epoch, sample_every=0, checkpoint_every=0)  # 8 epochs
     assert gain.best_step is not None and gain.best_step < gain.step  # it degrades after its best epoch
     best = open_run(tmp_path / "gain")  # opens with the best weights

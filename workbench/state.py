@@ -97,10 +97,12 @@ def measured_speed(config: MisGANConfig) -> float | None:
     has measured none."""
     from misgan_core import catalog
     from misgan_core.jobs import registry
+    from misgan_core.methods import METHODS, kind_of
 
     def alike(cfg: dict) -> bool:
         data = cfg.get("data") if isinstance(cfg.get("data"), dict) else cfg
-        return (cfg.get("kind", "misgan") == "misgan" and cfg.get("arch") == config.arch
+        entry = METHODS.get(kind_of(cfg))  # the Train page's method (not a baseline), as `config` is
+        return (entry is not None and not entry.baseline and cfg.get("arch") == config.arch
                 and bool(cfg.get("imputer")) == config.imputer and data.get("dataset") == config.data.dataset)
 
     for job in reversed(registry().jobs()):
@@ -110,6 +112,6 @@ def measured_speed(config: MisGANConfig) -> float | None:
                 and alike(trainer_config.to_dict())):
             return float(snap.steps_per_s)
     for info in catalog.list_runs(include_demo=False):
-        if info.kind == "misgan" and alike(info.config) and info.seconds and info.step >= 50:
+        if alike(info.config) and info.seconds and info.step >= 50:
             return info.step / info.seconds
     return None

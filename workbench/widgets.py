@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from misgan_core import DataSpec, MisGANError, OpenedRun, catalog, open_run, pick_device
+from misgan_core import DataSpec, MisGANError, Run, catalog, open_run, pick_device
 from misgan_core.grids import show_missing, to_pil
 from misgan_core.jobs import Job, JobSnapshot
 from misgan_core.masks import MASK_PROCESSES
@@ -381,7 +381,7 @@ def run_label(info: catalog.RunInfo) -> str:
     """What a run is and its folder, without anything that changes while it trains."""
     if info.error is not None:
         return f"{info.name} (unreadable)"
-    what = catalog.describe(info.kind, info.spec, info.config.get("arch"), bool(info.config.get("imputer")))
+    what = catalog.describe(info.kind, info.spec, info.config)
     if info.demo:
         return f"{what} · {info.step:,} {catalog.METHODS[info.kind].step_unit} (shipped demo)"
     return f"{what} · {info.name}"
@@ -611,11 +611,11 @@ def missingness_preview(spec: DataSpec) -> tuple[int, int, int] | None:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the trained model…")
-def _cached_run(path: str, stamp: float) -> OpenedRun:
+def _cached_run(path: str, stamp: float) -> Run:
     return open_run(path, device=str(pick_device("auto")))
 
 
-def load_run(path: Any) -> OpenedRun:
+def load_run(path: Any) -> Run:
     """Any run folder opened for imputing and sampling (misgan_core.open_run), reloaded when its checkpoint
     changes."""
     return _cached_run(str(path), state.checkpoint_stamp(path))

@@ -11,8 +11,8 @@ state.pt     {"step", "train_time", "trainer": BaselineTrainer.state_dict()} (op
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,14 @@ from .fit import BaselineTrainer, is_trainable
 FORMAT = 2  # 2: "data" holds a DataSpec and GAIN's default widths follow its MNIST example
 BEST_WEIGHTS = "best.safetensors"
 SELECT_SAMPLES = 1000  # examples in the fixed subset whose imputation FID picks the best weights
-SELECT_EVERY = {"gain": 50}  # steps between selection points, per kind (GAIN degrades when trained long)
+Build = Callable[..., nn.Module]  # build(shape, **options): a network with impute (and train_step or fit)
+OptionsUpgrade = Callable[[dict[str, Any], dict[str, Any], tuple[int, int, int]], dict[str, Any]]
 
 
-def default_select_every(kind: str, spec: DataSpec, wanted: int | None = None) -> int:
-    """Best-FID selection where the paper used it (GAIN), or every `wanted` steps, where a FID feature extractor
-    exists for the data."""
-    every = SELECT_EVERY.get(kind, 0) if wanted is None else int(wanted)
+def selection_cadence(spec: DataSpec, wanted: int) -> int:
+    """Best-FID selection every `wanted` steps where a FID feature extractor exists for the data, else off (0).
+    Which methods select, and how often by default, their entries in misgan_core.methods say."""
+    every = int(wanted)
     if every <= 0:
         return 0
     from ..metrics import ExtractorUnavailable, feature_extractor
@@ -91,37 +92,39 @@ class BaselineRun:
     @classmethod
     def create(cls, path: str | Path, kind: str, spec: DataSpec, options: dict[str, Any] | None = None,
                seed: int = 0, batch_size: int | None = None, device: str = "cpu",
-               data: IncompleteDataset | None = None, select_every: int | None = None,
-               patience: int = 0) -> BaselineRun:
+               data: IncompleteDataset | None = None, select_every: int = 0,
+               patience: int = 0, build: Build | None = None) -> BaselineRun:
         """A new run folder for `kind` on the incomplete data `spec` describes (or `data`, when given).
 
-        select_every: steps between best-FID selection points (None: the method's default, GAIN's 50; 0: off).
-        patience: stop after this many selection points without a better FID (0: never stop early)."""
-        if kind not in BASELINES:
+        select_every: steps between best-FID selection points (0: off; the method registry gives GAIN's 50).
+        patience: stop after this many selection points without a better FID (0: never stop early).
+        build: how to make the network (default: misgan_core.baselines.BASELINES[kind])."""
+        if build is None and kind not in BASELINES:
             raise OptionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
         options = dict(options or {})
         data = data if data is not None else spec.load()
         # Built before the folder is made, so that bad options fail without leaving anything on disk.
-        model = build_baseline(kind, tuple(data.shape), **options)
+        model = (build or partial(build_baseline, kind))(tuple(data.shape), **options)
         if batch_size is None:
             batch_size = int(getattr(model.config, "batch_size", 128))
         if batch_size < 1:
             raise OptionError(f"batch size must be at least 1; got {batch_size}")
         config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
                   "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
-                  "select_every": default_select_every(kind, spec, select_every), "patience": int(patience)}
+                  "select_every": selection_cadence(spec, select_every), "patience": int(patience)}
         dev = pick_device(device)
         run = RunDir.create(path, config)
         return cls(run, config, spec, data, model.to(dev), dev)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None,
-             data: IncompleteDataset | None = None) -> BaselineRun:
-        """Rebuild a baseline run from its folder (weights, and training state where saved)."""
+    def load(cls, path: str | Path, device: str | None = None, data: IncompleteDataset | None = None,
+             upgrade: OptionsUpgrade | None = None, build: Build | None = None) -> BaselineRun:
+        """Rebuild a baseline run from its folder (weights, and training state where saved). `upgrade(config,
+        options, shape)` gives the options a folder written by an earlier version was built with."""
         run = RunDir.open(path)
         config = run.read_config()
         kind = config.get("kind")
-        if kind not in BASELINES:
+        if build is None and kind not in BASELINES:
             raise CheckpointError(f"{path} is a {kind!r} run, not a baseline run ({', '.join(BASELINES)})")
         config.setdefault("seed", 0)
         spec = run_spec(config)
@@ -129,11 +132,10 @@ class BaselineRun:
         options = config.get("options", {})
         if not isinstance(options, dict):
             raise CheckpointError(f"{run.path / 'config.json'}: options must be an object; got {options!r}")
-        if kind == "gain" and int(config.get("format", 1)) < 2:
-            # Runs made before format 2: D-wide hidden layers for every data size, the MNIST example's hint.
-            options = {"hidden": min(math.prod(data.shape), 4096), "hint_form": "released", "alpha": 10.0, **options}
+        if upgrade is not None:
+            options = upgrade(config, options, tuple(data.shape))
         try:
-            model = build_baseline(kind, tuple(data.shape), **options)
+            model = (build or partial(build_baseline, kind))(tuple(data.shape), **options)
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{run.path / 'config.json'} has options this version cannot build: "
                                   f"{err}") from err

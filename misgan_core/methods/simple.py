@@ -1,0 +1,10 @@
+"""The two simplest imputations, as floors for every comparison: each pixel's observed mean, and a constant
+(networks: misgan_core/baselines/simple.py)."""
+
+from __future__ import annotations
+
+from ..baselines import MeanConfig, MeanImputer, ZeroConfig, ZeroImputer
+from .baseline import BaselineMethod
+
+MEAN = BaselineMethod("mean", "Mean", MeanImputer.build, options_class=MeanConfig, trainable=False, step_unit="fit")
+ZERO = BaselineMethod("zero", "Zero", ZeroImputer.build, options_class=ZeroConfig, trainable=False, step_unit="fit")
