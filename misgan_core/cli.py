@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=_positive, default=None,
                    help=f"train_step calls for {' / '.join(m.name for m in trained)} (default "
                         + ", ".join(f"{m.name} {m.default_steps}" for m in trained)
-                        + f"); {', '.join(closed_form)} fit once in closed form")
+                        + f"); {_and(closed_form)} fit once in closed form")
     g.add_argument("--batch-size", type=_positive, default=None, help="default: the model's (128)")
     g.add_argument("--set", dest="options", action="append", default=[], metavar="NAME=VALUE",
                    help="a model option, e.g. adversarial=false (gain), lr=1e-4 (convac), rank=40 (mf)")
@@ -193,6 +193,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
+
+
+def _and(words: list[str]) -> str:
+    """'a, b and c'."""
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -331,7 +336,7 @@ def _sample(args: argparse.Namespace) -> None:
         *first, last = [m.title for m in METHODS.values() if m.generates]
         raise OptionError(f"{args.run} is a {run.method.title} run, which does not generate; sample from a "
                           f"{' or '.join([', '.join(first), last] if first else [last])} run")
-    images = run.sampler(args.n, torch.Generator().manual_seed(args.seed))
+    images = run.sample(args.n, torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_png(images, out)
@@ -343,11 +348,11 @@ def _impute(args: argparse.Namespace) -> None:
     from .grids import save_png, show_missing
 
     run = open_run(args.run)
-    imputer = run.require_imputer()
+    run.require_imputer()
     data = load_user_data(args.input) if args.input else run.data.subset(slice(0, args.n))
     if data.shape != run.shape:
         raise DatasetError(f"{args.run} imputes {run.shape} images; {args.input} holds {data.shape} images")
-    imputed = imputer.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
+    imputed = run.impute(data.x, data.m, draws=args.draws, generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.with_suffix(".npz"), x_imputed=imputed.numpy(), m=data.m.numpy())

@@ -237,7 +237,9 @@ def test_a_new_method_runs_through_the_python_api(fill_registered, tmp_path) -> 
     opened = open_run(tmp_path / "a")
     assert opened.method is FILL and opened.step == 4 and opened.sampler is None and opened.spec == SPEC
     x, m = opened.data.x[:3], opened.data.m[:3]
-    draws = opened.require_imputer().impute(x, m, draws=2)
+    draws = opened.impute(x, m, draws=2)
+    with pytest.raises(ValueError, match="Fill run, which does not generate"):
+        opened.sample(2)
     assert draws.shape == (2, *x.shape) and torch.equal(draws[:, m.bool().expand_as(x)].unique(),
                                                         x[m.bool().expand_as(x)].unique())
     assert not torch.equal(opened.trainer.model.fill, torch.zeros_like(opened.trainer.model.fill))  # it learnt

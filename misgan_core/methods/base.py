@@ -108,6 +108,18 @@ class Run:
             raise OptionError(f"{self.path} has no imputer: {self.method.no_imputer_hint}")
         return self.imputer
 
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`n` complete images drawn unconditionally, for a method that generates."""
+        if self.sampler is None:
+            raise OptionError(f"{self.path} is a {self.method.title} run, which does not generate; sample from a "
+                             f"run of a method that does")
+        return self.sampler(n, generator if generator is not None else torch.Generator())
+
+    def impute(self, x: torch.Tensor, m: torch.Tensor, draws: int = 1,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """`draws` completions of each incomplete image (observed entries kept exactly)."""
+        return self.require_imputer().impute(x, m, draws=draws, generator=generator)
+
     def train(self, steps: int | None = None, callback: Callable[[Any], None] | None = None,
               progress: bool = False) -> Run:
         """`steps` more steps through training.drive (closed-form methods: their one fit)."""
@@ -171,9 +183,9 @@ class Method:
         """The start of a run folder's name (run_name in catalog.py adds the data and a digest)."""
         return self.name
 
-    def name_settings(self, spec: DataSpec, options: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+    def name_settings(self, spec: DataSpec, options: Mapping[str, Any] | None, seed: int | None) -> dict[str, Any]:
         """The settings a run folder's name digests: the same method, data and settings give the same name."""
-        return {"seed": seed}
+        return {"seed": 0 if seed is None else seed}
 
     def defaults(self) -> dict[str, Any]:
         """The method's options and their defaults."""
