@@ -163,6 +163,7 @@ def test_every_entry_answers_the_same_questions() -> None:
     assert [m.name for m in METHODS.values() if m.generates] == ["misgan", "convac"]
     assert [m.name for m in METHODS.values() if not m.trainable] == ["mf", "mean", "zero"]
     assert METHODS["gain"].defaults()["hint_form"] == "published" and METHODS["misgan"].defaults()["arch"] == "fc"
+    assert method("misgan").config(DataSpec(), METHODS["misgan"].defaults()) == method("misgan").config(DataSpec())
 
 
 def test_an_unknown_method_is_a_bad_option_naming_the_choices(capsys) -> None:
