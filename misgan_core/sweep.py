@@ -321,15 +321,16 @@ def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, lis
     return {k: sorted(v, key=lambda p: p[0]) for k, v in out.items()}
 
 
-# Distinct, labelled colours (Okabe-Ito, readable by colour-blind people); one per method.
-COLOURS = {"MisGAN": "#D55E00", "GAIN": "#0072B2", "ConvAC": "#009E73", "MF": "#CC79A7", "Mean": "#E69F00",
-           "Zero": "#000000", "MisGAN (earlier)": "#56B4E9", "MisGAN (Di on images)": "#F0E442"}
+# Series that earlier sweeps named by a variant of a method (docs/reproduction); the methods' own colours are
+# their registry entries' (Method.colour: Okabe-Ito, readable by colour-blind people).
+VARIANT_COLOURS = {"MisGAN (earlier)": "#56B4E9", "MisGAN (Di on images)": "#F0E442"}
 
 
 def _colour(name: str) -> str:
     """A series' colour by its method, the longest name that begins it ("MisGAN (earlier) (paper)")."""
-    method = max((k for k in COLOURS if name == k or name.startswith(k + " ")), key=len, default=None)
-    return COLOURS.get(method or "", "#999999")
+    colours = {m.title: m.colour for m in METHODS.values()} | VARIANT_COLOURS
+    method = max((k for k in colours if name == k or name.startswith(k + " ")), key=len, default=None)
+    return colours.get(method or "", "#999999")
 
 
 def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:

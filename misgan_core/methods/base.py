@@ -148,6 +148,7 @@ class Method:
     no_imputer_hint: str = "this method does not impute"
     quick_steps: int = 1            # the sweep's `quick` budget
     paper_epochs: float = 0         # the sweep's `paper` budget, in epochs (appendix D and H)
+    colour: str = "#999999"         # its line in the sweep's figures
 
     # -- reading a config.json without loading weights -----------------------------------------
 

@@ -10,6 +10,6 @@ from __future__ import annotations
 from ..baselines import ConvAC, ConvACConfig
 from .baseline import BaselineMethod
 
-CONVAC = BaselineMethod("convac", "ConvAC", ConvAC.build, options_class=ConvACConfig, generates=True,
+CONVAC = BaselineMethod("convac", "ConvAC", ConvAC.build, options_class=ConvACConfig, colour="#009E73", generates=True,
                         default_steps=1000, quick_steps=100, paper_epochs=1000, select_every_epochs=5,
                         paper_patience=4, gpu=True)

@@ -24,5 +24,5 @@ class GAINMethod(BaselineMethod):
         return options
 
 
-GAIN = GAINMethod("gain", "GAIN", GAINNetwork.build, options_class=GAINConfig, default_steps=1000, quick_steps=300,
-                  paper_epochs=300, select_every=50, select_every_epochs=1, gpu=True)
+GAIN = GAINMethod("gain", "GAIN", GAINNetwork.build, options_class=GAINConfig, colour="#0072B2", default_steps=1000,
+                  quick_steps=300, paper_epochs=300, select_every=50, select_every_epochs=1, gpu=True)

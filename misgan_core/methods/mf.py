@@ -6,4 +6,5 @@ from __future__ import annotations
 from ..baselines import MatrixFactorization, MFConfig
 from .baseline import BaselineMethod
 
-MF = BaselineMethod("mf", "MF", MatrixFactorization.build, options_class=MFConfig, trainable=False, step_unit="fit")
+MF = BaselineMethod("mf", "MF", MatrixFactorization.build, options_class=MFConfig, colour="#CC79A7", trainable=False,
+                   step_unit="fit")

@@ -47,6 +47,7 @@ class MisGANMethod(Method):
     data_parallel = True
     no_imputer_hint = "it is a MisGAN run trained without --imputer; train one with `train ... --imputer`"
     quick_steps = 200
+    colour = "#D55E00"
 
     def __repr__(self) -> str:
         return "MisGANMethod()"

@@ -6,5 +6,7 @@ from __future__ import annotations
 from ..baselines import MeanConfig, MeanImputer, ZeroConfig, ZeroImputer
 from .baseline import BaselineMethod
 
-MEAN = BaselineMethod("mean", "Mean", MeanImputer.build, options_class=MeanConfig, trainable=False, step_unit="fit")
-ZERO = BaselineMethod("zero", "Zero", ZeroImputer.build, options_class=ZeroConfig, trainable=False, step_unit="fit")
+MEAN = BaselineMethod("mean", "Mean", MeanImputer.build, options_class=MeanConfig, colour="#E69F00", trainable=False,
+                      step_unit="fit")
+ZERO = BaselineMethod("zero", "Zero", ZeroImputer.build, options_class=ZeroConfig, colour="#000000", trainable=False,
+                      step_unit="fit")
