@@ -76,8 +76,8 @@ class MisGANConfig:
                          widget={"horizontal": True}, paper="paper",
                          help="The values of the options left unset: 'paper' is appendix D exactly; 'recommended' "
                               "adds weight averages, an imputer and imputer critic that see the mask, and Adam's "
-                              "beta1 0.5 (the released code's), which scored better at square and dropout "
-                              "missingness (docs/reproduction.md, Recipes).")
+                              "beta1 0.5 (the released code's), which scored better at the paper's budget; "
+                              "short runs did as well or better with 'paper' (docs/reproduction.md, Recipes).")
     # model
     arch: str = option("fc", label="Architecture", choices=("fc", "conv"), section="main",
                        choice_labels={"fc": "FC (fast on CPU)", "conv": "Conv (paper's best, GPU)"},

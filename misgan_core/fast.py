@@ -3,7 +3,6 @@
 MisGAN's step (misgan.py) calls what is here and does not know which version runs:
 - `critic_loss`: the WGAN-GP critic loss with its gradients written out (critic_gradients.py), or autograd's
   double backward;
-- `adam_step`: one fused Adam call for every optimizer of a phase, or `optimizer.step()` for each;
 - look-ahead sampling: the critic steps up to the next generator step draw their Gx and Gm samples (and the
   imputations of their minibatches) in one forward pass, or one step at a time;
 - `RankNoise`: the training noise, drawn for the global batch and sliced for this process under torchrun (so
@@ -18,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.optim.adam import adam as adam_update
 
 from .critic_gradients import critic_loss as explicit_critic_loss
 from .critic_gradients import gradient_penalty_autograd
@@ -27,12 +25,11 @@ from .critic_gradients import gradient_penalty_autograd
 @dataclass(frozen=True)
 class SpeedPaths:
     explicit_critic_gradients: bool = True
-    direct_adam: bool = True
     lookahead: bool = True
 
     @classmethod
     def plain(cls) -> SpeedPaths:
-        return cls(explicit_critic_gradients=False, direct_adam=False, lookahead=False)
+        return cls(explicit_critic_gradients=False, lookahead=False)
 
     def critic_loss(self, critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
                     gp_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,14 +40,6 @@ class SpeedPaths:
         d_real, d_fake = _wide(critic(real)).mean(), _wide(critic(fake)).mean()
         penalty = _wide(gradient_penalty_autograd(critic, real, fake, eps, gp_weight))
         return d_fake - d_real + penalty, d_real - d_fake
-
-    def adam_step(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        """Each optimizer's Adam step: the same result either way, and the optimizers keep their own state."""
-        if not self.direct_adam:
-            for opt in optimizers:
-                opt.step()
-            return
-        _direct_adam(optimizers)
 
     def lookahead_steps(self, n_critic: int, batches: int, batch_norm: bool) -> int:
         """How many critic steps' samples to draw at once: up to the next generator step, or one. Not with batch
@@ -63,28 +52,6 @@ class SpeedPaths:
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """t in float32 where autocast made it bfloat16 (the loss is summed in float32, as on the fast path)."""
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
-
-
-def _direct_adam(optimizers: list[torch.optim.Optimizer]) -> None:
-    """One functional Adam call per learning rate for all the optimizers' parameters: it saves
-    Optimizer.step's per-call bookkeeping (a few percent of an FC step on a CPU)."""
-    calls: dict[tuple, tuple[list[torch.Tensor], ...]] = {}
-    for opt in optimizers:
-        groups = [(group, [p for p in group["params"] if p.grad is not None]) for group in opt.param_groups]
-        if any(not opt.state[p] for _, params in groups for p in params):
-            opt.step()  # the first step creates the state the way torch's Adam does
-            continue
-        for group, params in groups:
-            key = (group["lr"], group["betas"], group["eps"], group["weight_decay"], group["fused"])
-            lists = calls.setdefault(key, ([], [], [], [], []))
-            for p in params:
-                state = opt.state[p]
-                for dest, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]),
-                                   strict=True):
-                    dest.append(t)
-    for (lr, (beta1, beta2), eps, weight_decay, fused), (params, grads, avgs, sqs, steps) in calls.items():
-        adam_update(params, grads, avgs, sqs, [], steps, fused=fused, amsgrad=False, beta1=beta1,
-                    beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
 
 
 class RankNoise:

@@ -314,7 +314,12 @@ class MisGAN(MisGANRunFolder):
         loss.backward()
         if self.world > 1:
             average_gradients([self.nets.modules()[k] for k in names])
-        self.speed.adam_step([self.optimizers[k] for k in names])
+        self._step(names)
+
+    def _step(self, names: list[str]) -> None:
+        """The optimizers' Adam steps (fused: one kernel per parameter)."""
+        for k in names:
+            self.optimizers[k].step()
 
     def _imputer_critic_input(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What Di sees of an image x imputed under mask m (or of a Gx sample paired with m): x alone (eq. 12),

@@ -95,8 +95,9 @@ main_fields = [f for f in FORM if f.section == "main"]
 for field, column in zip(main_fields, st.columns(len(main_fields)), strict=True):
     values[field.name] = _draw(field, column)
 st.caption("Recipe: *paper* is appendix D exactly; *recommended* (the default) adds weight averages, an imputer and "
-           "imputer critic that see the mask, and Adam's beta1 0.5, which scored better in the measurements "
-           "(docs/reproduction.md). Options set below override the recipe.")
+           "imputer critic that see the mask, and Adam's beta1 0.5, which scored better at the paper's budget. For "
+           "runs of a few thousand steps *paper* did as well or better (docs/reproduction.md, Recipes). Options set "
+           "below override the recipe.")
 with st.expander(SECTIONS["hyper"]):
     columns = st.columns(4)
     for i, field in enumerate(f for f in FORM if f.section == "hyper"):

@@ -34,7 +34,7 @@ def _weights(gan: MisGAN) -> dict[str, torch.Tensor]:
 def _recording_first_gradients(gan: MisGAN) -> dict[str, torch.Tensor]:
     """The gradients the first critic update and the first generator update step with (after averaging)."""
     seen: dict[str, torch.Tensor] = {}
-    step = gan._adam_step
+    step = gan._step
 
     def record(names: list[str]) -> None:
         for k in names:
@@ -43,7 +43,7 @@ def _recording_first_gradients(gan: MisGAN) -> dict[str, torch.Tensor]:
                     seen.setdefault(f"{k}.{i}", p.grad.detach().clone())
         step(names)
 
-    gan._adam_step = record  # type: ignore[method-assign]
+    gan._step = record  # type: ignore[method-assign]
     return seen
 
 

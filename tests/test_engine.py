@@ -439,23 +439,6 @@ def test_all_linear_critic_loss_and_gradients_equal_the_textbook_ones(negative_s
     assert w.item() == pytest.approx(w_general.item(), rel=1e-12)
 
 
-def test_shared_adam_step_equals_stepping_each_optimizer():
-    """The loop steps all critics (and all generators) with one fused Adam call; the weights and optimizer
-    state must be exactly those of torch's Adam stepped per network."""
-    shared = MisGAN(tiny_config(imputer=True, seed=3)).train(3)
-    separate = MisGAN(tiny_config(imputer=True, seed=3), speed=SpeedPaths(direct_adam=False)).train(3)
-    for name, module in shared.nets.modules().items():
-        for (key, a), b in zip(module.state_dict().items(), separate.nets.modules()[name].state_dict().values(),
-                               strict=True):
-            assert torch.equal(a, b), f"{name}.{key}"
-    for k, opt in shared.optimizers.items():
-        ours, theirs = opt.state_dict()["state"], separate.optimizers[k].state_dict()["state"]
-        assert ours.keys() == theirs.keys()
-        for i in ours:
-            for field_name in ("step", "exp_avg", "exp_avg_sq"):
-                assert torch.equal(ours[i][field_name], theirs[i][field_name]), (k, i, field_name)
-
-
 def test_critic_steps_sample_a_whole_cycle_from_the_current_generators():
     """Gx and Gm are fixed between generator updates, so the n_critic critic steps draw their samples in one
     forward pass; it must come after each generator update, never before (stale samples)."""
