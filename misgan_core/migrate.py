@@ -33,15 +33,15 @@ BOOKKEEPING_KEYS = frozenset({"kind", "format", "inference_only", "made_from"})
 def migrate(config: dict[str, Any], where: str = "config.json") -> dict[str, Any]:
     """`config` (a MisGAN run folder's config.json: MisGANConfig.from_dict calls this) in the current layout.
     Refuses, in one line naming the option, a run whose behaviour depended on an option that is gone; `where`
-    names the file in messages. A baseline's config.json numbers its own formats (baselines/runs.py); its entry
-    in misgan_core.methods reads its earlier layouts."""
+    names the file in messages. A baseline's config.json numbers its own formats (baselines/runs.py): its flat
+    layout comes through `nest_data_fields`, and GAIN's first widths through its entry in misgan_core.methods."""
     version = config.get("format", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{where}: 'format' must be a positive whole number; got {version!r}")
     if version > FORMAT:
         raise CheckpointError(f"{where} was written by a newer misgan_core (format {version}; this one reads up "
                               f"to {FORMAT}): upgrade misgan_core to open it")
-    out = _nest_data_fields(dict(config))
+    out = nest_data_fields(dict(config))
     if version < FORMAT:
         out = _drop_removed_misgan_options(out, where)
     out["format"] = FORMAT
@@ -57,8 +57,8 @@ def _recipe_of(config: dict[str, Any]) -> str:
     return "recommended" if recommended else "paper"
 
 
-def _nest_data_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """Layout 1: the data fields move from the top level into `data`."""
+def nest_data_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Layout 1, any kind of run: the data fields move from the top level into `data`."""
     if "data" in config:
         return config
     data = {k: config.pop(k) for k in DATA_FIELDS if k in config}

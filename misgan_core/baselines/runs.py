@@ -22,6 +22,7 @@ from torch import nn
 from ..data import IncompleteDataset
 from ..device import pick_device
 from ..errors import OptionError
+from ..migrate import nest_data_fields
 from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
 from ..training import Cadence, StopTraining, drive
@@ -51,8 +52,8 @@ def selection_cadence(spec: DataSpec, wanted: int) -> int:
 
 
 def run_spec(config: dict[str, Any]) -> DataSpec:
-    """The DataSpec of a baseline run's config.json (nested, or the flat form of older folders)."""
-    raw = config.get("data", config)
+    """The DataSpec of a baseline run's config.json (nested, or the flat form of older folders: migrate.py)."""
+    raw = nest_data_fields(dict(config))["data"]
     if not isinstance(raw, dict):
         raise CheckpointError(f"the config's data entry is not an object: {raw!r}")
     try:
