@@ -23,6 +23,7 @@ from typing import Any
 
 from .runs import CheckpointError
 from .spec import FIELDS as DATA_FIELDS
+from .spec import DataSpec
 
 FORMAT = 3
 
@@ -55,6 +56,17 @@ def _recipe_of(config: dict[str, Any]) -> str:
     recommended = config.get("ema") == 0.999 and config.get("imputer_sees_mask") is True \
         and config.get("imputer_critic_sees_mask") is True
     return "recommended" if recommended else "paper"
+
+
+def data_spec_of(config: dict[str, Any]) -> DataSpec:
+    """The DataSpec of any run folder's config.json, of any layout."""
+    raw = nest_data_fields(dict(config))["data"]
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"the config's data entry is not an object: {raw!r}")
+    try:
+        return DataSpec.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"the config's data fields are unusable: {err}") from err
 
 
 def nest_data_fields(config: dict[str, Any]) -> dict[str, Any]:

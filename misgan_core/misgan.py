@@ -48,6 +48,8 @@ __all__ = ["MisGAN", "MisGANConfig", "Networks", "build_networks", "f_tau"]
 
 @dataclass
 class Networks:
+    """MisGAN's networks (appendix D); the imputer's pair only with an imputer."""
+
     gx: nn.Module
     gm: nn.Module
     dx: Critic

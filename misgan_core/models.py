@@ -11,7 +11,6 @@ write the WGAN-GP loss's gradients out explicitly. This file holds only the arch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -264,19 +263,6 @@ class UNetImputerNet(nn.Module):
 
 
 ARCHS = ("fc", "conv")
-
-
-@dataclass
-class Networks:
-    gx: nn.Module
-    gm: nn.Module
-    dx: Critic
-    dm: Critic
-    gi: nn.Module | None = None
-    di: Critic | None = None
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 def check_shape(arch: str, shape: tuple[int, int, int]) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from ..data import IncompleteDataset
 from ..device import pick_device
 from ..errors import OptionError
-from ..migrate import nest_data_fields
+from ..migrate import data_spec_of
 from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
 from ..training import Cadence, StopTraining, drive
@@ -49,17 +49,6 @@ def selection_cadence(spec: DataSpec, wanted: int) -> int:
     except (ExtractorUnavailable, ValueError, OSError, RuntimeError):  # no LeNet / Inception for this data
         return 0
     return every
-
-
-def run_spec(config: dict[str, Any]) -> DataSpec:
-    """The DataSpec of a baseline run's config.json (nested, or the flat form of older folders: migrate.py)."""
-    raw = nest_data_fields(dict(config))["data"]
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"the config's data entry is not an object: {raw!r}")
-    try:
-        return DataSpec.from_dict(raw)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"the config's data fields are unusable: {err}") from err
 
 
 class BaselineRun:
@@ -128,7 +117,7 @@ class BaselineRun:
         if build is None and kind not in BASELINES:
             raise CheckpointError(f"{path} is a {kind!r} run, not a baseline run ({', '.join(BASELINES)})")
         config.setdefault("seed", 0)
-        spec = run_spec(config)
+        spec = data_spec_of(config)
         data = data if data is not None else spec.load()
         options = config.get("options", {})
         if not isinstance(options, dict):

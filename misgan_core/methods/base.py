@@ -23,7 +23,7 @@ import torch
 from ..data import IncompleteDataset
 from ..errors import OptionError
 from ..imputers import Imputer
-from ..runs import CheckpointError
+from ..migrate import data_spec_of
 from ..spec import DataSpec
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
@@ -153,14 +153,8 @@ class Method:
     # -- reading a config.json without loading weights -----------------------------------------
 
     def spec_of(self, config: dict[str, Any]) -> DataSpec:
-        """The DataSpec a run folder's config.json names."""
-        raw = config.get("data", config)
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"the config's data entry is not an object: {raw!r}")
-        try:
-            return DataSpec.from_dict(raw)
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"the config's data fields are unusable: {err}") from err
+        """The DataSpec a run folder's config.json names (any layout: migrate.py)."""
+        return data_spec_of(config)
 
     def label(self, config: Mapping[str, Any]) -> str:
         """The method as a run of this config shows it (MisGAN adds its networks and imputer)."""

@@ -71,11 +71,6 @@ class BaselineMethod(Method):
     def defaults(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options_class()) if self.options_class is not None else {}
 
-    def spec_of(self, config: dict[str, Any]) -> DataSpec:
-        from ..baselines.runs import run_spec
-
-        return run_spec(config)
-
     def train(self, run: Run, steps: int | None, callback: Any, progress: bool) -> None:
         run.trainer.train(steps, callback=callback, progress=progress and self.trainable, **run.cadence)
 
