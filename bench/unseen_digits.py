@@ -1,4 +1,4 @@
-"""Issue 11's check: the shipped demo models against the baselines as the CLI fits them by default, on
+"""The shipped demo models against the baselines as the CLI fits them by default, on
 mnist-5k's 500 held-out digits and on digits the project has never seen (uci-digits: 1,797 digits by other
 writers, data.uci-digits).
 

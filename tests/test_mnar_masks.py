@@ -1,4 +1,4 @@
-"""Missingness that depends on the data (issue: MAR and MNAR): rates matched on the dataset, dependence that
+"""Missingness that depends on the data (MAR and MNAR): rates matched on the dataset, dependence that
 is real, clear errors for combinations that cannot work, and the same paths through DataSpec and the CLI."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class Run:
     imputer: Imputer | None = None
     sampler: SampleFn | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    cadence: dict[str, Any] = field(default_factory=dict)  # checkpoint / grid cadence for this session's training
+    cadence: dict[str, Any] = field(default_factory=dict)  # checkpoint / grid cadence for this training call
 
     @property
     def kind(self) -> str:
