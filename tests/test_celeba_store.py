@@ -71,6 +71,7 @@ def test_missing_celeba_says_where_to_put_it(tmp_path) -> None:
         load_complete("celeba", tmp_path)
 
 
+@pytest.mark.slow
 def test_misgan_trains_on_the_compact_store_a_batch_at_a_time(tmp_path) -> None:
     _faces(tmp_path, 8, test_from=6)
     config = MisGANConfig(data=DataSpec(dataset="celeba", data_dir=str(tmp_path), mask="square", mask_size=32),

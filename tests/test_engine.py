@@ -326,6 +326,7 @@ def _weights(gan):
     return {f"{n}.{k}": v.clone() for n, mod in gan.nets.modules().items() for k, v in mod.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["fc", "conv"])
 def test_resume_gives_the_same_weights_as_training_straight(tmp_path, arch):
     # 3 batches an epoch: 3 steps (15 batches) cross epoch boundaries
@@ -476,6 +477,7 @@ def test_critic_steps_impute_their_own_minibatches_in_one_pass():
         assert bool(((fed[~observed] >= 0) & (fed[~observed] < 1)).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [32, 64])
 def test_rgb_user_data_trains_dcgan_with_unet_imputer(tmp_path, size):
     """The 32x32 / 64x64 path: DCGAN generators and critics, the 5-level U-Net imputer, RGB channels."""

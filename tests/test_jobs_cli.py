@@ -85,6 +85,7 @@ def run_cli(*args, cwd=None, timeout=600):
                           cwd=cwd or ROOT, timeout=timeout, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 def test_cli_help_for_each_command():
     for cmd in ("train", "resume", "sample", "impute", "datasets"):
         out = run_cli(cmd, "--help")

@@ -166,6 +166,7 @@ def good_run(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @FUZZ
 @given(field=st.sampled_from(["arch", "steps", "data", "imputer", "batch_size", "kind", "tau", "betas", "lr"]),
        value=json_values, lines=st.lists(json_values, max_size=5))

@@ -22,6 +22,7 @@ TINY = ["sweep", "--methods", "misgan,gain,mean", "--mask", "dropout", "--rates"
         "--budget", "steps=3", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_once(tmp_path, capsys,
                                                                                    monkeypatch) -> None:
     out = tmp_path / "sweep"
