@@ -8,12 +8,13 @@ generated data with masked real data through f_tau(x, m) = x * m + tau * (1 - m)
   min_Gx max_Dx L_x                                                                                 (eq. 6)
   min_Gm max_Dm L_m + alpha * L_x                                                                   (eq. 7)
 With an imputer Gi(x, m, w) = x * m + Ĝi(x * m + w * (1 - m)) * (1 - m) (eq. 12) and its critic Di:
-  L_i(Di, Gi, Gx) = E_z [Di(Gx(z))] - E_(x,m)~p_D,w [Di(Gi(x, m, w))]                               (eq. 8)
+  L_i(Di, Gi, Gx) = E_z [Di(Gx(z))] - E_(x,m)~p_D,w [Di(Gi(x, m, w))]                          (section 4)
   min_Gi max_Di L_i;   min_Gx max_Dx L_x + beta * L_i;   Gm as eq. 7                                (eq. 9, 10)
 A stand-alone imputer trains eq. 9 alone from a pre-trained Gx; eq. 11 targets masks p_m of the user's choice
 with Gx's samples standing in for the data. Critics are WGAN-GP (Gulrajani et al. 2017): each batch updates
-the critics, and every n_critic batches the generators take one step (appendix D: n_critic 5, Adam at lr 1e-4,
-betas (0.5, 0.9), alpha 0.2, beta 0.1). `steps` counts generator updates.
+the critics, and every n_critic batches the generators take one step (appendix D adopts WGAN-GP's n_critic 5
+and Adam at lr 1e-4, betas (0, 0.9); section 5: alpha 0.2, beta 0.1; config.RECIPES). `steps` counts
+generator updates.
 
 How Gm draws masks, and what that asks of Dx, is the mask model's (mask_models.py: the paper's independent
 Gm(eps), and Gm(eps, x) for missingness that depends on the data). The step's speed paths are in fast.py.
@@ -229,8 +230,8 @@ class MisGAN(MisGANRunFolder):
         return record
 
     def _critic_update(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each critic ascends its L (eq. 4, 5, 8) with the gradient penalty; the critics share no parameters,
-        so one backward serves all."""
+        """Each critic ascends its L (eq. 4, 5, and section 4's L_i) with the gradient penalty; the critics share
+        no parameters, so one backward serves all."""
         c, nets, b = self.config, self.nets, len(x)
         fake_x, fake_m, fake_m_dm, imputed = self._critic_samples(b)
         if self._imputing and c.imputer_mode == "target":
@@ -244,7 +245,7 @@ class MisGAN(MisGANRunFolder):
             if c.mask_critic:
                 terms["m"] = (nets.dm, m, fake_m_dm)  # eq. 4
         if self._imputing:
-            # eq. 8: Gx samples play "real" against the imputed real data
+            # L_i (section 4): Gx samples play "real" against the imputed real data
             terms["i"] = (nets.di, self._imputer_critic_input(fake_x, m), self._imputer_critic_input(imputed, m))
         out, losses = {}, []
         for key, (net, real, fake) in terms.items():
