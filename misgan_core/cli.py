@@ -385,6 +385,9 @@ def _evaluate(args: argparse.Namespace) -> None:
             print(f"{key:15s} {result[key]:.4f}  [{label}]", file=sys.stderr)
     if result.get("rmse") is not None:
         print(f"{'rmse':15s} {result['rmse']:.4f}  (missing entries only)", file=sys.stderr)
+    if result.get("rmse_conditional_mean") is not None:
+        print(f"{'rmse (mean)':15s} {result['rmse_conditional_mean']:.4f}  (the imputer's estimate of "
+              f"E[x_mis | x_obs])", file=sys.stderr)
     print(json.dumps(result))
 
 

@@ -106,6 +106,7 @@ def result_row(method: str, spec: DataSpec, result: dict[str, Any], source: str 
         "fid": result.get("imputation_fid"),
         "fid_label": result.get("label"),
         "rmse": result.get("rmse"),
+        "rmse_conditional_mean": result.get("rmse_conditional_mean"),
         "n": result.get("n_imputed"),
         "split": result.get("split", "train"),
         "steps": budget.get("steps"),

@@ -4,7 +4,9 @@ Shapes used throughout the engine:
   x: float tensor (N, C, H, W), values in [0, 1]; entries where m == 0 are ignored.
   m: float tensor (N, 1, H, W) of 0/1, 1 = observed; broadcast over channels.
 
-`impute(x, m, draws=K)` returns (K, N, C, H, W) with every observed entry of x kept bit-exact.
+`impute(x, m, draws=K)` returns (K, N, C, H, W) with every observed entry of x kept bit-exact. An imputer may
+also offer `conditional_mean(x, m, generator=None)`, its estimate of E[x_mis | x_obs] (N, C, H, W); evaluation
+then reports that estimate's RMSE as well (`rmse_conditional_mean`).
 """
 
 from __future__ import annotations

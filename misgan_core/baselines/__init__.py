@@ -18,12 +18,16 @@ from .convac import ConvAC, ConvACConfig
 from .fit import BaselineTrainer, fit_baseline, is_trainable
 from .gain import GAIN, GAINConfig, hint_matrix, hint_vector
 from .mf import MatrixFactorization, MFConfig
+from .miwae import MIWAE, MIWAEConfig
+from .notmiwae import NotMIWAE, NotMIWAEConfig
 from .simple import MeanConfig, MeanImputer, ZeroConfig, ZeroImputer
 
 BASELINES: dict[str, Callable[..., nn.Module]] = {
     "gain": GAIN.build,
     "convac": ConvAC.build,
     "mf": MatrixFactorization.build,
+    "miwae": MIWAE.build,
+    "notmiwae": NotMIWAE.build,
     "mean": MeanImputer.build,
     "zero": ZeroImputer.build,
 }
@@ -38,6 +42,8 @@ def build_baseline(kind: str, shape: tuple[int, int, int], **options: Any) -> nn
 
 __all__ = [
     "BASELINES", "BaselineTrainer", "ConvAC", "ConvACConfig", "GAIN", "GAINConfig", "MFConfig",
-    "MatrixFactorization", "MeanConfig", "MeanImputer", "ZeroConfig", "ZeroImputer", "build_baseline",
+    "MIWAE", "MIWAEConfig",
+    "MatrixFactorization", "NotMIWAE", "NotMIWAEConfig", "MeanConfig", "MeanImputer", "ZeroConfig",
+    "ZeroImputer", "build_baseline",
     "fit_baseline", "hint_matrix", "hint_vector", "is_trainable",
 ]

@@ -93,8 +93,11 @@ class BaselineRun:
             raise OptionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
         options = dict(options or {})
         data = data if data is not None else spec.load()
-        # Built before the folder is made, so that bad options fail without leaving anything on disk.
-        model = (build or partial(build_baseline, kind))(tuple(data.shape), **options)
+        # Built before the folder is made, so that bad options fail without leaving anything on disk; its initial
+        # weights follow the run's seed (and leave the global generator as it was).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = (build or partial(build_baseline, kind))(tuple(data.shape), **options)
         if batch_size is None:
             batch_size = int(getattr(model.config, "batch_size", 128))
         if batch_size < 1:

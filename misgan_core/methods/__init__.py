@@ -26,6 +26,8 @@ from .convac import CONVAC
 from .gain import GAIN
 from .mf import MF
 from .misgan import MISGAN
+from .miwae import MIWAE
+from .notmiwae import NOTMIWAE
 from .simple import MEAN, ZERO
 
 _REGISTERED: tuple[Method, ...] = (
@@ -33,6 +35,8 @@ _REGISTERED: tuple[Method, ...] = (
     GAIN,
     CONVAC,
     MF,
+    MIWAE,
+    NOTMIWAE,
     MEAN,
     ZERO,
 )

@@ -163,6 +163,13 @@ def evaluate(dataset_name: str, complete_x: torch.Tensor | None = None, sample_f
         out["rmse"] = None if math.isnan(r) else r
         out["n_imputed"] = len(imputed)
         out["missing_rate"] = data.missing_rate
+        conditional_mean = getattr(imputer, "conditional_mean", None)
+        if conditional_mean is not None:  # an estimate of E[x_mis | x_obs] (MIWAE's weighted mean): its RMSE too
+            gen = torch.Generator().manual_seed(seed)
+            means = torch.cat([conditional_mean(data.x[i:i + batch_size], data.m[i:i + batch_size], generator=gen)
+                               for i in range(0, len(data), batch_size)])
+            r = rmse_missing(means, data.x, data.m)
+            out["rmse_conditional_mean"] = None if math.isnan(r) else r
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
 
