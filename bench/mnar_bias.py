@@ -1,12 +1,15 @@
 """How much missingness that depends on the data biases MisGAN, and how much a mask model that sees the image
-removes: FC-MisGAN with its imputer, each mask model, on mnist-5k.
+removes: FC-MisGAN with its imputer, each mask model, on mnist-5k; beside it the likelihood family, MIWAE (which
+assumes the data missing at random) and not-MIWAE (which models p(m | x) as a self-masking logistic).
 
     python bench/mnar_bias.py --out sweeps/mnar-bias [--steps 4000] [--threads 1] [--train-args '--precision bf16']
     python bench/mnar_bias.py --out sweeps/mnar-k5 --train-args '--mask-steepness 5' \
         --only self-masking50-independent self-masking50-self-masking     # a softer process (copy the controls)
+    python bench/mnar_bias.py --out sweeps/mnar-bias --models miwae notmiwae --likelihood-steps 6000
 
 Cells: self-masking (bright pixels missing) at 50% and 80% and mar at 50%, each with the independent,
-self-masking and conditional mask models; MCAR dropout at 50% and 80% with the same models as the controls.
+self-masking and conditional mask models (and MIWAE and not-MIWAE, trained with `baseline`); MCAR dropout at 50%
+and 80% with the same models as the controls.
 Each cell is an ordinary run folder under OUT/cells (train, then evaluate on the held-out split). Running the
 command again skips finished cells and resumes unfinished ones; a second copy of the command started beside
 the first takes the cells the first is not training (each run folder has one writer), so `--jobs` is just
@@ -29,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK_MODELS = ("independent", "self-masking", "conditional")
+LIKELIHOOD_METHODS = ("miwae", "notmiwae")  # their own methods (`baseline KIND`), in the mask-model column
+MODELS = MASK_MODELS + LIKELIHOOD_METHODS
 PROCESSES = [("self-masking", 0.5), ("self-masking", 0.8), ("mar", 0.5), ("dropout", 0.5), ("dropout", 0.8)]
 CONTROL = {"self-masking": "dropout", "mar": "dropout", "dropout": "dropout"}
 
@@ -44,15 +49,24 @@ def trained_step(run: Path) -> int:
     return RunDir(run).saved_step() or 0
 
 
+def cell_steps(model: str, args: argparse.Namespace) -> int:
+    return args.likelihood_steps if model in LIKELIHOOD_METHODS else args.steps
+
+
 def train_cell(run: Path, mask: str, rate: float, model: str, args: argparse.Namespace) -> bool:
     """Train or resume one cell; False when another process holds it (or it failed: the message is shown)."""
     base = [sys.executable, "-m", "misgan_core"]
+    steps = cell_steps(model, args)
     if (run / "config.json").exists():
         done = trained_step(run)
-        if done >= args.steps:
+        if done >= steps:
             return True
         # --until, not --steps: another copy of this command may train the cell on between here and the load
-        cmd = base + ["resume", str(run), "--until", str(args.steps), "--threads", str(args.threads)]
+        cmd = base + ["resume", str(run), "--until", str(steps), "--threads", str(args.threads)]
+    elif model in LIKELIHOOD_METHODS:
+        cmd = base + ["baseline", model, "--dataset", "mnist-5k", "--split", "train", "--mask", mask,
+                      "--missing-rate", str(rate), "--mask-direction", "high", "--steps", str(steps), "--threads",
+                      str(args.threads), "--out", str(run)]
     else:
         cmd = base + ["train", "--dataset", "mnist-5k", "--split", "train", "--mask", mask, "--missing-rate",
                       str(rate), "--mask-direction", "high", "--mask-model", model, "--imputer",
@@ -89,6 +103,10 @@ def evaluate_cell(run: Path, mask: str, rate: float, model: str, threads: int) -
            "data_intensity": float(held_out.x.mean()),
            "missing_rate_measured": float(1 - held_out.m.float().mean())}
     config = json.loads((run / "config.json").read_text())
+    if model in LIKELIHOOD_METHODS:
+        row["data_critic"] = "-"
+        row["mechanism"] = opened.trainer.model.mechanism()
+        return row
     model = config.get("mask_model", "independent")
     row["data_critic"] = {"independent": f"f_tau, tau {config['tau']:g}", "self-masking": "(x*m, g m), g by slope"
                           }.get(model, "(x*m, m)")
@@ -104,7 +122,7 @@ def write_table(out: Path, rows: list[dict]) -> None:
     lines = ["| missingness | mask model | Dx sees | steps | generation FID | excess FID | sample intensity (data) | "
              "intensity bias | imputation FID | RMSE |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mask, rate in PROCESSES:
-        for model in MASK_MODELS:
+        for model in MODELS:
             r = by.get((mask, rate, model))
             if r is None:
                 continue
@@ -115,6 +133,9 @@ def write_table(out: Path, rows: list[dict]) -> None:
             k = f", k {r['steepness']:g}" if r.get("steepness", 20.0) != 20.0 else ""
             lam = r.get("temperature")
             lam = "" if lam is None else f" (lambda {lam:g})"
+            if r.get("mechanism"):
+                learnt = r["mechanism"]
+                lam = f" (learnt slope {learnt['mask_slope']:+.2f}, offset {learnt['mask_offset']:+.2f})"
             lines.append(f"| {mask} {rate:.0%}{k} (measured {r['missing_rate_measured']:.1%}) | {model}{lam} | "
                          f"{r.get('data_critic', '-')} | {r['steps']:,} | {r['generation_fid']:.1f} | {excess} | "
                          f"{r['sample_intensity']:.4f} ({r['data_intensity']:.4f}) | {bias:+.4f} | "
@@ -137,9 +158,10 @@ def write_table(out: Path, rows: list[dict]) -> None:
     lines.extend(f"{line}." for line in cuts)
     if cuts:
         lines.append("")
-    lines.append(f"FC-MisGAN with imputer, mnist-5k (4,500 training digits), evaluated on the 500 held-out digits "
-                 f"with the same missingness; FID: {label}. Excess FID: minus the same mask model under MCAR "
-                 f"dropout at the same rate. Precision: {', '.join(precisions)}.")
+    lines.append(f"FC-MisGAN with imputer (steps: generator steps), MIWAE and not-MIWAE (steps: batches of 64, "
+                 f"each with 20 importance samples), mnist-5k (4,500 training digits), evaluated on the 500 held-out "
+                 f"digits with the same missingness; FID: {label}. Excess FID: minus the same model under MCAR "
+                 f"dropout at the same rate. MisGAN's precision: {', '.join(precisions)}.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -151,13 +173,14 @@ def plot(out: Path, rows: list[dict]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     labels = [f"{m} {r:.0%}" for m, r in PROCESSES]
-    width = 0.8 / len(MASK_MODELS)
+    present = [m for m in MODELS if any(r["mask_model"] == m for r in rows)]
+    width = 0.8 / len(present)
     by = {(r["mask"], r["rate"], r["mask_model"]): r for r in rows}
-    for j, model in enumerate(MASK_MODELS):
+    for j, model in enumerate(present):
         fids = [by[(m, r, model)]["generation_fid"] if (m, r, model) in by else float("nan") for m, r in PROCESSES]
         bias = [by[(m, r, model)]["sample_intensity"] - by[(m, r, model)]["data_intensity"]
                 if (m, r, model) in by else float("nan") for m, r in PROCESSES]
-        xs = [i + (j - 1) * width for i in range(len(PROCESSES))]
+        xs = [i + (j - (len(present) - 1) / 2) * width for i in range(len(PROCESSES))]
         axes[0].bar(xs, fids, width, label=model)
         axes[1].bar(xs, bias, width, label=model)
     for ax, title in zip(axes, ("generation FID (held-out digits)", "mean intensity of samples minus data's"),
@@ -173,14 +196,17 @@ def plot(out: Path, rows: list[dict]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=4000, help="generator steps per cell")
+    p.add_argument("--steps", type=int, default=4000, help="generator steps per MisGAN cell")
+    p.add_argument("--likelihood-steps", type=int, default=6000, help="steps per MIWAE / not-MIWAE cell")
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS,
+                   help="mask models and likelihood methods to run (default: all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="cell names to run (default: all)")
     p.add_argument("--mask-activation", default="stretched",
                    help="Gm's output activation for new cells (train --mask-activation; default stretched)")
     p.add_argument("--train-args", default="", help="more `train` options for new cells, e.g. '--precision bf16'")
     args = p.parse_args()
-    cells = [(mask, rate, model) for mask, rate in PROCESSES for model in MASK_MODELS]
+    cells = [(mask, rate, model) for mask, rate in PROCESSES for model in args.models]
     order = [c for c in cells if c[2] != "conditional"] + [c for c in cells if c[2] == "conditional"]
     if args.only:
         order = [c for c in order if cell_name(*c) in args.only]
@@ -193,7 +219,7 @@ def main() -> None:
                 if results_file.exists() else set()
             if run.name in done or not train_cell(run, mask, rate, model, args):
                 continue
-            if trained_step(run) < args.steps:
+            if trained_step(run) < cell_steps(model, args):
                 continue
             row = evaluate_cell(run, mask, rate, model, args.threads)
             with results_file.open("a") as f:

@@ -5,7 +5,7 @@ The public API, used by the CLI, the pages and Python users alike:
     from misgan_core import DataSpec, MisGAN, MisGANConfig, open_run
     gan = MisGAN(MisGANConfig(data=DataSpec(mask="dropout", missing_rate=0.8), imputer=True), run_dir="runs/a")
     gan.train(300)
-    run = open_run("runs/a")            # any run folder: MisGAN, GAIN, ConvAC, MF, mean, zero
+    run = open_run("runs/a")            # any run folder: MisGAN, GAIN, ConvAC, MF, MIWAE, ...
     draws = run.imputer.impute(x, m, draws=8)
 
 Layers, lowest first (a module imports only from its own layer or lower ones; tests/test_layers.py checks):

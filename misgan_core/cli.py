@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trained = [m for m in baselines() if m.trainable]
     closed_form = [m.name for m in baselines() if not m.trainable]
-    p = sub.add_parser("baseline", help=f"fit a baseline imputer ({', '.join(m.name for m in baselines())}) into a "
+    p = sub.add_parser("baseline", help=f"train or fit another method ({', '.join(m.name for m in baselines())}) into a "
                                         f"run folder",
                        description="Fit a baseline into a run folder; the data options are those of `train`, "
                                    "so both see the same incomplete examples. Continue with `resume RUN`.")
@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-every", type=_non_negative, default=500)
     g.add_argument("--out", required=True, help="new run folder")
 
-    p = sub.add_parser("resume", help="continue a run (MisGAN, GAIN or ConvAC) for more steps",
+    p = sub.add_parser("resume", help=f"continue a run ({_or([m.title for m in METHODS.values() if m.trainable])}) "
+                                      f"for more steps",
                        description="Continue a run from its last checkpoint, bit-identical to having trained "
                                    "straight through.")
     p.add_argument("run")
@@ -123,14 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=_positive, default=None)
 
-    p = sub.add_parser("sample", help="write a grid of samples from a run that generates (MisGAN, ConvAC)",
+    p = sub.add_parser("sample", help=f"write a grid of samples from a run that generates "
+                                      f"({', '.join(m.title for m in METHODS.values() if m.generates)})",
                        description="Sample complete images from a run into a PNG grid (and .npy).")
     p.add_argument("run")
     p.add_argument("-n", type=_positive, default=64)
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output .png (a .npy with the raw samples is written beside it)")
 
-    p = sub.add_parser("impute", help="impute incomplete data with any run (MisGAN, GAIN, ConvAC, MF, mean, zero)",
+    p = sub.add_parser("impute", help=f"impute incomplete data with any run "
+                                      f"({', '.join(m.title for m in METHODS.values())})",
                        description="Impute an .npz (x, m) or a folder of PNGs with alpha, or the run's own data.")
     p.add_argument("run")
     p.add_argument("--input", default=None, help=".npz with x and m, or a PNG folder; default: the run's data")
@@ -193,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("metrics", help="metrics tools (train-classifier)", add_help=False)
     return parser
+
+
+def _or(words: list[str]) -> str:
+    """'a, b or c'."""
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def _and(words: list[str]) -> str:

@@ -154,20 +154,20 @@ def test_the_source_check_passes_what_asks_the_registry() -> None:
 
 
 def test_every_entry_answers_the_same_questions() -> None:
-    assert list(METHODS) == ["misgan", "gain", "convac", "mf", "mean", "zero"]
+    assert list(METHODS) == ["misgan", "gain", "convac", "mf", "miwae", "notmiwae", "mean", "zero"]
     for name, m in METHODS.items():
         assert isinstance(m, Method) and m.name == name and method(name) is m
         assert m.title and m.step_unit and m.default_steps >= 1
         assert isinstance(m.defaults(), dict)
         assert m.describe(DataSpec(), {}, 5).startswith(m.title)
-    assert [m.name for m in METHODS.values() if m.generates] == ["misgan", "convac"]
+    assert [m.name for m in METHODS.values() if m.generates] == ["misgan", "convac", "miwae", "notmiwae"]
     assert [m.name for m in METHODS.values() if not m.trainable] == ["mf", "mean", "zero"]
     assert METHODS["gain"].defaults()["hint_form"] == "published" and METHODS["misgan"].defaults()["arch"] == "fc"
     assert method("misgan").config(DataSpec(), METHODS["misgan"].defaults()) == method("misgan").config(DataSpec())
 
 
 def test_an_unknown_method_is_a_bad_option_naming_the_choices(capsys) -> None:
-    with pytest.raises(UnknownMethod, match="unknown method 'vae'; choose from misgan, gain, convac, mf, mean, zero"):
+    with pytest.raises(UnknownMethod, match="unknown method 'vae'; choose from misgan, gain, convac, mf, miwae, notmiwae, mean, zero"):
         method("vae")
     assert issubclass(UnknownMethod, OptionError) and issubclass(UnknownMethod, ValueError)
     with pytest.raises(SystemExit):
@@ -269,7 +269,7 @@ def test_a_new_method_runs_through_the_cli(fill_registered, tmp_path, capsys) ->
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["method"] == "Fill" and result["steps"] == 5 and result["fid"] is None
     assert main(["sample", str(out), "--out", str(tmp_path / "s.png")]) == 2
-    assert "Fill run, which does not generate; sample from a MisGAN or ConvAC run" in capsys.readouterr().err
+    assert "Fill run, which does not generate; sample from a MisGAN, ConvAC, MIWAE or not-MIWAE run" in capsys.readouterr().err
 
 
 def test_a_new_method_trains_as_a_background_job(fill_registered, tmp_path) -> None:

@@ -41,4 +41,4 @@ class LikelihoodMethod(BaselineMethod):
 
 
 MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#56B4E9",
-                         generates=True, default_steps=3000, quick_steps=500, select_every=500, gpu=True)
+                         live_fid=True, generates=True, default_steps=3000, quick_steps=500, select_every=500, gpu=True)

@@ -7,6 +7,6 @@ from __future__ import annotations
 from ..baselines.notmiwae import NotMIWAE, NotMIWAEConfig
 from .miwae import LikelihoodMethod
 
-NOTMIWAE = LikelihoodMethod("notmiwae", "not-MIWAE", NotMIWAE.build, options_class=NotMIWAEConfig,
+NOTMIWAE = LikelihoodMethod("notmiwae", "not-MIWAE", NotMIWAE.build, options_class=NotMIWAEConfig, live_fid=True,
                             colour="#8C564B", generates=True, default_steps=3000, quick_steps=500, select_every=500,
                             gpu=True)
