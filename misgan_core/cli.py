@@ -91,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
     trained = [m for m in baselines() if m.trainable]
     closed_form = [m.name for m in baselines() if not m.trainable]
-    p = sub.add_parser("baseline", help=f"train or fit another method ({', '.join(m.name for m in baselines())}) into a "
-                                        f"run folder",
+    p = sub.add_parser("baseline", help=f"train or fit another method ({', '.join(m.name for m in baselines())}) "
+                                        f"into a run folder",
                        description="Fit a baseline into a run folder; the data options are those of `train`, "
                                    "so both see the same incomplete examples. Continue with `resume RUN`.")
     p.add_argument("kind", choices=sorted(m.name for m in baselines()))
