@@ -429,6 +429,32 @@ def test_compare_fits_a_baseline_and_evaluates(runs_with_model: Path, fake_canva
     assert at.checkbox(key="compare-use-misgan").value
 
 
+def test_inpaint_and_compare_take_a_miwae_run(runs_with_model: Path, fake_canvas: types.ModuleType) -> None:
+    from misgan_core.methods import method
+
+    path = runs_with_model.parent / "miwae-tiny"
+    run = method("miwae").create(path, DataSpec(limit=200, mask="dropout", missing_rate=0.5),
+                                 {"hidden": 32, "latent": 4, "k": 3, "impute_samples": 8})
+    run.cadence = {"sample_every": 0}
+    run.train(5)
+    at = _app("inpaint")
+    others = at.multiselect(key="inpaint-others")
+    option = next(o for o in others.options if o.endswith("miwae-tiny"))
+    others.set_value([option]).run()
+    _no_exceptions(at)
+    assert not _errors(at)
+    at = _app("compare")
+    box = at.selectbox(key="compare-mask")
+    box.set_value(next(o for o in box.options if o.startswith("Independent dropout"))).run()
+    at.number_input(key="compare-n").set_value(100).run()
+    assert at.checkbox(key="compare-use-miwae").value
+    at.button(key="compare-evaluate").click().run()
+    _no_exceptions(at)
+    table = next(d.value for d in at.dataframe if "RMSE (missing pixels)" in d.value.columns)
+    row = table[table["method"] == "MIWAE"]
+    assert len(row) == 1 and list(row["steps"]) == [5]  # its budget beside its figures
+
+
 # ---------------------------------------------------------------------------------------------
 # Runs
 
