@@ -178,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                                                      "training) or steps=N")
     p.add_argument("--eval-split", default="both", choices=["train", "test", "both"],
                    help="train: impute the training set (the paper's protocol); test: held-out examples")
-    p.add_argument("--arch", default="fc", choices=["fc", "conv"], help="MisGAN's networks")
+    p.add_argument("--arch", default="fc", choices=["fc", "conv"],
+                   help="the networks of the methods that have a choice: MisGAN's, and MIWAE's and not-MIWAE's "
+                        "(conv: P-VAE's)")
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help="MisGAN's recipe for its cells (default: recommended; docs/options.md)")
     p.add_argument("--misgan-set", dest="misgan_options", action="append", default=[], metavar="NAME=VALUE",
