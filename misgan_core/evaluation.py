@@ -46,8 +46,7 @@ def evaluation_data(run: Run, split: str = "train", dataset: str | None = None
     if split == "train":
         return run.spec, run.data.as_float()
     if split == "test":
-        spec = run.spec.held_out()
-        return spec, spec.load().as_float()
+        return run.spec.load_held_out()
     raise OptionError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
 
 

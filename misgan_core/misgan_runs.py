@@ -66,8 +66,9 @@ class MisGANRunFolder:
 
     def evaluate_point(self) -> None:
         """A live FID point (metrics.LiveFID: a cheap FID of fixed-noise Gx samples), and with an imputer the
-        imputation FID of a fixed subset. Rank 0 only under torchrun."""
-        from .metrics import LiveFID
+        imputation FID of a fixed subset of the training examples and, where the dataset has a test split with
+        ground truth, of a fixed held-out subset (metrics.HeldOutFID). Rank 0 only under torchrun."""
+        from .metrics import CURVE_EXAMPLES, HeldOutFID, LiveFID
 
         if self.rank != 0:
             return
@@ -76,6 +77,8 @@ class MisGANRunFolder:
             reference = self.data.subset(slice(0, 10_000)).x if self.data.compact else self.data.x
             self._live_fid = LiveFID(self.config.data.dataset, reference if self.data.ground_truth else None,
                                      n_samples=self.config.fid_samples)
+            self._held_out_fid = (HeldOutFID.of(self.config.data, self._live_fid.extractor)
+                                  if self.nets.gi is not None else None)
         value = self._live_fid(lambda n, gen: self.sample(n, generator=gen))
         record = {"step": self.step, "time": round(self.train_time, 3), "fid": value}
         if self.nets.gi is not None and self.data.ground_truth and self._imputing:
@@ -83,8 +86,12 @@ class MisGANRunFolder:
             # (the same subset and seed as GAIN's and ConvAC's best-FID selection, so the curves compare).
             from .metrics import imputation_fid
 
-            subset = self.data.subset(slice(0, min(1000, len(self.data))))
+            subset = self.data.subset(slice(0, min(CURVE_EXAMPLES, len(self.data))))
             record["imputation_fid"] = imputation_fid(self, subset, self._live_fid.extractor, seed=0)
+            record["imputation_fid_n"] = len(subset)
+            if self._held_out_fid is not None:
+                record["imputation_fid_test"] = self._held_out_fid(self)
+                record["imputation_fid_test_n"] = self._held_out_fid.n
         self.history.append(record)
         if self.run is not None:
             self.run.log_metrics(record)

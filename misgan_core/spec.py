@@ -190,6 +190,13 @@ class DataSpec:
                               f"train to keep them back, or evaluate with --split train")
         return self.replace(split="test", limit=None)
 
+    def load_held_out(self, n: int | None = None) -> tuple[DataSpec, IncompleteDataset]:
+        """The held-out spec (held_out()) and its examples as float images; with `n`, the first n of them. The
+        masks are drawn for the whole split, so the first n are the first n that `evaluate --split test` scores."""
+        spec = self.held_out()
+        data = spec.load().as_float()
+        return spec, (data if n is None else data.subset(slice(0, min(int(n), len(data)))))
+
     def on_dataset(self, dataset: str, shape: tuple[int, ...]) -> DataSpec:
         """This missingness on another built-in dataset's test split, for a model of images of `shape`. A
         data-dependent process keeps its form (direction, steepness) and has its threshold matched to the

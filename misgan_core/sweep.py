@@ -5,8 +5,12 @@
 
 Each cell is a run folder under OUT/cells/. Running the same command again skips the cells whose results are
 in OUT/results.jsonl and resumes the others from their last checkpoint. After the cells, OUT holds results.md
-(a table), and per metric and split a figure against missing rate as interactive HTML (plotly) and PNG.
-Every row says what produced it: method, steps, epochs, wall time, device, threads, split.
+(a table, and for each missingness and split the training seconds at which each method's curve first reached
+each other method's final figure), per metric and split a figure against missing rate, and per missingness
+and split the quality-against-time figure (curves.py: imputation FID against training seconds, every method on
+one axis pair), each as interactive HTML (plotly) and PNG. Every row says what produced it: method, steps,
+epochs, wall time, device, threads, split; and carries the cell's curve on its split (step, seconds, imputation
+FID of the points logged while it trained).
 
 Budgets (`Budget.parse`):
   quick       a few hundred steps per trainable method: a smoke test, not a comparison;
@@ -24,6 +28,7 @@ its budgets (`quick_steps`, `paper_epochs`, `paper_steps`) and how it makes and 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -34,7 +39,9 @@ from typing import Any
 
 import torch
 
+from . import curves as quality
 from .catalog import open_run
+from .curves import Curve, CurvePoint, history_curve, series_colour
 from .errors import OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .methods import METHODS, MISGAN, CellContext, Run
@@ -138,8 +145,13 @@ class Sweep:
                  budget: Budget, arch: str = "fc", device: str = "auto", eval_splits: tuple[str, ...] = EVAL_SPLITS,
                  seed: int = 0, data_dir: str | None = None, limit: int | None = None, mask_seed: int = 0,
                  misgan_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
-                 options: Mapping[str, Mapping[str, Any]] | None = None):
-        """`options`: per method name, the options its cells are made with; `misgan_options` is MisGAN's."""
+                 options: Mapping[str, Mapping[str, Any]] | None = None, eval_every: int | None = None):
+        """`options`: per method name, the options its cells are made with; `misgan_options` is MisGAN's.
+        `eval_every`: steps between the evaluation points (the curves) of every trainable cell this sweep makes
+        (None: each method's own; GAIN's points are also its best-FID selections)."""
+        if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
+                                       or eval_every < 1):
+            raise OptionError(f"evaluation cadence must be a whole number of steps, 1 or more; got {eval_every!r}")
         for name in methods:
             method_named(name)  # an unknown name fails here, naming the choices
         if not methods:
@@ -151,7 +163,7 @@ class Sweep:
 
         shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
         self.out, self.budget, self.arch, self.device = Path(out), budget, arch, device
-        self.eval_splits, self.seed = tuple(eval_splits), seed
+        self.eval_splits, self.seed, self.eval_every = tuple(eval_splits), seed, eval_every
         self.options = {name: dict(opts) for name, opts in (options or {}).items()}
         if misgan_options:
             self.options[MISGAN.name] = {**self.options.get(MISGAN.name, {}), **misgan_options}
@@ -221,7 +233,7 @@ class Sweep:
     def _context(self, name: str, spec: DataSpec) -> CellContext:
         return CellContext(paper_budget=self.budget.kind == "paper", examples=lambda: self._examples(spec),
                            device=self._device(), seed=self.seed, arch=self.arch,
-                           options=self.options.get(name, {}))
+                           options=self.options.get(name, {}), eval_every=self.eval_every)
 
     def _open_or_create(self, cell: Cell) -> Run:
         path = cell.path
@@ -269,6 +281,8 @@ class Sweep:
                    "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
+            points, n = history_curve(run.history, split)
+            row["curve"] = {"split": split, "n": n, "points": [[p.step, round(p.seconds, 3), round(p.fid, 3)] for p in points]}
             if self.options.get(cell.method):
                 row["options"] = dict(self.options[cell.method])
             append_jsonl(self.results_path, row)
@@ -321,18 +335,6 @@ def series(rows: list[dict[str, Any]], metric: str, split: str) -> dict[str, lis
     return {k: sorted(v, key=lambda p: p[0]) for k, v in out.items()}
 
 
-# Series that earlier sweeps named by a variant of a method (docs/reproduction); the methods' own colours are
-# their registry entries' (Method.colour: Okabe-Ito, readable by colour-blind people).
-VARIANT_COLOURS = {"MisGAN (earlier)": "#56B4E9", "MisGAN (Di on images)": "#F0E442"}
-
-
-def _colour(name: str) -> str:
-    """A series' colour by its method, the longest name that begins it ("MisGAN (earlier) (paper)")."""
-    colours = {m.title: m.colour for m in METHODS.values()} | VARIANT_COLOURS
-    method = max((k for k in colours if name == k or name.startswith(k + " ")), key=len, default=None)
-    return colours.get(method or "", "#999999")
-
-
 def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
     """The plotly figure of `metric` against missing rate, one line per method, budgets in the hover."""
     import plotly.graph_objects as go
@@ -342,8 +344,8 @@ def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
     for i, (name, pts) in enumerate(drawn.items()):
         fig.add_trace(go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
-            line={"color": _colour(name)},
-            marker={"color": _colour(name), "symbol": SYMBOLS[i % len(SYMBOLS)], "size": max(6, 16 - 2 * i),
+            line={"color": series_colour(name)},
+            marker={"color": series_colour(name), "symbol": SYMBOLS[i % len(SYMBOLS)], "size": max(6, 16 - 2 * i),
                     "line": {"width": 1, "color": "white"}},
             customdata=[[p[2].get("steps"), p[2].get("epochs"), p[2].get("wall_seconds")] for p in pts],
             hovertemplate="%{y:.2f} at %{x:.0%} missing<br>%{customdata[0]} steps, %{customdata[1]} epochs, "
@@ -369,7 +371,7 @@ def _png(rows: list[dict[str, Any]], metric: str, split: str, path: Path) -> Non
     drawn = series(rows, metric, split)
     for i, (name, pts) in enumerate(drawn.items()):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=MPL_SYMBOLS[i % len(MPL_SYMBOLS)],
-                markersize=max(3, 9 - i), label=name, color=_colour(name))
+                markersize=max(3, 9 - i), label=name, color=series_colour(name))
     rates = sorted({p[0] for pts in drawn.values() for p in pts})
     if rates:
         ax.set_xlim(*_rate_axis(rates))
@@ -435,7 +437,7 @@ def _curves_png(name: str, by_method: dict[str, list[tuple[int, float, float]]],
     for method, pts in by_method.items():
         for ax, i in zip(axes, (0, 1), strict=True):
             ax.plot([p[i] / (1 if i == 0 else 60) for p in pts], [p[2] for p in pts], label=method,
-                    color=_colour(method))
+                    color=series_colour(method))
     axes[0].set_xlabel("steps (MisGAN: generator steps)")
     axes[1].set_xlabel("training time (minutes)")
     for ax in axes:
@@ -451,16 +453,86 @@ def _curves_png(name: str, by_method: dict[str, list[tuple[int, float, float]]],
     tmp.replace(path)
 
 
+def _cell_slug(row: dict[str, Any]) -> str:
+    """The data and missingness part of a cell's folder name ("mnist-5k-dropout80")."""
+    cell, kind = str(row.get("cell")), str(row.get("kind"))
+    return cell[len(kind) + 1:] if cell.startswith(kind + "-") else cell
+
+
+def quality_curves(out: str | Path | None, rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[Curve]]:
+    """Per (missingness, split), by missing rate: each cell's imputation FID against training seconds on that
+    split (curves.Curve), its logged points then its final evaluated figure. A row written before rows carried
+    their curve takes it from its cell's metrics.jsonl under `out`."""
+    found: dict[tuple[str, str], list[Curve]] = {}
+    ordered = sorted(latest_rows(rows), key=lambda r: (float(r.get("rate") or 0), str(r.get("split")),
+                                                       str(r.get("method"))))
+    for r in ordered:
+        split = str(r.get("split"))
+        if split not in quality.CURVE_FIELDS or not isinstance(r.get("imputation_fid"), (int, float)):
+            continue
+        if isinstance(r.get("curve"), dict):
+            points = [CurvePoint(int(p[0]), float(p[1]), float(p[2])) for p in r["curve"].get("points", [])]
+            n = r["curve"].get("n")
+        elif out is not None and (Path(out) / "cells" / str(r.get("cell"))).is_dir():
+            points, n = history_curve(RunDir(Path(out) / "cells" / str(r.get("cell"))).read_metrics(), split)
+        else:
+            points, n = [], None
+        steps, epochs = r.get("steps"), r.get("epochs")
+        per_step = epochs / steps if isinstance(epochs, (int, float)) and steps else None
+        kind = METHODS.get(str(r.get("kind")))
+        # The final figure is at the end of training: the time of its last logged point where that was its last
+        # step (run.seconds also counts the final checkpoint and grids), else its training seconds.
+        at_end = [p for p in points if p.step == int(steps or 0)]
+        seconds = at_end[-1].seconds if at_end else float(r.get("wall_seconds") or 0.0)
+        final = CurvePoint(int(steps or 0), seconds, float(r["imputation_fid"]))
+        found.setdefault((str(r.get("missingness")), split), []).append(Curve(
+            str(r.get("method")), f"{r.get('method')} ({budget_words(r.get('budget'))})", split, n, tuple(points),
+            kind.step_unit if kind is not None else "steps", per_step, final, r.get("n"), str(r.get("label") or "FID")))
+    return found
+
+
+def quality_figure_paths(out: Path, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Path]:
+    """Where write_report puts each (missingness, split)'s quality-against-time figure, without the suffix."""
+    slugs = {(str(r.get("missingness")), str(r.get("split"))): _cell_slug(r) for r in latest_rows(rows)}
+    return {key: out / f"quality-time-{key[1]}-{slugs[key]}" for key in quality_curves(None, rows)}
+
+
+def reach_section(out: Path | None, rows: list[dict[str, Any]]) -> str:
+    """results.md's time-to-reach tables: per missingness and split, the training seconds at which each method's
+    curve (its logged points, then its final figure) first reached each other method's final figure."""
+    parts = []
+    for (missingness, split), found in quality_curves(out, rows).items():
+        text = quality.reach_table(found)
+        if not text:
+            continue
+        sizes = ", ".join(f"{c.method} {c.n:,}" for c in found if c.n)
+        finals = ", ".join(sorted({f"{c.final_n:,}" for c in found if c.final_n}))
+        parts.append(f"### {missingness}, split {split}\n\nTraining seconds at which the row's method first reached "
+                     f"the column's final imputation FID (examples per logged point: {sizes or 'none logged'}; "
+                     f"per final figure: {finals}).\n\n{text}")
+    if not parts:
+        return ""
+    return "\n## Time to reach\n\n" + "\n".join(parts)
+
+
 def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
-    """results.md, the figures (HTML and PNG per metric and split) and the training curves in `out`."""
+    """results.md, the figures (HTML and PNG per metric and split; quality against time per missingness and
+    split), time-to-reach.json and the training curves in `out`."""
     written = []
     for i, (name, by_method) in enumerate(sorted(training_curves(out, rows).items())):
         path = out / f"curves-{i}.png"
         _curves_png(name, by_method, path)
         written.append(path)
-    text = table(rows)
+    text = table(rows) + reach_section(out, rows)
     (out / "results.md").write_text(text)
     written.append(out / "results.md")
+    found = quality_curves(out, rows)
+    reach = [{"missingness": missingness, **r} for (missingness, _), cs in found.items()
+             for r in quality.time_to_reach(cs)]
+    tmp = out / "time-to-reach.json.tmp"
+    tmp.write_text(json.dumps(reach, indent=1) + "\n")
+    tmp.replace(out / "time-to-reach.json")
+    written.append(out / "time-to-reach.json")
     try:  # plotly is the app's; a sweep run where only the engine is installed (a GPU box) still ends well
         import plotly  # noqa: F401
         interactive = True
@@ -478,6 +550,17 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
                 written.append(html)
             _png(rows, metric, split, out / f"{metric}-{split}.png")
             written.append(out / f"{metric}-{split}.png")
+    paths = quality_figure_paths(out, rows)
+    for (missingness, split), cell_curves in found.items():
+        heading = quality.title(cell_curves, missingness)
+        stem = paths[(missingness, split)]
+        if interactive:
+            html = stem.with_name(stem.name + ".html")
+            quality.figure(cell_curves, heading).write_html(str(html), include_plotlyjs="cdn")
+            written.append(html)
+        png = stem.with_name(stem.name + ".png")
+        quality.write_png(cell_curves, png, heading)
+        written.append(png)
     return written
 
 

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("misgan_core.training", "misgan_core.distributed", "misgan_core.jobs")),
     ("methods", ("misgan_core.misgan", "misgan_core.misgan_runs", "misgan_core.baselines", "misgan_core.baselines.*",
                  "misgan_core.methods", "misgan_core.methods.*", "misgan_core.demo")),
-    ("catalogue", ("misgan_core.catalog", "misgan_core.evaluation", "misgan_core.sweep")),
+    ("catalogue", ("misgan_core.catalog", "misgan_core.evaluation", "misgan_core.curves", "misgan_core.sweep")),
     ("interface", ("misgan_core.cli", "misgan_core.__main__", "misgan_core")),
     ("app", ("workbench", "workbench.*", "pages.*")),
 ]

@@ -2,8 +2,9 @@
 the same driver (misgan_core/training.py).
 
 config.json  {"kind": "gain" | "convac" | "mf" | "mean" | "zero", "data": DataSpec.to_dict(), "seed",
-             "batch_size", "options" (the model's config options as given), "shape" [C, H, W], "select_every"};
-             folders written before DataSpec have the data fields at the top level, and still load.
+             "batch_size", "options" (the model's config options as given), "shape" [C, H, W], "eval_every",
+             "select_best", "patience"}; folders written before DataSpec have the data fields at the top level,
+             and still load; folders with "select_every" instead of "eval_every" selected at every point.
 weights      the model under the prefix "model." in model.safetensors.
 state.pt     {"step", "train_time", "trainer": BaselineTrainer.state_dict()} (optimizers, noise RNG);
              folders without "trainer" resume with fresh optimizer state.
@@ -31,14 +32,14 @@ from .fit import BaselineTrainer, is_trainable
 
 FORMAT = 2  # 2: "data" holds a DataSpec and GAIN's default widths follow its MNIST example
 BEST_WEIGHTS = "best.safetensors"
-SELECT_SAMPLES = 1000  # examples in the fixed subset whose imputation FID picks the best weights
 Build = Callable[..., nn.Module]  # build(shape, **options): a network with impute (and train_step or fit)
 OptionsUpgrade = Callable[[dict[str, Any], dict[str, Any], tuple[int, int, int]], dict[str, Any]]
 
 
-def selection_cadence(spec: DataSpec, wanted: int) -> int:
-    """Best-FID selection every `wanted` steps where a FID feature extractor exists for the data, else off (0).
-    Which methods select, and how often by default, their entries in misgan_core.methods say."""
+def evaluation_cadence(spec: DataSpec, wanted: int) -> int:
+    """Evaluation points every `wanted` steps where a FID feature extractor exists for the data, else off (0).
+    How often each method evaluates by default, and whether it selects its best weights, its entry in
+    misgan_core.methods says."""
     every = int(wanted)
     if every <= 0:
         return 0
@@ -69,25 +70,34 @@ class BaselineRun:
         self.train_time = 0.0
         self.history: list[dict[str, Any]] = []
         self.grids: dict[str, torch.Tensor] = {}
-        # Best-FID selection (the paper's protocol for GAIN, appendix H): every `select_every` steps the
-        # imputation FID of a fixed subset is measured and the best weights are kept in best.safetensors.
-        self.select_every = int(config.get("select_every", 0) or 0)
+        # Evaluation points every `eval_every` steps: the imputation FID of a fixed subset of the training
+        # examples (and of a held-out subset, metrics.HeldOutFID), logged as the run's curve. With `select_best`
+        # (the paper's protocol for GAIN, appendix H) the weights with the best training-subset FID are kept in
+        # best.safetensors and the run is evaluated with them; `patience` stops training after that many points
+        # without a better one. Folders written before the two were apart selected at every point.
+        legacy = "eval_every" not in config
+        self.eval_every = int(config.get("select_every" if legacy else "eval_every", 0) or 0)
+        self.select_best = bool(self.eval_every) if legacy else bool(config.get("select_best", False))
         self.patience = int(config.get("patience", 0) or 0)
         self.best_fid: float | None = None
         self.best_step: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._selector: Any = None
+        self._held_out: Any = None
         self._reconcile_log = False
 
     @classmethod
     def create(cls, path: str | Path, kind: str, spec: DataSpec, options: dict[str, Any] | None = None,
                seed: int = 0, batch_size: int | None = None, device: str = "cpu",
-               data: IncompleteDataset | None = None, select_every: int = 0,
+               data: IncompleteDataset | None = None, eval_every: int = 0, select_best: bool = False,
                patience: int = 0, build: Build | None = None) -> BaselineRun:
         """A new run folder for `kind` on the incomplete data `spec` describes (or `data`, when given).
 
-        select_every: steps between best-FID selection points (0: off; the method registry gives GAIN's 50).
-        patience: stop after this many selection points without a better FID (0: never stop early).
+        eval_every: steps between evaluation points, the run's curve (0: off; the method registry gives each
+        method's own, e.g. GAIN's 50).
+        select_best: keep the weights of the point with the best imputation FID of the training subset and
+        evaluate the run with them (GAIN, appendix H); otherwise the points are a curve only.
+        patience: stop after this many points without a better FID (0: never stop early).
         build: how to make the network (default: misgan_core.baselines.BASELINES[kind])."""
         if build is None and kind not in BASELINES:
             raise OptionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
@@ -104,7 +114,8 @@ class BaselineRun:
             raise OptionError(f"batch size must be at least 1; got {batch_size}")
         config = {"kind": kind, "format": FORMAT, "data": spec.to_dict(), "seed": int(seed),
                   "batch_size": int(batch_size), "options": options, "shape": list(data.shape),
-                  "select_every": selection_cadence(spec, select_every), "patience": int(patience)}
+                  "eval_every": evaluation_cadence(spec, eval_every), "select_best": bool(select_best),
+                  "patience": int(patience)}
         dev = pick_device(device)
         run = RunDir.create(path, config)
         return cls(run, config, spec, data, model.to(dev), dev)
@@ -201,7 +212,7 @@ class BaselineRun:
             steps = 1 if self.step == 0 else 0
         elif steps is None:
             raise OptionError(f"say how many steps to train {self.kind} for")
-        cadence = Cadence(log_every=log_every, eval_every=self.select_every, sample_every=sample_every,
+        cadence = Cadence(log_every=log_every, eval_every=self.eval_every, sample_every=sample_every,
                           checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes)
         fields = ("loss_d_loss", "loss_g_loss", "loss_mse", "loss_nll")
         try:
@@ -236,30 +247,38 @@ class BaselineRun:
         return line
 
     def evaluate_point(self) -> None:
-        """Best-FID selection: the imputation FID of a fixed subset; the best weights are kept."""
-        from ..metrics import feature_extractor, imputation_fid
+        """An evaluation point: the imputation FID of a fixed subset of the training examples (the subset MisGAN's
+        curve uses) and, where the dataset has a test split with ground truth, of a fixed held-out subset; with
+        `select_best` the weights of the best training-subset FID are kept."""
+        from ..metrics import CURVE_EXAMPLES, HeldOutFID, feature_extractor, imputation_fid
 
         if self._selector is None:
             self._selector = feature_extractor(self.spec.dataset)
-        n = min(SELECT_SAMPLES, len(self.data))
+            self._held_out = HeldOutFID.of(self.spec, self._selector)
+        n = min(CURVE_EXAMPLES, len(self.data))
         was = self.model.training
         self.model.eval()
         fid = imputation_fid(self.model, self.data.subset(slice(0, n)), self._selector, seed=0)
+        rec: dict[str, Any] = {"step": self.step, "time": round(self.train_time, 3), "imputation_fid": fid,
+                               "imputation_fid_n": n}
+        if self._held_out is not None:
+            rec["imputation_fid_test"] = self._held_out(self.model)
+            rec["imputation_fid_test_n"] = self._held_out.n
         self.model.train(was)
-        rec = {"step": self.step, "time": round(self.train_time, 3), "imputation_fid": fid}
         self.history.append(rec)
         self.run.log_metrics(rec)
         if self.best_fid is None or fid < self.best_fid:
             self.best_fid, self.best_step = fid, self.step
-            self._best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            if self.select_best:
+                self._best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.stopped_early:
             raise StopTraining  # the driver ends cleanly: checkpoint and grids
 
     @property
     def stopped_early(self) -> bool:
-        """Whether `patience` selection points have passed without a better FID."""
-        return bool(self.patience and self.select_every and self.best_step is not None
-                    and self.step - self.best_step >= self.patience * self.select_every)
+        """Whether `patience` evaluation points have passed without a better FID."""
+        return bool(self.patience and self.eval_every and self.best_step is not None
+                    and self.step - self.best_step >= self.patience * self.eval_every)
 
     @torch.no_grad()
     def make_grids(self, n: int = 32, save: bool = True) -> dict[str, torch.Tensor]:

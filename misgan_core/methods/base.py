@@ -39,6 +39,7 @@ class CellContext:
     seed: int
     arch: str                     # the sweep's --arch, for methods that have a choice of networks
     options: Mapping[str, Any]    # the user's options for this method (e.g. --misgan-set)
+    eval_every: int | None = None  # steps between evaluation points of trainable cells (None: each method's own)
 
 
 @dataclass

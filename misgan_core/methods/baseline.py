@@ -22,9 +22,11 @@ class BaselineMethod(Method):
     with `impute` (keeping observed entries exactly: imputers.paste_observed), and either `make_optimizers` and
     `train_step` (trained in steps) or a closed-form `fit(x, m)`; `sample` where it generates."""
 
-    select_every: int = 0           # best-FID selection cadence in steps by default (0: off)
-    select_every_epochs: int = 0    # ... under the sweep's paper budget, in epochs (0: the default above)
-    paper_patience: int = 0         # selections without a better FID before a paper-budget cell stops (0: never)
+    eval_every: int = 0             # steps between evaluation points (its curve) by default (0: off)
+    eval_every_epochs: int = 0      # ... under the sweep's paper budget, in epochs (0: the default above)
+    select_best: bool = False       # evaluated with the weights of its best point (GAIN, appendix H), not its last
+    paper_patience: int = 0         # points without a better FID before a paper-budget cell stops (0: never); a cell
+                                    # that stops so is evaluated with its best point's weights
     gpu: bool = False               # trains on the sweep's GPU when it has one (else on the CPU)
     options_class: Any = None       # the network's options as a dataclass (defaults() reads it)
 
@@ -45,11 +47,14 @@ class BaselineMethod(Method):
 
     def create(self, path: str | Path, spec: DataSpec, options: Mapping[str, Any] | None = None, *,
                seed: int | None = None, device: str | None = None, data: IncompleteDataset | None = None,
-               batch_size: int | None = None, select_every: int | None = None, patience: int = 0) -> Run:
-        """`select_every`: steps between best-FID selections (None: the method's default; 0: off)."""
+               batch_size: int | None = None, eval_every: int | None = None, select_best: bool | None = None,
+               patience: int = 0) -> Run:
+        """`eval_every`: steps between evaluation points (None: the method's default; 0: off); `select_best`:
+        evaluate with the best point's weights (None: the method's default)."""
         trainer = BaselineRun.create(path, self.name, spec, dict(options or {}), seed=seed or 0,
                                      batch_size=batch_size, device=device or "cpu", data=data,
-                                     select_every=self.select_every if select_every is None else select_every,
+                                     eval_every=self.eval_every if eval_every is None else eval_every,
+                                     select_best=self.select_best if select_best is None else select_best,
                                      patience=patience, build=self.network)
         return self._run(trainer, trainer.run.path)
 
@@ -62,7 +67,7 @@ class BaselineMethod(Method):
 
     def _run(self, trainer: BaselineRun, path: Path) -> Run:
         info: dict[str, Any] = {"options": trainer.config.get("options", {})}
-        if trainer.best_step is not None:
+        if trainer.select_best and trainer.best_step is not None:
             info["best_step"] = trainer.best_step
         sample = getattr(trainer.model, "sample", None)
         return Run(self, trainer, path, trainer.spec, trainer.data, trainer.config, imputer=trainer.model,
@@ -79,10 +84,13 @@ class BaselineMethod(Method):
         return (stepper.batch_size if stepper is not None else 1), 1
 
     def sweep_cell(self, path: Path, spec: DataSpec, context: CellContext) -> Run:
-        data = spec.load()  # loaded once: the run keeps it, and its size sets the selection cadence
-        select_every = None
-        if context.paper_budget and self.select_every_epochs:
-            select_every = max(1, self.select_every_epochs * (len(data) // 128))
+        data = spec.load()  # loaded once: the run keeps it, and its size sets the evaluation cadence
+        eval_every = None
+        if context.paper_budget and self.eval_every_epochs:
+            eval_every = max(1, self.eval_every_epochs * (len(data) // 128))
+        if context.eval_every is not None and self.trainable:
+            eval_every = context.eval_every
+        patience = self.paper_patience if context.paper_budget else 0
         device = context.device if self.gpu else "cpu"
         return self.create(path, spec, dict(context.options), seed=context.seed, device=device, data=data,
-                           select_every=select_every, patience=self.paper_patience if context.paper_budget else 0)
+                           eval_every=eval_every, select_best=self.select_best or bool(patience), patience=patience)

@@ -2,7 +2,7 @@
 discriminator, given hints, tells which entries were observed (network: misgan_core/baselines/gain.py).
 
 As the paper evaluates it (appendix H), a GAIN run keeps the weights with the best imputation FID of a fixed
-subset, measured every `select_every` steps.
+subset, measured every `eval_every` steps.
 """
 
 from __future__ import annotations
@@ -25,4 +25,4 @@ class GAINMethod(BaselineMethod):
 
 
 GAIN = GAINMethod("gain", "GAIN", GAINNetwork.build, options_class=GAINConfig, colour="#0072B2", default_steps=1000,
-                  quick_steps=300, paper_epochs=300, select_every=50, select_every_epochs=1, gpu=True)
+                  quick_steps=300, paper_epochs=300, eval_every=50, eval_every_epochs=1, select_best=True, gpu=True)

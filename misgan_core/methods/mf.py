@@ -7,4 +7,4 @@ from ..baselines import MatrixFactorization, MFConfig
 from .baseline import BaselineMethod
 
 MF = BaselineMethod("mf", "MF", MatrixFactorization.build, options_class=MFConfig, colour="#CC79A7", trainable=False,
-                   step_unit="fit")
+                   step_unit="fit", eval_every=1)

@@ -131,10 +131,12 @@ class MisGANMethod(Method):
 
     def cell_config(self, spec: DataSpec, context: CellContext) -> MisGANConfig:
         """A sweep cell's configuration: the imputer on (joining after the paper's ALONE_EPOCHS under the paper
-        budget), the sweep's arch, seed and device, then the user's options (--misgan-set)."""
+        budget), the sweep's arch, seed, device and evaluation cadence, then the user's options (--misgan-set)."""
         start = self.paper_imputer_start(context.examples(), MisGANConfig.batch_size) if context.paper_budget else 0
         base = {"data": spec, "arch": context.arch, "imputer": True, "seed": context.seed, "device": context.device,
                 "sample_every": 500, "checkpoint_every": 500, "imputer_start": start}
+        if context.eval_every is not None:
+            base["fid_every"] = context.eval_every
         check_assignments(MisGANConfig, context.options, "--misgan-set", kind="MisGAN option", exclude=("steps",))
         config = MisGANConfig(**{**base, **context.options})
         config.validate()

@@ -7,6 +7,6 @@ from ..baselines import MeanConfig, MeanImputer, ZeroConfig, ZeroImputer
 from .baseline import BaselineMethod
 
 MEAN = BaselineMethod("mean", "Mean", MeanImputer.build, options_class=MeanConfig, colour="#E69F00", trainable=False,
-                      step_unit="fit")
+                      step_unit="fit", eval_every=1)
 ZERO = BaselineMethod("zero", "Zero", ZeroImputer.build, options_class=ZeroConfig, colour="#000000", trainable=False,
-                      step_unit="fit")
+                      step_unit="fit", eval_every=1)

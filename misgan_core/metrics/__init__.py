@@ -16,9 +16,11 @@ from .features import (
     reference_statistics,
 )
 from .fid import (
+    CURVE_EXAMPLES,
     LIVE_FID_EVERY,
     LIVE_FID_SAMPLES,
     LIVE_FID_SEED,
+    HeldOutFID,
     LiveFID,
     default_fid_every,
     evaluate,
@@ -32,6 +34,7 @@ from .frechet import feature_statistics, frechet_distance
 from .lenet import LeNet, classifier_accuracy, classifier_splits, load_classifier, train_classifier
 
 __all__ = [
+    "CURVE_EXAMPLES",
     "INCEPTION_LABEL",
     "LENET_LABEL",
     "LIVE_FID_EVERY",
@@ -39,6 +42,7 @@ __all__ = [
     "LIVE_FID_SEED",
     "ExtractorUnavailable",
     "FeatureExtractor",
+    "HeldOutFID",
     "InceptionExtractor",
     "LeNet",
     "LeNetExtractor",

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..data import IncompleteDataset, load_complete
-from ..errors import DatasetError, OptionError
+from ..errors import DatasetError, MisGANError, OptionError
 from ..imputers import Imputer, paste_observed
+from ..spec import DataSpec
 from .features import FeatureExtractor, feature_extractor, reference_statistics
 from .frechet import feature_statistics, frechet_distance
 
@@ -29,6 +30,7 @@ SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 LIVE_FID_EVERY = 100      # generator steps between live FID points
 LIVE_FID_SAMPLES = 1000   # generated samples per live FID point
 LIVE_FID_SEED = 1234      # the fixed noise seed: every call (and every run) uses the same latent draws
+CURVE_EXAMPLES = 1000     # examples per imputation-FID point along training, on each split
 
 
 def _as_images(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -219,3 +221,40 @@ class LiveFID:
                                  *self.reference)
         self.last_seconds = time.perf_counter() - start
         return value
+
+
+class HeldOutFID:
+    """The imputation FID of a fixed held-out subset along a training run: the first CURVE_EXAMPLES examples of
+    the dataset's test split under the run's own missingness process and mask seed (DataSpec.load_held_out, the
+    examples `evaluate --split test` scores), one fixed imputation seed, the run's feature extractor. Points
+    along a run, and across runs of the same data and missingness, compare.
+
+    held = HeldOutFID.of(spec, extractor)    # None where there is no test split with ground truth
+    value = held(imputer)
+    """
+
+    split = "test"
+
+    def __init__(self, data: IncompleteDataset, extractor: FeatureExtractor, seed: int = 0) -> None:
+        _require_ground_truth(data)
+        self.data, self.extractor, self.seed = data, extractor, int(seed)
+
+    @property
+    def n(self) -> int:
+        """Examples each point imputes."""
+        return len(self.data)
+
+    @classmethod
+    def of(cls, spec: DataSpec, extractor: FeatureExtractor, n: int = CURVE_EXAMPLES) -> HeldOutFID | None:
+        """The held-out curve of runs trained on `spec`; None where its dataset has no held-out split with ground
+        truth (the user's own data, mnist-5k's split 'all', a test split that is not on disk)."""
+        try:
+            _, data = spec.load_held_out(n)
+        except (MisGANError, OSError):
+            return None
+        if not data.ground_truth or len(data) < 2:
+            return None
+        return cls(data, extractor)
+
+    def __call__(self, imputer: Imputer) -> float:
+        return imputation_fid(imputer, self.data, self.extractor, seed=self.seed)
