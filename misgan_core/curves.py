@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import MisGANError
 from .methods import METHODS, Run
 
 CURVE_FIELDS = {"train": "imputation_fid", "test": "imputation_fid_test"}
@@ -81,6 +82,23 @@ class Curve:
         return None if self.epochs_per_step is None else round(step * self.epochs_per_step, 2)
 
 
+def curve_label(split: str, n: int | None) -> str:
+    """What a logged imputation-FID curve is, for legends: "imputation FID, split test (500 held-out examples)"."""
+    examples = "training examples" if split == "train" else "held-out examples"
+    return f"imputation FID, split {split}" + (f" ({n:,} {examples})" if n else f" ({examples})")
+
+
+def history_labels(history: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Legend names of the imputation-FID fields a run's log holds, by field, with their split and sample count."""
+    history = list(history)
+    out = {}
+    for split, field in CURVE_FIELDS.items():
+        points, n = history_curve(history, split)
+        if points:
+            out[field] = curve_label(split, n)
+    return out
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -111,12 +129,23 @@ def run_curve(run: Run, split: str = "test", name: str | None = None, label: str
     return Curve(run.method.title, name, split, n, tuple(points), unit, per_step, label=label)
 
 
-def run_curves(runs: Mapping[str, Run], split: str = "test", label: str = "FID") -> tuple[list[Curve], list[str]]:
+def fid_label(dataset: str) -> str:
+    """The label of the FID a run of `dataset` logs ("FID (LeNet features)"); "FID" where no extractor is at hand."""
+    from .metrics import ExtractorUnavailable, feature_extractor
+
+    try:
+        return feature_extractor(dataset).label
+    except (ExtractorUnavailable, MisGANError, ValueError, OSError, RuntimeError):
+        return "FID"
+
+
+def run_curves(runs: Mapping[str, Run], split: str = "test") -> tuple[list[Curve], list[str]]:
     """The curves on `split` of runs named by the caller (the Compare page's methods), and the names of those
     that logged none there: a run trained before its method logged that split's points, or on data without a
     held-out split with ground truth."""
     curves, missing = [], []
     for name, run in runs.items():
+        label = fid_label(run.spec.dataset)
         curve = run_curve(run, split, f"{name} ({run.step:,} {run.method.step_unit})", label)
         if curve is None:
             missing.append(name)

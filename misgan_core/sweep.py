@@ -39,9 +39,11 @@ from typing import Any
 
 import torch
 
-from . import curves as quality
 from .catalog import open_run
-from .curves import Curve, CurvePoint, history_curve, series_colour
+from .curves import CURVE_FIELDS, Curve, CurvePoint, history_curve, reach_table, series_colour, time_to_reach
+from .curves import figure as quality_figure
+from .curves import title as quality_title
+from .curves import write_png as quality_png
 from .errors import OptionError
 from .evaluation import EVAL_SPLITS, evaluate_opened
 from .methods import METHODS, MISGAN, CellContext, Run
@@ -282,7 +284,8 @@ class Sweep:
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
             points, n = history_curve(run.history, split)
-            row["curve"] = {"split": split, "n": n, "points": [[p.step, round(p.seconds, 3), round(p.fid, 3)] for p in points]}
+            row["curve"] = {"split": split, "n": n,
+                            "points": [[p.step, round(p.seconds, 3), round(p.fid, 3)] for p in points]}
             if self.options.get(cell.method):
                 row["options"] = dict(self.options[cell.method])
             append_jsonl(self.results_path, row)
@@ -468,7 +471,7 @@ def quality_curves(out: str | Path | None, rows: list[dict[str, Any]]) -> dict[t
                                                        str(r.get("method"))))
     for r in ordered:
         split = str(r.get("split"))
-        if split not in quality.CURVE_FIELDS or not isinstance(r.get("imputation_fid"), (int, float)):
+        if split not in CURVE_FIELDS or not isinstance(r.get("imputation_fid"), (int, float)):
             continue
         if isinstance(r.get("curve"), dict):
             points = [CurvePoint(int(p[0]), float(p[1]), float(p[2])) for p in r["curve"].get("points", [])]
@@ -502,7 +505,7 @@ def reach_section(out: Path | None, rows: list[dict[str, Any]]) -> str:
     curve (its logged points, then its final figure) first reached each other method's final figure."""
     parts = []
     for (missingness, split), found in quality_curves(out, rows).items():
-        text = quality.reach_table(found)
+        text = reach_table(found)
         if not text:
             continue
         sizes = ", ".join(f"{c.method} {c.n:,}" for c in found if c.n)
@@ -528,7 +531,7 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     written.append(out / "results.md")
     found = quality_curves(out, rows)
     reach = [{"missingness": missingness, **r} for (missingness, _), cs in found.items()
-             for r in quality.time_to_reach(cs)]
+             for r in time_to_reach(cs)]
     tmp = out / "time-to-reach.json.tmp"
     tmp.write_text(json.dumps(reach, indent=1) + "\n")
     tmp.replace(out / "time-to-reach.json")
@@ -552,14 +555,14 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
             written.append(out / f"{metric}-{split}.png")
     paths = quality_figure_paths(out, rows)
     for (missingness, split), cell_curves in found.items():
-        heading = quality.title(cell_curves, missingness)
+        heading = quality_title(cell_curves, missingness)
         stem = paths[(missingness, split)]
         if interactive:
             html = stem.with_name(stem.name + ".html")
-            quality.figure(cell_curves, heading).write_html(str(html), include_plotlyjs="cdn")
+            quality_figure(cell_curves, heading).write_html(str(html), include_plotlyjs="cdn")
             written.append(html)
         png = stem.with_name(stem.name + ".png")
-        quality.write_png(cell_curves, png, heading)
+        quality_png(cell_curves, png, heading)
         written.append(png)
     return written
 

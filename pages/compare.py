@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from misgan_core import catalog, evaluation, export, sweep
+from misgan_core import catalog, curves, evaluation, export, sweep
 from misgan_core.grids import show_missing_colour, to_pil
 from misgan_core.methods import METHODS, baselines
 from workbench import state, widgets
@@ -260,6 +260,30 @@ if rows:
                    f"({best.get('source')}, {best['fid']:.1f}).")
 else:
     st.caption("Press Evaluate to compute the table (a few seconds per method for 500 examples).")
+
+st.subheader("Imputation FID against training time")
+st.caption(
+    "Each method's curve as it trained: the imputation FID logged at its evaluation points, against its training "
+    "seconds (closed-form methods: one point, at their fit). Split test: a fixed subset of held-out examples "
+    "under this missingness; split train: a fixed subset of the run's own examples. Hover a point for its steps, "
+    "epochs and seconds. A method whose line starts lower and further left gives better imputations sooner."
+)
+curve_split = st.radio("Split", ["test", "train"], horizontal=True, key="compare-time-split",
+                       index=widgets.kept_index("compare-time-split", "test", ["test", "train"]))
+time_curves, no_curve = curves.run_curves(opened, curve_split)
+if time_curves:
+    st.plotly_chart(curves.figure(time_curves, curves.title(time_curves, spec.label())), key="compare-time-figure")
+    reach = curves.time_to_reach(time_curves)
+    if reach:
+        with st.expander("Time to reach each other method's latest figure"):
+            st.dataframe(
+                [{"method": r["method"], "reaches": f"{r['target']}: {r['target_fid']}",
+                  "training time (s)": r["seconds"] if r["seconds"] is not None else "not reached",
+                  "at": "-" if r["step"] is None else f"{r['step']:,} {r['step_unit']}"} for r in reach],
+                hide_index=True, width="stretch")
+if no_curve:
+    st.caption(f"No curve on split {curve_split} for {', '.join(no_curve)}: fitted or trained before runs logged "
+               f"one there, or the data has no held-out split with ground truth. Refit or resume it to log one.")
 
 st.subheader("Metrics against missing rate (sweeps)")
 st.caption(

@@ -494,3 +494,48 @@ def test_fit_baseline_stops_when_on_step_says_so() -> None:
     model = ConvAC((1, 4, 4), ConvACConfig(components=2, channels=2))
     records = fit_baseline(model, x, m, steps=10, batch_size=4, seed=0, on_step=lambda s, r: s < 3)
     assert len(records) == 3
+
+
+def test_a_curve_only_baseline_logs_points_on_both_splits_and_keeps_no_best_weights(tmp_path) -> None:
+    """Evaluation points without selection (ConvAC outside the paper budget, and any method with select_best
+    off): each point logs the imputation FID of the training subset and of the held-out subset, and the run is
+    evaluated with its last weights; a folder written when every point was a selection still selects."""
+    import json
+
+    from misgan_core import DataSpec, method, open_run
+    from misgan_core.baselines.runs import BEST_WEIGHTS, BaselineRun
+
+    spec = DataSpec(mask="dropout", missing_rate=0.8, limit=64)
+    run = method("convac").create(tmp_path / "c", spec, {"components": 2, "channels": 2}, eval_every=2)
+    run.train(4)
+    points = [r for r in run.history if "imputation_fid" in r]
+    assert [p["step"] for p in points] == [2, 4]
+    for p in points:
+        assert p["imputation_fid"] > 0 and p["imputation_fid_n"] == 64  # the training subset: all 64 examples
+        assert p["imputation_fid_test"] > 0 and p["imputation_fid_test_n"] == 500  # mnist-5k's held-out digits
+        assert p["time"] >= 0
+    logged = [r for r in run.trainer.run.read_metrics() if "imputation_fid_test" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    assert not (tmp_path / "c" / BEST_WEIGHTS).exists()
+    opened = open_run(tmp_path / "c")
+    assert "best_step" not in opened.info and "best_step" not in opened.budget()
+    last = run.trainer.model.state_dict()
+    assert all(torch.equal(v, last[k]) for k, v in opened.trainer.model.state_dict().items())  # its last weights
+
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert (config["eval_every"], config["select_best"]) == (2, False)
+    for key in ("eval_every", "select_best"):
+        config.pop(key)
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "select_every": 2}))
+    legacy = BaselineRun.load(tmp_path / "c")
+    assert legacy.eval_every == 2 and legacy.select_best  # written before the two were apart
+
+
+def test_a_closed_form_fit_logs_one_point_at_its_fit_time(tmp_path) -> None:
+    from misgan_core import DataSpec, method
+
+    run = method("mean").create(tmp_path / "m", DataSpec(mask="dropout", missing_rate=0.8, limit=64))
+    run.train()
+    points = [r for r in run.trainer.run.read_metrics() if "imputation_fid" in r]
+    assert len(points) == 1 and points[0]["step"] == 1 and points[0]["time"] <= run.seconds
+    assert points[0]["imputation_fid_test"] > 0 and points[0]["imputation_fid_test_n"] == 500

@@ -29,6 +29,7 @@ from misgan_core.critic_gradients import critic_loss, gradient_penalty_autograd
 from misgan_core.fast import SpeedPaths
 from misgan_core.mask_models import scale_grad
 from misgan_core.models import Critic, TemperatureSigmoid, check_shape, critic, imputer_net
+from misgan_core.runs import RunDir
 from misgan_core.spec import FIELDS as DATA_FIELDS
 from misgan_core.training import EpochOrder
 
@@ -723,3 +724,23 @@ def test_a_run_on_the_plain_speed_paths_trains_checkpoints_and_resumes_bit_exact
     a, b = _weights(straight), _weights(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_misgan_run_logs_its_imputation_fid_on_a_held_out_subset(tmp_path) -> None:
+    """At each live-FID point an imputing run logs the imputation FID of a fixed subset of its training examples
+    and, where the dataset has a test split with ground truth, of held-out examples, each with its count."""
+    config = MisGANConfig(data=DataSpec(limit=64, mask="dropout", missing_rate=0.8), steps=4, imputer=True,
+                          fid_every=2, fid_samples=200, sample_every=0, checkpoint_every=0)
+    MisGAN(config, run_dir=tmp_path / "run").train()
+    points = [r for r in RunDir(tmp_path / "run").read_metrics() if "fid" in r and "step" in r]
+    assert [p["step"] for p in points] == [2, 4]
+    for p in points:
+        assert p["imputation_fid"] > 0 and p["imputation_fid_n"] == 64
+        assert p["imputation_fid_test"] > 0 and p["imputation_fid_test_n"] == 500  # mnist-5k's held-out digits
+        assert p["time"] > 0
+
+    # split 'all' holds the held-out digits: no held-out curve, the training curve as before
+    config = dataclasses.replace(config, data=DataSpec(split="all", limit=64, mask="dropout", missing_rate=0.8))
+    MisGAN(config, run_dir=tmp_path / "all").train()
+    points = [r for r in RunDir(tmp_path / "all").read_metrics() if "imputation_fid" in r]
+    assert points and not any("imputation_fid_test" in p for p in points)

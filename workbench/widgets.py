@@ -13,6 +13,7 @@ import streamlit as st
 import torch
 
 from misgan_core import DataSpec, MisGANError, Run, catalog, open_run, pick_device
+from misgan_core.curves import history_labels
 from misgan_core.grids import show_missing, to_pil
 from misgan_core.jobs import Job, JobSnapshot
 from misgan_core.masks import MASK_PROCESSES
@@ -102,7 +103,8 @@ CURVE_NAMES = {
     "loss_gm": "Gm loss (-E[Dm], eq. 7)",
     "loss_gi": "Gi loss (-E[Di], eq. 9)",
     "fid": "live FID of 1,000 Gx samples",
-    "imputation_fid": "imputation FID of 1,000 training examples",
+    "imputation_fid": "imputation FID, split train (training examples)",
+    "imputation_fid_test": "imputation FID, split test (held-out examples)",
 }
 CURVES_HELP = (
     "W_x, W_m, W_i are the critics' estimates of the Wasserstein distance between real and generated data, "
@@ -117,9 +119,12 @@ OTHER_CURVES_HELP = (
 
 
 def curves_figure(
-    history: Sequence[dict[str, Any]], keys: Sequence[str], x: str, title: str, y_title: str = ""
+    history: Sequence[dict[str, Any]], keys: Sequence[str], x: str, title: str, y_title: str = "",
+    names: dict[str, str] | None = None,
 ) -> go.Figure:
-    """Line chart of history records: one trace per key present, against 'step' or 'time' (seconds)."""
+    """Line chart of history records: one trace per key present, against 'step' or 'time' (seconds); `names`
+    override CURVE_NAMES' legend names."""
+    names = {**CURVE_NAMES, **(names or {})}
     fig = go.Figure()
     for key in keys:
         pts = [(r[x], r[key]) for r in history if key in r and x in r and _finite(r[key])]
@@ -130,7 +135,7 @@ def curves_figure(
                     x=list(xs),
                     y=list(ys),
                     mode="lines+markers" if len(pts) < 30 else "lines",
-                    name=CURVE_NAMES.get(key, key),
+                    name=names.get(key, key),
                 )
             )
     fig.update_layout(
@@ -167,17 +172,21 @@ def show_curves(
     if not losses:
         st.caption("Curves appear after the first logged steps.")
         return
-    fids = [r for r in history if _finite(r.get("fid")) or _finite(r.get("imputation_fid"))]
+    fid_keys = ["fid", "imputation_fid", "imputation_fid_test"]
+    fids = [r for r in history if any(_finite(r.get(k)) for k in fid_keys)]
+    labels = history_labels(history)  # the imputation curves with their split and example count
     if fids:
         cols = st.columns(4)
         for col, key, name in ((cols[0], "fid", "Live FID (Gx samples)"),
-                               (cols[1], "imputation_fid", "Imputation FID (1,000 examples)")):
+                               (cols[1], "imputation_fid", "Imputation FID, split train"),
+                               (cols[2], "imputation_fid_test", "Imputation FID, split test (held out)")):
             points = [r for r in fids if _finite(r.get(key))]
             if points:
                 delta = points[-1][key] - points[-2][key] if len(points) > 1 else None
+                what = labels.get(key, CURVE_NAMES.get(key, key))
                 col.metric(name, f"{points[-1][key]:.1f}", None if delta is None else f"{delta:+.1f}",
-                           delta_color="inverse", help=f"{fid_label}, at step {points[-1]['step']}; lower is "
-                                                       f"better. The change is since the previous point.")
+                           delta_color="inverse", help=f"{what}; {fid_label}, at step {points[-1]['step']}; lower "
+                                                       f"is better. The change is since the previous point.")
     st.caption(CURVES_HELP if any(k.startswith("w_") for k in losses) else OTHER_CURVES_HELP)
     c1, c2 = st.columns(2)
     with c1:
@@ -192,12 +201,12 @@ def show_curves(
         c3, c4 = st.columns(2)
         with c3:
             st.plotly_chart(
-                curves_figure(history, ["fid", "imputation_fid"], "step", f"{fid_label} vs steps"),
+                curves_figure(history, fid_keys, "step", f"{fid_label} vs steps", names=labels),
                 key=f"{key_prefix}-fid-step",
             )
         with c4:
             st.plotly_chart(
-                curves_figure(history, ["fid", "imputation_fid"], "time", f"{fid_label} vs time"),
+                curves_figure(history, fid_keys, "time", f"{fid_label} vs time", names=labels),
                 key=f"{key_prefix}-fid-time",
             )
     elif live_fid:
