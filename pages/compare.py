@@ -310,6 +310,12 @@ if sweeps:
     )
     metric = widgets.pick(s3.radio, "Metric", sweep.METRICS, key="compare-sweep-metric", horizontal=True)
     st.plotly_chart(sweep.figure(rows, metric, split), key="compare-sweep-figure")
+    by_missingness = {m: found for (m, s), found in sweep.quality_curves(folder, rows).items() if s == split}
+    if by_missingness:
+        shown = widgets.pick(st.selectbox, "Imputation FID against training time at", {m: m for m in by_missingness},
+                             key="compare-sweep-time")
+        st.plotly_chart(curves.figure(by_missingness[shown], curves.title(by_missingness[shown], shown)),
+                        key="compare-sweep-time-figure")
     st.dataframe(
         [
             {

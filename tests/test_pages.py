@@ -552,6 +552,37 @@ def test_runs_shows_curves_help_that_fits_the_method(runs_dir: Path) -> None:
     assert not any("W_x" in c for c in captions)
 
 
+def _charts(at: AppTest) -> list[str]:
+    """The plotly figures a page drew, as their JSON specs."""
+    return [c.proto.spec for c in at.get("plotly_chart")]
+
+
+def test_compare_and_runs_draw_imputation_fid_against_training_time(runs_dir: Path,
+                                                                    fake_canvas: types.ModuleType) -> None:
+    from misgan_core import method
+
+    spec = DataSpec(mask="square", mask_size=14, limit=64)  # the page's default missingness
+    method("mean").create(runs_dir / "mean-curve", spec).train()
+    method("convac").create(runs_dir / "convac-curve", spec, {"components": 2, "channels": 2},
+                            eval_every=2).train(4)
+    at = _app("compare")
+    figure = next(c for c in _charts(at) if "Imputation FID against training time" in c)
+    for name in ("Mean (1 fit)", "ConvAC (4 steps)", "split test", "500 examples"):
+        assert name in figure, name
+    assert '"type":"log"' in figure.replace(" ", "")
+    # the shipped square-14x14 demo (MisGAN) logged no held-out points: the page says so
+    assert any("No curve on split test for MisGAN" in c.value for c in at.caption)
+    at.radio(key="compare-time-split").set_value("train").run()
+    _no_exceptions(at)
+    figure = next(c for c in _charts(at) if "Imputation FID against training time" in c)
+    assert "split train" in figure and "MisGAN" in figure  # the demo logged its training-subset curve
+
+    at = _app("runs")
+    at.selectbox(key="runs-selected").set_value(str(runs_dir / "convac-curve")).run()
+    _no_exceptions(at)
+    assert any("imputation FID, split test (500 held-out examples)" in c for c in _charts(at))
+
+
 def test_compare_shows_a_baseline_in_training_with_its_progress_and_does_not_compare_it(
     runs_with_model: Path, fake_canvas: types.ModuleType
 ) -> None:

@@ -266,3 +266,62 @@ def test_sweep_figures_name_the_budget_span_the_rates_present_and_keep_every_mar
     assert sweep.budget_words("minutes=5") == "5-minute budget" and sweep.budget_words("steps=3") == "3-step budget"
     sweep._png(rows, "imputation_fid", "train", tmp_path / "f.png")  # the command's figure takes the same labels
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_small_sweep_draws_quality_against_time_with_every_method_and_the_time_to_reach(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--methods", "mean,convac,misgan", "--mask", "dropout", "--rates", "0.8", "--limit", "64",
+                 "--budget", "steps=4", "--eval-every", "2", "--eval-split", "test", "--threads", "1",
+                 "--out", str(out)]) == 0
+    rows = read_sweep(out)
+    curves = {r["kind"]: r["curve"] for r in rows}
+    assert set(curves) == {"mean", "convac", "misgan"}
+    for kind, curve in curves.items():
+        assert curve["split"] == "test" and curve["n"] == 500  # the held-out subset: mnist-5k's 500 digits
+        steps = [p[0] for p in curve["points"]]
+        assert steps == ([1] if kind == "mean" else [2, 4])  # a closed-form fit is one point
+        assert all(p[1] >= 0 and p[2] > 0 for p in curve["points"])
+
+    html = (out / "quality-time-test-mnist-5k-dropout80.html").read_text()
+    for name in ("Mean (4-step budget)", "ConvAC (4-step budget)", "MisGAN (4-step budget)", "split test"):
+        assert name in html, name
+    assert (out / "quality-time-test-mnist-5k-dropout80.png").stat().st_size > 1000
+
+    table = (out / "results.md").read_text()
+    assert "## Time to reach" in table and "split test" in table
+    reach = json.loads((out / "time-to-reach.json").read_text())
+    assert len(reach) == 6  # every ordered pair of the three methods
+    finals = {r["method"]: r["imputation_fid"] for r in rows}
+    for r in reach:
+        target = next(f for m, f in finals.items() if r["target"].startswith(m + " "))
+        assert r["target_fid"] == pytest.approx(target, abs=0.01)
+        if r["seconds"] is None:
+            assert "not reached" in table
+        else:
+            assert f"{r['seconds']:,.1f} s ({r['step']:,} " in table
+
+
+def test_time_to_reach_is_the_first_point_at_or_below_the_other_final_figure() -> None:
+    from misgan_core.curves import Curve, CurvePoint, figure, reach_table, time_to_reach
+
+    slow = Curve("MisGAN", "MisGAN (paper budget)", "test", 500,
+                 (CurvePoint(100, 60.0, 300.0), CurvePoint(200, 120.0, 90.0), CurvePoint(300, 180.0, 40.0)),
+                 "generator steps", 0.1, final=CurvePoint(300, 180.0, 38.0), final_n=500)
+    fast = Curve("ConvAC", "ConvAC (paper budget)", "test", 500, (CurvePoint(50, 5.0, 80.0),), final=CurvePoint(
+        60, 6.0, 70.0), final_n=500)
+    fit = Curve("Mean", "Mean (paper budget)", "test", 500, (CurvePoint(1, 0.0, 200.0),), "fit", 1.0,
+                final=CurvePoint(1, 0.0, 200.0), final_n=500)
+    reach = {(r["method"].split()[0], r["target"].split()[0]): r for r in time_to_reach([slow, fast, fit])}
+    assert (reach[("MisGAN", "ConvAC")]["seconds"], reach[("MisGAN", "ConvAC")]["step"]) == (180.0, 300)
+    assert reach[("MisGAN", "Mean")]["seconds"] == 120.0  # 90 <= 200 at step 200; 300 at step 100 was not
+    assert reach[("ConvAC", "MisGAN")]["seconds"] is None  # never at 38
+    assert reach[("ConvAC", "Mean")]["seconds"] == 5.0 and reach[("Mean", "ConvAC")]["seconds"] is None
+    table = reach_table([slow, fast, fit])
+    assert "not reached" in table and "180.0 s (300 generator steps)" in table
+    fig = figure([slow, fast, fit])
+    assert fig.layout.xaxis.type == "log" and "split test" in fig.layout.yaxis.title.text
+    assert {t.legendgroup for t in fig.data} == {c.name for c in (slow, fast, fit)}
+    assert min(min(t.x) for t in fig.data) > 0  # a fit in no measurable time still shows on the log axis
+    hover = " ".join(" ".join(t.hovertext) for t in fig.data)
+    assert "200 generator steps, 20 epochs, 120.0 s of training" in hover and "500 examples" in hover
