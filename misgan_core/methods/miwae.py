@@ -4,7 +4,8 @@ misgan_core/baselines/miwae.py). `arch=conv` gives it P-VAE's convolutional netw
 
 Its sweep budget `paper` is the released not-MIWAE code's training length, 100,000 iterations of 16 examples
 (1.6 million examples), at this method's batch size. A run logs the imputation-FID curve every
-`select_every` steps and is evaluated with its last weights (no best-FID selection).
+`eval_every` steps, on split train and, where the dataset has one, split test, and is evaluated with its last
+weights (no best-FID selection).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class LikelihoodMethod(BaselineMethod):
         options = {"arch": context.arch, **dict(context.options)}
         data = spec.load()
         return self.create(path, spec, options, seed=context.seed, device=context.device if self.gpu else "cpu",
-                           data=data)
+                           data=data, eval_every=context.eval_every)
 
 
 MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#56B4E9",
-                         live_fid=True, generates=True, default_steps=3000, quick_steps=500, select_every=500, gpu=True)
+                         live_fid=True, generates=True, default_steps=3000, quick_steps=500, eval_every=500, gpu=True)

@@ -8,5 +8,5 @@ from ..baselines.notmiwae import NotMIWAE, NotMIWAEConfig
 from .miwae import LikelihoodMethod
 
 NOTMIWAE = LikelihoodMethod("notmiwae", "not-MIWAE", NotMIWAE.build, options_class=NotMIWAEConfig, live_fid=True,
-                            colour="#8C564B", generates=True, default_steps=3000, quick_steps=500, select_every=500,
+                            colour="#8C564B", generates=True, default_steps=3000, quick_steps=500, eval_every=500,
                             gpu=True)
