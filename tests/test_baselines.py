@@ -408,7 +408,7 @@ def test_mean_and_zero_imputation_values() -> None:
 
 
 def test_registry() -> None:
-    assert set(BASELINES) == {"gain", "convac", "mf", "mean", "zero"}
+    assert set(BASELINES) == {"gain", "convac", "mf", "miwae", "notmiwae", "mean", "zero"}
     with pytest.raises(TypeError, match="no option"):
         build_baseline("gain", (1, 4, 4), hint=0.5)
     with pytest.raises(ValueError, match="unknown baseline"):
@@ -416,7 +416,8 @@ def test_registry() -> None:
 
 
 _SMALL = {"gain": {}, "convac": {"components": 4, "channels": 4}, "mf": {"rank": 3, "iters": 5},
-          "mean": {}, "zero": {}}
+          "miwae": {"latent": 2, "hidden": 8, "k": 2, "impute_samples": 4},
+          "notmiwae": {"latent": 2, "hidden": 8, "k": 2, "impute_samples": 4}, "mean": {}, "zero": {}}
 
 
 @pytest.mark.parametrize("kind", sorted(BASELINES))

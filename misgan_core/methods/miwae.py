@@ -41,5 +41,5 @@ class LikelihoodMethod(BaselineMethod):
                            data=data, eval_every=context.eval_every)
 
 
-MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#56B4E9",
+MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#7F3C8D",
                          live_fid=True, generates=True, default_steps=3000, quick_steps=500, eval_every=500, gpu=True)
