@@ -1,7 +1,7 @@
 """Training speed of MisGAN on mnist-5k, batch 64: critic and generator steps per second.
 
     python bench/train_speed.py [--steps 100] [--archs fc conv] [--threads 1 2] [--imputer] [--reference]
-                                [--precision fp32 bf16]
+                                [--precision fp32 bf16] [--paths all channels_last plain] [--rounds 3]
 
 Each (arch, threads) runs in its own process (torch's thread count is process-wide). A critic step is one
 batch (Dx and Dm updates); a generator step follows every n_critic = 5 critic steps. The reference figures
@@ -9,13 +9,17 @@ are the paper's released implementation measured on this 2-core machine with 2 t
 an eighth of --steps. The rates are per window of 10 generator steps: the median window and the best
 (quietest) one. On a shared machine they differ; the released code's figures were taken on a quiet one.
 `--precision bf16` times MisGANConfig.precision 'bf16' (bfloat16 products; fast only where the CPU has
-AVX512-BF16 or AMX, which the table's last column says).
+AVX512-BF16 or AMX, which the table's last column says). `--paths` times the training step with speed paths
+turned off (misgan_core/fast.py SpeedPaths), and `--rounds` repeats every row round after round, each in
+its own process, so that the shared machine's load falls on all; the ratio column compares each row with the
+first of its arch and thread count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -71,6 +75,11 @@ def main() -> None:
     p.add_argument("--imputer", action="store_true")
     p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
                    help="MisGANConfig.precision values to time (each its own row)")
+    p.add_argument("--paths", nargs="+", default=["all"], metavar="VARIANT",
+                   help="speed paths to time: 'all' (every path on), 'plain' (every path off), or a SpeedPaths "
+                        "field (misgan_core/fast.py) turned off, e.g. channels_last (each its own row)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleaved rounds: every row runs once per round, and the median over rounds counts")
     p.add_argument("--reference", action="store_true",
                    help="also time bench/reference_loop.py (the released code's structure) in the same conditions")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -95,10 +104,13 @@ def main() -> None:
     from misgan_core.device import native_bf16
 
     native = "yes" if native_bf16(torch.device("cpu")) else "no"
-    print("critic/s and gen/s: median window; best: the quietest window (the issue's figure is a quiet machine's)")
-    print(f"{'arch':5s} {'threads':>7s} {'precision':>9s} {'critic/s':>9s} {'gen/s':>7s} {'best critic/s':>14s} "
-          f"{'vs issue figure':>16s} {'best vs issue':>14s} {'vs reference here':>18s} {'target':>7s} "
-          f"{'native bf16':>11s}")
+    print(f"critic/s and gen/s: median window (median over {args.rounds} interleaved round(s)); best: the "
+          f"quietest window (the issue's figure is a quiet machine's); ratio: to the first row of its arch and "
+          f"threads")
+    print(f"{'arch':5s} {'threads':>7s} {'precision':>9s} {'paths':>22s} {'critic/s':>9s} {'gen/s':>7s} "
+          f"{'best critic/s':>14s} {'ratio':>6s} {'vs issue figure':>16s} {'vs reference here':>18s} "
+          f"{'target':>7s} {'native bf16':>11s}")
+    rows = [(precision, variant) for precision in args.precision for variant in args.paths]
     for arch in args.archs:
         for threads in args.threads:
             steps = args.steps if arch == "fc" else max(4, args.steps // 8)
@@ -110,15 +122,24 @@ def main() -> None:
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 return json.loads(out.stdout.strip().splitlines()[-1])
 
-            ref = run("reference")["critic_steps_per_s"] if args.reference else None
-            for precision in args.precision:
-                r = run(f"ours:{precision}")
-                ratio = r["critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
-                best_ratio = r["best_critic_steps_per_s"] / REFERENCE_CRITIC_STEPS_PER_S[arch]
-                here = f"{r['critic_steps_per_s'] / ref:17.2f}x" if ref else f"{'-':>18s}"
-                print(f"{arch:5s} {threads:7d} {precision:>9s} {r['critic_steps_per_s']:9.2f} "
-                      f"{r['generator_steps_per_s']:7.2f} {r['best_critic_steps_per_s']:14.2f} {ratio:15.2f}x "
-                      f"{best_ratio:13.2f}x {here} {TARGET_RATIO[arch]:6.1f}x {native:>11s}", flush=True)
+            refs: list[float] = []
+            results: dict[tuple[str, str], list[dict]] = {row: [] for row in rows}
+            for _ in range(args.rounds):  # every configuration once per round, so load falls on all alike
+                if args.reference:
+                    refs.append(run("reference")["critic_steps_per_s"])
+                for precision, variant in rows:
+                    paths = "" if variant == "all" else variant
+                    results[(precision, variant)].append(run(f"ours:{precision}:{paths}"))
+            ref = statistics.median(refs) if refs else None
+            first = None
+            for (precision, variant), rs in results.items():
+                rate = statistics.median(r["critic_steps_per_s"] for r in rs)
+                best = max(r["best_critic_steps_per_s"] for r in rs)
+                first = first or rate
+                here = f"{rate / ref:17.2f}x" if ref else f"{'-':>18s}"
+                print(f"{arch:5s} {threads:7d} {precision:>9s} {variant:>22s} {rate:9.2f} {rate / 5:7.2f} "
+                      f"{best:14.2f} {rate / first:6.3f} {rate / REFERENCE_CRITIC_STEPS_PER_S[arch]:15.2f}x "
+                      f"{here} {TARGET_RATIO[arch]:6.1f}x {native:>11s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ MisGAN's step (misgan.py) calls what is here and does not know which version run
   double backward;
 - look-ahead sampling: the critic steps up to the next generator step draw their Gx and Gm samples (and the
   imputations of their minibatches) in one forward pass, or one step at a time;
+- channels-last: Conv-MisGAN's networks in the channels-last memory format (the same weights in another
+  layout; the convolutions' activations follow it), or in the default contiguous format;
 - `RankNoise`: the training noise, drawn for the global batch and sliced for this process under torchrun (so
   a run on N processes draws what one process would), or drawn directly in one process.
 `SpeedPaths()` turns every fast path on; `SpeedPaths.plain()` turns them all off. The measurements that keep
@@ -26,10 +28,11 @@ from .critic_gradients import gradient_penalty_autograd
 class SpeedPaths:
     explicit_critic_gradients: bool = True
     lookahead: bool = True
+    channels_last: bool = True
 
     @classmethod
     def plain(cls) -> SpeedPaths:
-        return cls(explicit_critic_gradients=False, lookahead=False)
+        return cls(explicit_critic_gradients=False, lookahead=False, channels_last=False)
 
     def critic_loss(self, critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
                     gp_weight: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,8 +117,8 @@ class MisGAN(MisGANRunFolder):
             self.nets, self.mask_model = build_networks(c, self.shape, None if _resume else (self.data.x, self.data.m))
         for module in self.nets.modules().values():
             module.to(self.device)
-            if c.arch == "conv":
-                module.to(memory_format=torch.channels_last)  # oneDNN / cuDNN's faster convolution layout
+            if c.arch == "conv" and self.speed.channels_last:
+                module.to(memory_format=torch.channels_last)
         if c.imputer and c.imputer_mode != "joint":
             self._load_pretrained_gx(c.pretrained)
         # Weight averages (config.ema) of the networks that sample and impute; training updates the live ones.
