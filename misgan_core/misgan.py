@@ -216,18 +216,25 @@ class MisGAN(MisGANRunFolder):
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """n_critic critic updates, one per minibatch, then one generator update (on the last minibatch)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            while True:
-                x, m = self._batch()
+        while True:
+            x, m = self._batch()
+            with self._precision():
                 record = self._critic_update(x, m)
-                self.batches += 1
-                if self.batches % self.config.n_critic == 0:
-                    break
+            self.batches += 1
+            if self.batches % self.config.n_critic == 0:
+                break
+        with self._precision():
             record.update(self._generator_update(x, m))
         self._samples_ahead = []  # they came from the generators before this update
         self._update_averages()
         self.step += 1
         return record
+
+    def _precision(self) -> torch.autocast:
+        """One update's autocast region (bfloat16 products with config.precision 'bf16'). Each update has its
+        own: autocast keeps its bfloat16 copy of a weight until the region ends, and every update ends with
+        the optimizers changing the weights in place, which the next update must see."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def _critic_update(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each critic ascends its L (eq. 4, 5, and section 4's L_i) with the gradient penalty; the critics share
