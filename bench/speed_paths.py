@@ -3,7 +3,7 @@ on, and with each one (or all) turned off, and optionally with the engine of ano
 change), each configuration in its own process, round after round so that the machine's load falls on all.
 
     python bench/speed_paths.py [--archs fc conv] [--imputer] [--threads 1] [--steps 60] [--rounds 3]
-                                [--variants all plain explicit_critic_gradients lookahead]
+                                [--variants all plain explicit_critic_gradients lookahead channels_last]
                                 [--code LABEL=PATH ...]
 
 A variant names the speed path turned off (misgan_core/fast.py SpeedPaths); `all` is every path on, `plain`
@@ -40,7 +40,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=60, help="generator steps timed per run (conv: an eighth)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--variants", nargs="+", default=["all", "plain", "explicit_critic_gradients", "lookahead"])
+    p.add_argument("--variants", nargs="+", default=["all", "plain", "explicit_critic_gradients", "lookahead",
+                                                    "channels_last"])
     p.add_argument("--code", nargs="*", default=[], metavar="LABEL=PATH",
                    help="also time another checkout's engine (its default paths)")
     args = p.parse_args()
