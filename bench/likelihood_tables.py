@@ -38,7 +38,7 @@ def setting(row: dict) -> str:
 
 def budget(row: dict) -> str:
     steps, epochs = row.get("steps"), row.get("epochs")
-    seconds = row.get("train_seconds", row.get("seconds"))
+    seconds = row.get("wall_seconds", row.get("seconds"))
     if steps in (None, 1) and not epochs:
         return "closed form"
     parts = [f"{int(steps):,} steps" if steps else "", f"{float(epochs):.0f} epochs" if epochs else "",
@@ -90,11 +90,13 @@ def main() -> None:
                              "budget": budget(row), "fid": row["imputation_fid"], "rmse": row["rmse"]})
 
     lines = ["## mnist-5k, split test (500 held-out digits)", "",
-             "| missingness | method | budget | imputation FID | RMSE | source |", "|---|---|---|---|---|---|"]
+             "| missingness | method | budget | imputation FID | RMSE (draws) | RMSE (weighted mean) | source |",
+             "|---|---|---|---|---|---|---|"]
     key = lambda r: (setting(r), r["imputation_fid"])  # noqa: E731
     for row in sorted(test_rows, key=key):
+        mean = row.get("rmse_conditional_mean")
         lines.append(f"| {setting(row)} | {row['method']} | {budget(row)} | {row['imputation_fid']:.1f} | "
-                     f"{row['rmse']:.4f} | {row['source']} |")
+                     f"{row['rmse']:.4f} | {'-' if mean is None else f'{mean:.4f}'} | {row['source']} |")
     lines += ["", "## uci-digits (1,797 digits by other writers, never trained on)", "",
               "| missingness | method | budget | imputation FID | RMSE |", "|---|---|---|---|---|"]
     for row in sorted(uci_rows, key=lambda r: (r["setting"], r["fid"])):

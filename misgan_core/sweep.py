@@ -283,6 +283,8 @@ class Sweep:
                    "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
+            if result.get("rmse_conditional_mean") is not None:  # the imputer's estimate of E[x_mis | x_obs]
+                row["rmse_conditional_mean"] = result["rmse_conditional_mean"]
             points, n = history_curve(run.history, split)
             row["curve"] = {"split": split, "n": n,
                             "points": [[p.step, round(p.seconds, 3), round(p.fid, 3)] for p in points]}
