@@ -220,5 +220,7 @@ def test_sweep_trains_and_tabulates_the_likelihood_methods(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in (tmp_path / "sw" / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} >= {"MIWAE", "not-MIWAE", "Mean"}
+    assert all(0 < r["rmse_conditional_mean"] < 1 for r in rows if r["method"] == "MIWAE")
+    assert all("rmse_conditional_mean" not in r for r in rows if r["method"] == "Mean")
     table = (tmp_path / "sw" / "results.md").read_text()
     assert "MIWAE" in table and "not-MIWAE" in table
