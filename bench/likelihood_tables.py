@@ -39,7 +39,7 @@ def setting(row: dict) -> str:
 def budget(row: dict) -> str:
     steps, epochs = row.get("steps"), row.get("epochs")
     seconds = row.get("wall_seconds", row.get("seconds"))
-    if steps in (None, 1) and not epochs:
+    if steps in (None, 1) and (not epochs or float(epochs) == 1):
         return "closed form"
     parts = [f"{int(steps):,} steps" if steps else "", f"{float(epochs):.0f} epochs" if epochs else "",
              f"{float(seconds) / 60:.0f} min" if seconds else ""]

@@ -153,7 +153,7 @@ def write_table(out: Path, rows: list[dict]) -> None:
                         abs(own["sample_intensity"] - own["data_intensity"]))
         cuts.append(f"{mask} {rate:.0%}: the self-masking model cuts the excess FID by {1 - ex_own / ex_ind:.1%} "
                     f"and the intensity bias by {1 - b_own / b_ind:.1%} (target: 50% each)")
-    precisions = sorted({r.get("precision", "fp32") for r in rows})
+    precisions = sorted({r.get("precision", "fp32") for r in rows if r["mask_model"] not in LIKELIHOOD_METHODS})
     lines.append("")
     lines.extend(f"{line}." for line in cuts)
     if cuts:
