@@ -83,6 +83,10 @@ class BaselineMethod(Method):
         stepper = run.trainer.trainer
         return (stepper.batch_size if stepper is not None else 1), 1
 
+    def cell_options(self, context: CellContext) -> dict[str, Any]:
+        """The options a sweep cell of this method is made with (the user's, by default)."""
+        return dict(context.options)
+
     def sweep_cell(self, path: Path, spec: DataSpec, context: CellContext) -> Run:
         data = spec.load()  # loaded once: the run keeps it, and its size sets the evaluation cadence
         eval_every = None
@@ -92,5 +96,5 @@ class BaselineMethod(Method):
             eval_every = context.eval_every
         patience = self.paper_patience if context.paper_budget else 0
         device = context.device if self.gpu else "cpu"
-        return self.create(path, spec, dict(context.options), seed=context.seed, device=device, data=data,
+        return self.create(path, spec, self.cell_options(context), seed=context.seed, device=device, data=data,
                            eval_every=eval_every, select_best=self.select_best or bool(patience), patience=patience)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ..baselines.miwae import MIWAE as MIWAENetwork
 from ..baselines.miwae import MIWAEConfig
-from ..spec import DataSpec
-from .base import CellContext, Run
+from .base import CellContext
 from .baseline import BaselineMethod
 
 PAPER_EXAMPLES = 100_000 * 16  # iterations x batch size of the released not-MIWAE code (its UCI task)
@@ -34,11 +32,8 @@ class LikelihoodMethod(BaselineMethod):
     def paper_steps(self, n_examples: int, batch_size: int, batches_per_step: int = 1, image_side: int = 28) -> int:
         return math.ceil(PAPER_EXAMPLES / batch_size)
 
-    def sweep_cell(self, path: Path, spec: DataSpec, context: CellContext) -> Run:
-        options = {"arch": context.arch, **dict(context.options)}
-        data = spec.load()
-        return self.create(path, spec, options, seed=context.seed, device=context.device if self.gpu else "cpu",
-                           data=data, eval_every=context.eval_every)
+    def cell_options(self, context: CellContext) -> dict[str, Any]:
+        return {"arch": context.arch, **dict(context.options)}
 
 
 MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#7F3C8D",
