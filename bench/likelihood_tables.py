@@ -38,7 +38,7 @@ def setting(row: dict) -> str:
 
 def budget(row: dict) -> str:
     steps, epochs = row.get("steps"), row.get("epochs")
-    seconds = row.get("wall_seconds", row.get("seconds"))
+    seconds = row.get("train_seconds", row.get("wall_seconds", row.get("seconds")))
     if steps in (None, 1) and (not epochs or float(epochs) == 1):
         return "closed form"
     parts = [f"{int(steps):,} steps" if steps else "", f"{float(epochs):.0f} epochs" if epochs else "",

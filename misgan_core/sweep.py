@@ -9,7 +9,7 @@ in OUT/results.jsonl and resumes the others from their last checkpoint. After th
 each other method's final figure), per metric and split a figure against missing rate, and per missingness
 and split the quality-against-time figure (curves.py: imputation FID against training seconds, every method on
 one axis pair), each as interactive HTML (plotly) and PNG. Every row says what produced it: method, steps,
-epochs, wall time, device, threads, split; and carries the cell's curve on its split (step, seconds, imputation
+epochs, training time, device, threads, split; and carries the cell's curve on its split (step, seconds, imputation
 FID of the points logged while it trained).
 
 Budgets (`Budget.parse`):
@@ -20,7 +20,8 @@ Budgets (`Budget.parse`):
               GAIN 300 epochs keeping its best-FID weights (appendix H); ConvAC until the imputation FID of its
               selection subset has not improved for PATIENCE selections, capped at the paper's 1000 epochs
               (its CPU learning rate, 1e-2, converges in far fewer: baselines/convac.py);
-  minutes=N   every trainable method trains for N minutes of wall-clock time;
+  minutes=N   every trainable method trains for N minutes (training.drive's train_time: its evaluation
+              points and grids left out);
   steps=N     every trainable method takes N steps.
 MF, mean and zero fit once in closed form under every budget. Each method's entry in misgan_core.methods holds
 its budgets (`quick_steps`, `paper_epochs`, `paper_steps`) and how it makes and checks its cells.
@@ -279,7 +280,7 @@ class Sweep:
                    "kind": cell.method, "dataset": cell.spec.dataset, "mask": cell.spec.mask,
                    "missingness": cell.spec.label(), "rate": cell.rate, "missing_rate": result["missing_rate"],
                    "steps": run.step, "epochs": None if run.epochs is None else round(run.epochs, 2),
-                   "wall_seconds": round(run.seconds, 1), "device": self._device(), "threads": threads,
+                   "train_seconds": round(run.seconds, 1), "device": self._device(), "threads": threads,
                    "split": split, "n": result["n_imputed"], "imputation_fid": result["imputation_fid"],
                    "fid": result["fid"], "rmse": result["rmse"], "label": result["label"],
                    "best_step": run.info.get("best_step"), "time": time.time()}
@@ -352,7 +353,7 @@ def figure(rows: list[dict[str, Any]], metric: str, split: str) -> Any:
             line={"color": series_colour(name)},
             marker={"color": series_colour(name), "symbol": SYMBOLS[i % len(SYMBOLS)], "size": max(6, 16 - 2 * i),
                     "line": {"width": 1, "color": "white"}},
-            customdata=[[p[2].get("steps"), p[2].get("epochs"), p[2].get("wall_seconds")] for p in pts],
+            customdata=[[p[2].get("steps"), p[2].get("epochs"), training_seconds(p[2])] for p in pts],
             hovertemplate="%{y:.2f} at %{x:.0%} missing<br>%{customdata[0]} steps, %{customdata[1]} epochs, "
                           "%{customdata[2]} s<extra>" + name + "</extra>"))
     label = next((r.get("label") for r in rows if r.get("label")), "FID")
@@ -395,16 +396,23 @@ def _png(rows: list[dict[str, Any]], metric: str, split: str, path: Path) -> Non
     tmp.replace(path)
 
 
+def training_seconds(row: dict[str, Any]) -> float | None:
+    """A row's seconds of training (`train_seconds`; rows written before evaluations were left out of it call
+    them `wall_seconds`)."""
+    value = row.get("train_seconds", row.get("wall_seconds"))
+    return None if value is None else float(value)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of every latest row, with the budget beside every number."""
-    lines = ["| split | missingness | method | budget | steps | epochs | wall time | imputation FID | "
+    lines = ["| split | missingness | method | budget | steps | epochs | training time | imputation FID | "
              "generation FID | RMSE |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def num(v: Any, digits: int = 2) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
     for r in latest_rows(rows):
-        wall = r.get("wall_seconds")
+        wall = training_seconds(r)
         lines.append(f"| {r.get('split')} | {r.get('missingness')} | {r.get('method')} | {r.get('budget')} | "
                      f"{r.get('steps'):,} | {num(r.get('epochs'), 1)} | {num(None if wall is None else wall / 60, 1)}"
                      f" min | {num(r.get('imputation_fid'))} | {num(r.get('fid'))} | {num(r.get('rmse'), 4)} |")
@@ -488,7 +496,7 @@ def quality_curves(out: str | Path | None, rows: list[dict[str, Any]]) -> dict[t
         # The final figure is at the end of training: the time of its last logged point where that was its last
         # step (run.seconds also counts the final checkpoint and grids), else its training seconds.
         at_end = [p for p in points if p.step == int(steps or 0)]
-        seconds = at_end[-1].seconds if at_end else float(r.get("wall_seconds") or 0.0)
+        seconds = at_end[-1].seconds if at_end else float(training_seconds(r) or 0.0)
         final = CurvePoint(int(steps or 0), seconds, float(r["imputation_fid"]))
         found.setdefault((str(r.get("missingness")), split), []).append(Curve(
             str(r.get("method")), f"{r.get('method')} ({budget_words(r.get('budget'))})", split, n, tuple(points),

@@ -10,7 +10,9 @@ A method implements `Steppable`: one `train_step()` at a time, plus how to log, 
     the end;
   - stopping: a step callback may raise StopTraining (a job asked to stop), which ends cleanly;
   - Ctrl-C: KeyboardInterrupt saves a checkpoint at the last finished step, then propagates;
-  - time accounting: `train_time` sums the seconds spent in training over all sessions of a run;
+  - time accounting: `train_time` sums the seconds spent training over all sessions of a run, without the
+    evaluation points and grids, so a method that is evaluated more often is not charged for it in the
+    quality-against-time curves, the time-to-reach table or a `minutes=N` budget;
   - the progress bar (steps/s and ETA, from tqdm).
 `EpochOrder` is the minibatch order every method shares: a fresh permutation per epoch from (seed, epoch), so
 resuming needs no extra state and a resumed run takes exactly the batches of an uninterrupted one.
@@ -142,6 +144,7 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
     bar = progress_bar(steps, trainer.step, target) if progress else None
     trainer.begin_training()
     base_time, started = trainer.train_time, time.perf_counter()
+    aside = 0.0  # seconds spent on evaluation points and grids, which train_time leaves out
     fresh = trainer.step == 0
     last_save = started
     pending: list[dict[str, Any]] = []
@@ -162,7 +165,7 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
         while trainer.step < target:
             pending.append(trainer.train_step())
             step = trainer.step
-            trainer.train_time = base_time + time.perf_counter() - started
+            trainer.train_time = base_time + time.perf_counter() - started - aside
             if bar is not None:
                 bar.update(1)
             if (c.log_every and step % c.log_every == 0) or step == target:
@@ -170,9 +173,13 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
                 if bar is not None and progress_fields:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in line.items() if k in progress_fields}, refresh=False)
             if c.eval_every and step % c.eval_every == 0:
+                paused = time.perf_counter()
                 trainer.evaluate_point()
+                aside += time.perf_counter() - paused
             if c.sample_every and step % c.sample_every == 0 and step != target:
+                paused = time.perf_counter()
                 trainer.make_grids()
+                aside += time.perf_counter() - paused
             if trainer.can_save and step != target and (
                     (fresh and step == 1)
                     or (c.checkpoint_every and step % c.checkpoint_every == 0)
@@ -186,7 +193,7 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        trainer.train_time = base_time + time.perf_counter() - started
+        trainer.train_time = base_time + time.perf_counter() - started - aside
         if bar is not None:
             bar.close()
     if pending:

@@ -324,7 +324,7 @@ if sweeps:
                 "budget": r.get("budget"),
                 "steps": r.get("steps"),
                 "epochs": r.get("epochs"),
-                "training time (s)": r.get("wall_seconds"),
+                "training time (s)": sweep.training_seconds(r),
                 sweep.METRICS[metric]: r.get(metric),
             }
             for r in sweep.latest_rows(rows)

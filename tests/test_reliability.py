@@ -264,6 +264,44 @@ def test_nan_losses_stop_training_and_write_nothing_of_the_diverged_steps(tmp_pa
     assert trainer.saves == [1, 10]  # never a checkpoint of a NaN step
 
 
+def test_training_time_leaves_out_evaluation_points_and_grids(tmp_path) -> None:
+    """Curves and the time-to-reach table charge a method for its training, not for how often it is evaluated:
+    a trainer whose steps take 20 ms and whose evaluations and grids take 150 ms logs about 20 ms a step."""
+    from misgan_core.training import Cadence, drive
+
+    class SlowToEvaluate:
+        step, train_time, history, grids, can_save, run = 0, 0.0, [], {}, False, RunDir(tmp_path)
+        evaluated_at: list[tuple[int, float]] = []
+
+        def begin_training(self) -> None: ...
+
+        def train_step(self) -> dict:
+            time.sleep(0.02)
+            self.step += 1
+            return {"loss": 1.0}
+
+        def log(self, records: list[dict]) -> dict:
+            return {"step": self.step, "time": self.train_time}
+
+        def evaluate_point(self) -> None:
+            self.evaluated_at.append((self.step, self.train_time))
+            time.sleep(0.15)
+
+        def make_grids(self, n: int = 64, save: bool = True) -> dict:
+            time.sleep(0.15)
+            return {}
+
+        def save(self) -> None: ...
+
+    trainer = SlowToEvaluate()
+    drive(trainer, 6, Cadence(log_every=0, eval_every=1, sample_every=2, checkpoint_every=0, checkpoint_minutes=0))
+    assert [s for s, _ in trainer.evaluated_at] == [1, 2, 3, 4, 5, 6]
+    times = [t for _, t in trainer.evaluated_at]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.02 <= gap < 0.1 for gap in gaps)  # one step each, no 150 ms pause
+    assert 0.12 <= trainer.train_time < 0.5  # six steps; the 1.5 s of evaluations and grids left out
+
+
 # -- readers never write ------------------------------------------------------------------------------
 
 

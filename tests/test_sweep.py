@@ -33,7 +33,7 @@ def test_a_tiny_sweep_writes_cells_results_and_figures_and_a_rerun_finishes_at_o
     assert len(rows) == 12 and {r["split"] for r in rows} == {"train", "test"}
     for r in rows:
         assert r["steps"] == (1 if r["kind"] == "mean" else 3) and r["budget"] == "steps=3"
-        assert r["imputation_fid"] > 0 and r["wall_seconds"] >= 0 and r["threads"] == 1 and r["device"] == "cpu"
+        assert r["imputation_fid"] > 0 and r["train_seconds"] >= 0 and r["threads"] == 1 and r["device"] == "cpu"
         assert (r["fid"] is not None) == (r["kind"] == "misgan")  # generation FID where the method generates
         assert r["n"] == (128 if r["split"] == "train" else 500)  # test: mnist-5k's 500 held-out digits
     for name in ("imputation_fid-test", "imputation_fid-train", "rmse-test", "fid-train"):
