@@ -1,13 +1,17 @@
-"""Conv-MisGAN's imputation FID while it trains under independent dropout, beside FC-MisGAN's curve and ConvAC's
-final figure: one panel per missing rate, imputation FID against hours of training.
+"""Conv-MisGAN's imputation FID while it trains under independent dropout, beside FC-MisGAN's and ConvAC's: one
+panel per missing rate, imputation FID against hours of training, and a table of each cell's latest figures.
 
     python bench/conv_dropout_curves.py --conv sweeps/conv-dropout-0.8 sweeps/conv-dropout-0.9 \
-        --fc docs/reproduction/mnist-dropout/cells/misgan-mnist-5k-dropout80 --out docs/reproduction/conv-dropout
+        --convac sweeps/convac-dropout --fc docs/reproduction/mnist-dropout/cells/misgan-mnist-5k-dropout80 \
+        --uci-digits --out docs/reproduction/conv-dropout
 
-Each --conv folder is a sweep folder (`sweep --methods misgan --arch conv --mask dropout --rates R`); its cell's
-metrics.jsonl is copied to OUT/cells/ so the figure can be drawn again from the docs alone. ConvAC's figures are
-the paper-budget sweep's (docs/reproduction/mnist-dropout/results.jsonl). Curves: `imputation_fid` is measured on
-the first 1,000 training examples, `imputation_fid_test` (where logged) on 1,000 held-out ones.
+Each --conv folder is a sweep folder (`sweep --methods misgan --arch conv --mask dropout --rates R`) and may still
+be training: the figures are its latest. --convac is a ConvAC sweep over the same rates (its curves are drawn);
+without it ConvAC's final figures come from the paper-budget sweep in docs/reproduction/mnist-dropout. Every
+cell's metrics.jsonl and config.json are copied to OUT/cells/, so the figure can be drawn again from the docs
+alone. --uci-digits also scores each cell's latest checkpoint on the 1,797 UCI digits (`evaluate CELL --dataset
+uci-digits`), cached in OUT/uci-digits.jsonl by cell and step. Curves: `imputation_fid` is the first 1,000
+training examples, `imputation_fid_test` up to 1,000 held-out ones (split test; mnist-5k holds 500).
 """
 
 from __future__ import annotations
@@ -15,33 +19,78 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONVAC_ROWS = ROOT / "docs" / "reproduction" / "mnist-dropout" / "results.jsonl"
+sys.path.insert(0, str(ROOT))
+from bench.likelihood_tables import read_jsonl, uci_digits  # noqa: E402
+
+DOCS_ROWS = ROOT / "docs" / "reproduction" / "mnist-dropout" / "results.jsonl"
+COLOURS = {"Conv-MisGAN": "#D55E00", "FC-MisGAN": "#999999", "ConvAC": "#009E73"}
+SPLIT_KEYS = {"train": "imputation_fid", "test": "imputation_fid_test"}
 
 
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def cell_of(sweep: Path) -> Path:
-    cells = sorted((sweep / "cells").glob("*/metrics.jsonl"))
+def cells_of(sweep: Path) -> list[Path]:
+    cells = sorted(p.parent for p in (sweep / "cells").glob("*/metrics.jsonl"))
     if not cells:
-        raise SystemExit(f"{sweep} has no cell with a metrics.jsonl yet")
-    return cells[0].parent
+        raise SystemExit(f"{sweep} has no cell with a metrics.jsonl yet: start its sweep first")
+    return cells
 
 
-def rate_of(cell: Path) -> float:
-    config = json.loads((cell / "config.json").read_text()) if (cell / "config.json").exists() else {}
-    data = config.get("data", config)
-    return float(data.get("missing_rate", 0.0))
+def rate_of(cell: Path) -> float | None:
+    if not (cell / "config.json").exists():
+        return None
+    config = json.loads((cell / "config.json").read_text())
+    return float(config.get("data", config).get("missing_rate", 0.0))
+
+
+def curve(rows: list[dict], key: str) -> list[tuple[int, float, float]]:
+    """(step, hours, imputation FID) of every logged point of one split."""
+    return [(r["step"], r["time"] / 3600, r[key]) for r in rows if r.get(key) is not None]
+
+
+def summarise(method: str, cell: Path, rows: list[dict], rate: float) -> dict:
+    steps = max((r["step"] for r in rows if "step" in r), default=0)
+    hours = max((r.get("time", 0.0) for r in rows), default=0.0) / 3600
+    out: dict = {"method": method, "cell": cell.name, "rate": rate, "steps": steps, "hours": round(hours, 2)}
+    for split, key in SPLIT_KEYS.items():
+        points = curve(rows, key)
+        out[f"latest_{split}"] = round(points[-1][2], 2) if points else None
+        out[f"latest_{split}_step"] = points[-1][0] if points else None
+        best = min(points, key=lambda p: p[2]) if points else None
+        out[f"best_{split}"] = round(best[2], 2) if best else None
+        out[f"best_{split}_step"] = best[0] if best else None
+    return out
+
+
+def table(summary: list[dict], docs_convac: dict) -> str:
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    lines = ["| rate | method | generator / training steps | hours | latest, split test | best, split test (step) "
+             "| latest, split train | uci-digits (1,797) at the latest checkpoint |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in sorted(summary, key=lambda s: (s["rate"], s["method"])):
+        uci = s.get("uci_digits")
+        uci_text = f"{num(uci['fid'])} / RMSE {uci['rmse']:.3f} (step {uci['steps']:,})" if uci else "-"
+        best = "-" if s["best_test"] is None else f"{num(s['best_test'])} ({s['best_test_step']:,})"
+        lines.append(f"| {s['rate']:.0%} | {s['method']} | {s['steps']:,} | {s['hours']:.2f} | "
+                     f"{num(s['latest_test'])} | {best} | {num(s['latest_train'])} | {uci_text} |")
+    for (rate, split), row in sorted(docs_convac.items()):
+        lines.append(f"| {rate:.0%} | ConvAC, paper-budget sweep (split {split}) | {row['steps']:,} | "
+                     f"{row['wall_seconds'] / 3600:.2f} | {num(row['imputation_fid']) if split == 'test' else '-'} "
+                     f"| - | {num(row['imputation_fid']) if split == 'train' else '-'} | - |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conv", type=Path, nargs="+", required=True, help="Conv-MisGAN sweep folders, one per rate")
+    p.add_argument("--convac", type=Path, help="a ConvAC sweep folder over the same rates (its curves are drawn)")
     p.add_argument("--fc", type=Path, nargs="*", default=[], help="FC-MisGAN cells (folders with metrics.jsonl)")
+    p.add_argument("--uci-digits", action="store_true", help="also score each cell's latest checkpoint on uci-digits")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
@@ -50,55 +99,56 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    convac = {}
-    for row in read_metrics(CONVAC_ROWS):
-        if row.get("method") == "ConvAC":
-            convac[(round(float(row["rate"]), 2), row["split"])] = row
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
-    fc_curves = {}
+    by_rate: dict[float, list[tuple[str, Path]]] = {}
+    for sweep in args.conv:
+        for cell in cells_of(sweep):
+            by_rate.setdefault(round(rate_of(cell) or 0.0, 2), []).append(("Conv-MisGAN", cell))
+    if args.convac:
+        for cell in cells_of(args.convac):
+            by_rate.setdefault(round(rate_of(cell) or 0.0, 2), []).append(("ConvAC", cell))
     for cell in args.fc:
-        fc_curves[round(rate_of(cell) or 0.8, 2)] = (cell.name, read_metrics(cell / "metrics.jsonl"))
+        by_rate.setdefault(round(rate_of(cell) or 0.8, 2), []).append(("FC-MisGAN", cell))
+    docs_convac = {} if args.convac else {
+        (round(float(r["rate"]), 2), r["split"]): r for r in read_jsonl(DOCS_ROWS)
+        if r.get("method") == "ConvAC" and round(float(r["rate"]), 2) in by_rate}
+
     summary = []
-    fig, axes = plt.subplots(1, len(args.conv), figsize=(5.5 * len(args.conv), 4), squeeze=False)
-    for ax, sweep in zip(axes[0], args.conv, strict=True):
-        cell = cell_of(sweep)
-        rate = round(rate_of(cell), 2)
-        rows = read_metrics(cell / "metrics.jsonl")
-        target = args.out / "cells" / cell.name
-        target.mkdir(exist_ok=True)
-        shutil.copyfile(cell / "metrics.jsonl", target / "metrics.jsonl")
-        shutil.copyfile(cell / "config.json", target / "config.json")
-        for key, style, label in (("imputation_fid", "-", "Conv-MisGAN, training examples"),
-                                  ("imputation_fid_test", "--", "Conv-MisGAN, held-out examples")):
-            points = [(r["time"] / 3600, r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), style, color="#D55E00", label=label)
-        if rate in fc_curves:
-            name, fc_rows = fc_curves[rate]
-            points = [(r["time"] / 3600, r["imputation_fid"]) for r in fc_rows if r.get("imputation_fid") is not None]
-            ax.plot(*zip(*points, strict=True), "-", color="#999999", label="FC-MisGAN, training examples")
-        for split, style in (("train", ":"), ("test", "-.")):
-            row = convac.get((rate, split))
-            if row:
-                ax.axhline(row["imputation_fid"], linestyle=style, color="#009E73",
-                           label=f"ConvAC, split {split} ({row['steps']:,} steps)")
-        last = rows[-1]
-        steps = max((r["step"] for r in rows if "step" in r), default=0)
-        hours = max((r.get("time", 0) for r in rows), default=0) / 3600
-        fids = [r for r in rows if r.get("imputation_fid") is not None]
-        summary.append({"cell": cell.name, "rate": rate, "steps": steps, "hours": round(hours, 2),
-                        "last_imputation_fid": fids[-1]["imputation_fid"] if fids else None,
-                        "best_imputation_fid": min((r["imputation_fid"] for r in fids), default=None),
-                        "last_record": last})
+    rates = sorted(r for r, cells in by_rate.items() if any(m == "Conv-MisGAN" for m, _ in cells))
+    fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4.2), squeeze=False)
+    for ax, rate in zip(axes[0], rates, strict=True):
+        for method, cell in by_rate[rate]:
+            rows = read_jsonl(cell / "metrics.jsonl")
+            target = args.out / "cells" / cell.name
+            target.mkdir(exist_ok=True)
+            for name in ("metrics.jsonl", "config.json"):
+                if (cell / name).exists():
+                    shutil.copyfile(cell / name, target / name)
+            s = summarise(method, cell, rows, rate)
+            if args.uci_digits and (cell / "config.json").exists():
+                s["uci_digits"] = {k: v for k, v in uci_digits(cell, args.out / "uci-digits.jsonl",
+                                                               args.threads).items() if k in ("fid", "rmse", "steps")}
+            summary.append(s)
+            for split, style in (("train", "-"), ("test", "--")):
+                points = curve(rows, SPLIT_KEYS[split])
+                if points:
+                    ax.plot([h for _, h, _ in points], [f for _, _, f in points], style, color=COLOURS[method],
+                            label=f"{method}, split {split} ({s['steps']:,} steps)")
+        for (r, split), row in docs_convac.items():
+            if r == rate:
+                ax.axhline(row["imputation_fid"], linestyle=":" if split == "train" else "-.", color=COLOURS["ConvAC"],
+                           label=f"ConvAC final, split {split} ({row['steps']:,} steps)")
+        conv = [s for s in summary if s["rate"] == rate and s["method"] == "Conv-MisGAN"]
         ax.set_yscale("log")
-        ax.set_xlabel("hours of training (one CPU thread)")
+        ax.set_xlabel("hours of training (one CPU thread each)")
         ax.set_ylabel("imputation FID (LeNet features)")
-        ax.set_title(f"dropout {rate:.0%}: {steps:,} generator steps")
+        ax.set_title(f"dropout {rate:.0%}: Conv-MisGAN at {conv[-1]['steps']:,} generator steps")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out / "curves.png", dpi=110)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    (args.out / "summary.md").write_text(table(summary, docs_convac))
+    print(table(summary, docs_convac))
 
 
 if __name__ == "__main__":

@@ -47,9 +47,13 @@ def budget(row: dict) -> str:
 
 
 def uci_digits(cell: Path, cache: Path, threads: int) -> dict:
-    done = {r["cell"]: r for r in read_jsonl(cache)}
-    if cell.name in done:
-        return done[cell.name]
+    """`evaluate CELL --dataset uci-digits` of the cell's latest checkpoint, once per (cell, step), kept in cache."""
+    from misgan_core import RunDir
+
+    saved = RunDir(cell).saved_step()
+    for row in read_jsonl(cache):
+        if row["cell"] == cell.name and row.get("steps") in (saved, None):
+            return row
     out = subprocess.run([sys.executable, "-m", "misgan_core", "evaluate", str(cell), "--dataset", "uci-digits",
                           "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
     if out.returncode:

@@ -29,7 +29,8 @@ density on [0, 1].
 Networks, fc (MIWAE's shape, sized for images): encoder 2D -> h -> h -> 2 x latent and decoder latent -> h -> h
 -> D, tanh hidden layers (MIWAE's activation), h = `hidden`. conv: P-VAE's MNIST encoder (three 5x5 stride-2
 convolutions of 64, 128, 256 channels, then a two-layer head with LayerNorm) and decoder (a linear layer to
-4x4x256, two 5x5 transposed convolutions, one 8x8 stride-2 transposed convolution to 28x28), for 28x28 images;
+4x4x256, two 5x5 transposed convolutions, one 8x8 stride-2 transposed convolution to 28x28: the same layout
+as Conv-MisGAN's generator, models.ConvGenerator28, which it reuses), for 28x28 images;
 its encoder takes the mask as a second channel, and P-VAE's inverse autoregressive flow in the encoder is left
 out (q is a diagonal Gaussian).
 """
@@ -46,6 +47,7 @@ from torch import nn
 
 from ..errors import OptionError
 from ..imputers import check_incomplete_batch, paste_observed
+from ..models import ConvGenerator28
 from ._common import check_matches, check_shape, config_from_options, rand, randn
 
 ARCHS = ("fc", "conv")
@@ -224,23 +226,6 @@ class ConvEncoder(nn.Module):
         return self.net(torch.cat([x0, m.to(x0.dtype)], dim=1))
 
 
-class ConvDecoder(nn.Module):
-    """P-VAE's MNIST decoder: 4x4 -> 8x8 (cropped to 7x7) -> 11x11 -> 28x28."""
-
-    def __init__(self, latent: int, channels: int, width: int = 64):
-        super().__init__()
-        self.width = width
-        self.project = nn.Sequential(nn.Linear(latent, 4 * 4 * 4 * width), nn.ReLU())
-        self.up1 = nn.Sequential(nn.ConvTranspose2d(4 * width, 2 * width, 5), nn.ReLU())
-        self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * width, width, 5), nn.ReLU())
-        self.out = nn.ConvTranspose2d(width, channels, 8, stride=2)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.project(z).view(-1, 4 * self.width, 4, 4)
-        h = self.up1(h)[:, :, :7, :7]
-        return self.out(self.up2(h))
-
-
 class MIWAE(nn.Module):
     """MIWAE over images of shape (C, H, W): `train_step`, `bound`, `impute` (SIR), `conditional_mean`, `sample`."""
 
@@ -267,7 +252,7 @@ class MIWAE(nn.Module):
             if (h, w) != (28, 28):
                 raise OptionError(f"arch conv is P-VAE's network for 28x28 images; these are {h}x{w} (use arch fc)")
             self.encoder: nn.Module = ConvEncoder(c, cfg.latent)
-            self.decoder: nn.Module = ConvDecoder(cfg.latent, c * self.likelihood.params)
+            self.decoder: nn.Module = ConvGenerator28(c * self.likelihood.params, nn.Identity(), latent=cfg.latent)
         else:
             self.encoder = FCEncoder(c * h * w, cfg.hidden, cfg.latent)
             self.decoder = FCDecoder(cfg.latent, cfg.hidden, (c * self.likelihood.params, h, w))
