@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.likelihood_tables import read_jsonl, uci_digits  # noqa: E402
+from misgan_core.sweep import training_seconds  # noqa: E402
 
 DOCS_ROWS = ROOT / "docs" / "reproduction" / "mnist-dropout" / "results.jsonl"
 COLOURS = {"Conv-MisGAN": "#D55E00", "FC-MisGAN": "#999999", "ConvAC": "#009E73"}
@@ -73,13 +74,15 @@ def table(summary: list[dict], docs_convac: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for s in sorted(summary, key=lambda s: (s["rate"], s["method"])):
         uci = s.get("uci_digits")
-        uci_text = f"{num(uci['fid'])} / RMSE {uci['rmse']:.3f} (step {uci['steps']:,})" if uci else "-"
+        uci_text = f"{num(uci['imputation_fid'])} / RMSE {uci['rmse']:.3f} (step {uci['steps']:,})" if uci else "-"
         best = "-" if s["best_test"] is None else f"{num(s['best_test'])} ({s['best_test_step']:,})"
         lines.append(f"| {s['rate']:.0%} | {s['method']} | {s['steps']:,} | {s['hours']:.2f} | "
                      f"{num(s['latest_test'])} | {best} | {num(s['latest_train'])} | {uci_text} |")
     for (rate, split), row in sorted(docs_convac.items()):
-        lines.append(f"| {rate:.0%} | ConvAC, paper-budget sweep (split {split}) | {row['steps']:,} | "
-                     f"{row['wall_seconds'] / 3600:.2f} | {num(row['imputation_fid']) if split == 'test' else '-'} "
+        hours = (training_seconds(row) or 0) / 3600
+        test = num(row["imputation_fid"]) if split == "test" else "-"
+        lines.append(f"| {rate:.0%} | ConvAC, paper-budget sweep (split {split}) | {row['steps']:,} | {hours:.2f} | "
+                     f"{test} "
                      f"| - | {num(row['imputation_fid']) if split == 'train' else '-'} | - |")
     return "\n".join(lines) + "\n"
 
@@ -126,8 +129,8 @@ def main() -> None:
                     shutil.copyfile(cell / name, target / name)
             s = summarise(method, cell, rows, rate)
             if args.uci_digits and (cell / "config.json").exists():
-                s["uci_digits"] = {k: v for k, v in uci_digits(cell, args.out / "uci-digits.jsonl",
-                                                               args.threads).items() if k in ("fid", "rmse", "steps")}
+                unseen = uci_digits(cell, args.out / "uci-digits.jsonl", args.threads)
+                s["uci_digits"] = {k: unseen.get(k) for k in ("imputation_fid", "rmse", "steps")}
             summary.append(s)
             for split, style in (("train", "-"), ("test", "--")):
                 points = curve(rows, SPLIT_KEYS[split])

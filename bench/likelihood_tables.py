@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 REFERENCE_SWEEPS = (ROOT / "docs" / "reproduction" / "mnist-square", ROOT / "docs" / "reproduction" / "mnist-dropout")
 UNSEEN = ROOT / "docs" / "unseen-digits" / "results.jsonl"
 SQUARE_RATE = 0.75  # the sweep's square 14x14 (1 - 196 / 784)
@@ -70,13 +71,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    from misgan_core.sweep import latest_rows
+
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "uci-digits.jsonl"
 
     test_rows: list[dict] = []
     uci_rows: list[dict] = []
     for sweep in args.sweeps:
-        for row in read_jsonl(sweep / "results.jsonl"):
+        for row in latest_rows(read_jsonl(sweep / "results.jsonl")):  # a cell trained on: its newest row only
             if row.get("split") != "test":
                 continue
             test_rows.append({**row, "source": "this page's sweeps"})

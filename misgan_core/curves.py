@@ -74,12 +74,36 @@ class Curve:
         """Logged points, then the final figure, in the order training reached them."""
         return [*self.points, *([self.final] if self.final is not None else [])]
 
-    def first_reaching(self, target: float) -> CurvePoint | None:
-        """The first point at or below `target` (lower FID is better), None if it never got there."""
-        return next((p for p in self.all_points() if p.fid <= target), None)
+    def end_point(self) -> CurvePoint | None:
+        """Its logged point at the step of its final figure (the last logged point where it has no final figure):
+        its figure on the examples its logged points impute."""
+        if self.final is None:
+            return self.points[-1] if self.points else None
+        return next((p for p in reversed(self.points) if p.step == self.final.step), None)
+
+    def first_reaching(self, other: Curve) -> CurvePoint | None:
+        """The first of this curve's points at or below `other`'s figure (lower FID is better), each compared on
+        the same examples: a logged point against `other`'s logged point at its last step (a logged subset and a
+        whole split score differently), the final figure against `other`'s final figure. None if it never got
+        there, or if nothing of the two was measured on the same examples."""
+        end = other.end_point()
+        if end is not None and _same_examples(self.n, other.n):
+            hit = next((p for p in self.points if p.fid <= end.fid), None)
+            if hit is not None:
+                return hit
+        other_n = other.final_n if other.final is not None else other.n
+        if self.final is None or other.figure is None or not _same_examples(self.final_n, other_n):
+            return None
+        return self.final if self.final.fid <= other.figure else None
 
     def epochs(self, step: int) -> float | None:
         return None if self.epochs_per_step is None else round(step * self.epochs_per_step, 2)
+
+
+def _same_examples(a: int | None, b: int | None) -> bool:
+    """Whether two figures of one split imputed the same examples: the first n of a fixed order, so the same n
+    (None: a log that did not say, taken as the same)."""
+    return a is None or b is None or a == b
 
 
 def curve_label(split: str, n: int | None) -> str:
@@ -156,13 +180,14 @@ def run_curves(runs: Mapping[str, Run], split: str = "test") -> tuple[list[Curve
 
 def time_to_reach(curves: Sequence[Curve]) -> list[dict[str, Any]]:
     """For each ordered pair of curves (A, B): the training seconds (and step) at which A's curve first reached
-    B's final figure, or None where it did not. Compare curves of one split and missingness."""
+    B's final figure, or None where it did not (Curve.first_reaching: every comparison on the same examples).
+    Compare curves of one split and missingness."""
     out = []
     for a in curves:
         for b in curves:
             if a is b or b.figure is None:
                 continue
-            hit = a.first_reaching(b.figure)
+            hit = a.first_reaching(b)
             out.append({"method": a.name, "target": b.name, "target_fid": round(b.figure, 2), "split": a.split,
                         "seconds": None if hit is None else round(hit.seconds, 1),
                         "step": None if hit is None else hit.step, "step_unit": a.step_unit})

@@ -199,9 +199,10 @@ class Sweep:
         self.out.mkdir(parents=True, exist_ok=True)
         total = len(self.cells)
         started = time.perf_counter()
+        for cell in self.cells:  # a cell on disk made with other options stops the sweep before anything trains
+            self._compare_cell_options(cell)
         for i, cell in enumerate(self.cells, 1):
             title = f"[{i}/{total}] {METHODS[cell.method].title} · {cell.spec.label()}"
-            self._compare_cell_options(cell)
             if self.done(cell):
                 self.log(f"{title}: done already, skipped")
                 continue
@@ -494,7 +495,7 @@ def quality_curves(out: str | Path | None, rows: list[dict[str, Any]]) -> dict[t
         per_step = epochs / steps if isinstance(epochs, (int, float)) and steps else None
         kind = METHODS.get(str(r.get("kind")))
         # The final figure is at the end of training: the time of its last logged point where that was its last
-        # step (run.seconds also counts the final checkpoint and grids), else its training seconds.
+        # step (run.seconds also counts the final checkpoint), else its training seconds.
         at_end = [p for p in points if p.step == int(steps or 0)]
         seconds = at_end[-1].seconds if at_end else float(training_seconds(r) or 0.0)
         final = CurvePoint(int(steps or 0), seconds, float(r["imputation_fid"]))
@@ -521,8 +522,9 @@ def reach_section(out: Path | None, rows: list[dict[str, Any]]) -> str:
         sizes = ", ".join(f"{c.method} {c.n:,}" for c in found if c.n)
         finals = ", ".join(sorted({f"{c.final_n:,}" for c in found if c.final_n}))
         parts.append(f"### {missingness}, split {split}\n\nTraining seconds at which the row's method first reached "
-                     f"the column's final imputation FID (examples per logged point: {sizes or 'none logged'}; "
-                     f"per final figure: {finals}).\n\n{text}")
+                     f"the column's final imputation FID, each comparison on the same examples: a logged point "
+                     f"against the column's logged point at its last step, a final figure against its final figure "
+                     f"(examples per logged point: {sizes or 'none logged'}; per final figure: {finals}).\n\n{text}")
     if not parts:
         return ""
     return "\n## Time to reach\n\n" + "\n".join(parts)

@@ -4,10 +4,10 @@ in one step).
 A method implements `Steppable`: one `train_step()` at a time, plus how to log, checkpoint and draw itself.
 `drive()` owns everything around the steps, once for all methods:
   - the cadence: a log line every `log_every` steps (and at the end), an evaluation point (live FID, or the
-    best-FID selection for GAIN) every `eval_every`, grids every `sample_every`; checkpoints after the first
-    step of a new run, every `checkpoint_every` steps, whenever `checkpoint_minutes` of training have passed
-    since the last one (so a crash loses minutes, not the half hour 500 Conv steps take on a CPU), and at
-    the end;
+    best-FID selection for GAIN) every `eval_every` (and at the end), grids every `sample_every`; checkpoints
+    after the first step of a new run, every `checkpoint_every` steps, whenever `checkpoint_minutes` of
+    training have passed since the last one (so a crash loses minutes, not the half hour 500 Conv steps take
+    on a CPU), and at the end;
   - stopping: a step callback may raise StopTraining (a job asked to stop), which ends cleanly;
   - Ctrl-C: KeyboardInterrupt saves a checkpoint at the last finished step, then propagates;
   - time accounting: `train_time` sums the seconds spent training over all sessions of a run, without the
@@ -149,6 +149,7 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
     last_save = started
     pending: list[dict[str, Any]] = []
     interrupted = False
+    evaluated = None  # the step of the last evaluation point
     c = cadence
 
     def log() -> dict[str, Any]:
@@ -161,6 +162,14 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
                                    f"check the data and options")
         return line
 
+    def aside_from_training(work: Callable[[], Any]) -> None:
+        nonlocal aside
+        paused = time.perf_counter()
+        try:
+            work()
+        finally:  # work that stops training (patience, Ctrl-C) is not training either
+            aside += time.perf_counter() - paused
+
     try:
         while trainer.step < target:
             pending.append(trainer.train_step())
@@ -172,14 +181,12 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
                 line = log()
                 if bar is not None and progress_fields:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in line.items() if k in progress_fields}, refresh=False)
-            if c.eval_every and step % c.eval_every == 0:
-                paused = time.perf_counter()
-                trainer.evaluate_point()
-                aside += time.perf_counter() - paused
+            if c.eval_every and (step % c.eval_every == 0 or step == target):
+                # Also at the last step, so a curve ends where its final figure is measured.
+                evaluated = step
+                aside_from_training(trainer.evaluate_point)
             if c.sample_every and step % c.sample_every == 0 and step != target:
-                paused = time.perf_counter()
-                trainer.make_grids()
-                aside += time.perf_counter() - paused
+                aside_from_training(trainer.make_grids)
             if trainer.can_save and step != target and (
                     (fresh and step == 1)
                     or (c.checkpoint_every and step % c.checkpoint_every == 0)
@@ -189,7 +196,12 @@ def _drive(trainer: Steppable, steps: int, cadence: Cadence, callback: Callable[
             if callback is not None:
                 callback(trainer)
     except StopTraining:
-        pass
+        if c.eval_every and evaluated != trainer.step:  # stopped between points (a job, a time budget): one more
+            try:
+                with contextlib.suppress(StopTraining):
+                    aside_from_training(trainer.evaluate_point)
+            except KeyboardInterrupt:
+                interrupted = True
     except KeyboardInterrupt:
         interrupted = True
     finally:

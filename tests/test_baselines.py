@@ -540,3 +540,19 @@ def test_a_closed_form_fit_logs_one_point_at_its_fit_time(tmp_path) -> None:
     points = [r for r in run.trainer.run.read_metrics() if "imputation_fid" in r]
     assert len(points) == 1 and points[0]["step"] == 1 and points[0]["time"] <= run.seconds
     assert points[0]["imputation_fid_test"] > 0 and points[0]["imputation_fid_test_n"] == 500
+
+
+@pytest.mark.parametrize(("eval_every", "patience"), [(None, 4), (20, 10), (30, 7), (500, 1)])
+def test_convac_paper_patience_is_the_same_stretch_of_training_at_any_eval_every(tmp_path, eval_every,
+                                                                                  patience) -> None:
+    """Appendix H's patience is 4 points at ConvAC's own cadence (5 epochs); a sweep's --eval-every changes the
+    cadence, not how long ConvAC trains without improving before it stops."""
+    from misgan_core import DataSpec, method
+    from misgan_core.methods.base import CellContext
+
+    spec = DataSpec(mask="dropout", missing_rate=0.8, limit=1280)  # 10 batches of 128 an epoch: points every 50
+    context = CellContext(paper_budget=True, examples=lambda: 1280, device="cpu", seed=0, arch="fc", options={},
+                          eval_every=eval_every)
+    run = method("convac").sweep_cell(tmp_path / "c", spec, context)
+    assert run.trainer.eval_every == (eval_every or 50) and run.trainer.patience == patience
+    assert run.trainer.patience * run.trainer.eval_every >= 200  # never stops sooner than the paper's 200 steps

@@ -302,6 +302,55 @@ def test_training_time_leaves_out_evaluation_points_and_grids(tmp_path) -> None:
     assert 0.12 <= trainer.train_time < 0.5  # six steps; the 1.5 s of evaluations and grids left out
 
 
+def test_a_curve_gets_a_point_at_its_last_step_however_training_ends(tmp_path) -> None:
+    """Points every eval_every steps, and one where training ends: at the last step, or where a job or a time
+    budget stopped it between two points (no second one where a point itself stopped it)."""
+    from misgan_core.training import Cadence, StopTraining, drive
+
+    class Counting:
+        step, train_time, history, grids, can_save, run = 0, 0.0, [], {}, False, RunDir(tmp_path)
+
+        def __init__(self, stop_at_point: int | None = None) -> None:
+            self.points: list[int] = []
+            self.stop_at_point = stop_at_point
+
+        def begin_training(self) -> None: ...
+
+        def train_step(self) -> dict:
+            self.step += 1
+            return {"loss": 1.0}
+
+        def log(self, records: list[dict]) -> dict:
+            return {"step": self.step}
+
+        def evaluate_point(self) -> None:
+            self.points.append(self.step)
+            if self.step == self.stop_at_point:
+                time.sleep(0.3)
+                raise StopTraining  # patience: the point that stops training is the last
+
+        def make_grids(self, n: int = 64, save: bool = True) -> dict:
+            return {}
+
+        def save(self) -> None: ...
+
+    cadence = Cadence(log_every=0, eval_every=4, sample_every=0, checkpoint_every=0, checkpoint_minutes=0)
+    trainer = Counting()
+    drive(trainer, 10, cadence)
+    assert trainer.points == [4, 8, 10]
+
+    def stop_at_6(t: Counting) -> None:
+        if t.step == 6:
+            raise StopTraining
+    trainer = Counting()
+    drive(trainer, 10, cadence, callback=stop_at_6)
+    assert trainer.points == [4, 6]
+
+    trainer = Counting(stop_at_point=8)
+    drive(trainer, 20, cadence)
+    assert trainer.points == [4, 8] and trainer.train_time < 0.25  # the stopping point's 0.3 s is not training
+
+
 # -- readers never write ------------------------------------------------------------------------------
 
 

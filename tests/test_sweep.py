@@ -221,6 +221,24 @@ def test_misgan_options_reach_its_cells_and_a_cell_made_with_others_is_not_reuse
         assert message in err and len(err.splitlines()) == 1
 
 
+def test_a_miwae_cell_made_with_other_networks_is_not_reused_and_conv_needs_28x28(tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", "--methods", "mean,miwae", "--rates", "0.8", "--limit", "64", "--budget", "steps=2",
+            "--eval-split", "train", "--threads", "1", "--out", str(out)]
+    assert main(args) == 0
+    before = read_sweep(out)
+    capsys.readouterr()
+    assert main([*args, "--arch", "conv"]) == 2  # refused before any cell, the mean cell included, is touched
+    err = capsys.readouterr().err.strip()
+    assert "was made with arch='fc', not 'conv'" in err and "--arch fc" in err and len(err.splitlines()) == 1
+    assert read_sweep(out) == before and open_run(out / "cells" / "miwae-mnist-5k-dropout80").config["options"] == {
+        "arch": "fc"}
+    assert main(["sweep", "--dataset", "cifar10", "--methods", "miwae", "--arch", "conv", "--rates", "0.8",
+                 "--budget", "steps=2", "--out", str(tmp_path / "cifar")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "28x28" in err and "--arch fc" in err and not (tmp_path / "cifar" / "cells").exists()
+
+
 @pytest.mark.slow
 def test_the_prepared_gpu_script_runs_its_cells_and_stops_at_a_failed_smoke_run(tmp_path) -> None:
     """bench/gpu_conv_dropout.sh, run here on the CPU with a tiny budget: the smoke run, then both dropout
@@ -300,6 +318,23 @@ def test_a_small_sweep_draws_quality_against_time_with_every_method_and_the_time
             assert "not reached" in table
         else:
             assert f"{r['seconds']:,.1f} s ({r['step']:,} " in table
+
+
+def test_time_to_reach_compares_figures_measured_on_the_same_examples() -> None:
+    """Logged points impute a fixed subset of a split, final figures the whole split; the two score differently,
+    so a logged point is held against the other's logged point at its last step, never its whole-split figure."""
+    from misgan_core.curves import Curve, CurvePoint, time_to_reach
+
+    mean = Curve("Mean", "Mean", "train", 1000, (CurvePoint(1, 0.6, 925.0),), final=CurvePoint(1, 0.6, 940.0),
+                 final_n=4500)
+    other = Curve("GAIN", "GAIN", "train", 1000, (CurvePoint(100, 10.0, 990.0), CurvePoint(200, 20.0, 915.0)),
+                  final=CurvePoint(200, 20.0, 930.0), final_n=4500)
+    unlogged = Curve("MF", "MF", "train", None, (), final=CurvePoint(1, 3.0, 935.0), final_n=4500)
+    reach = {(r["method"], r["target"]): r["seconds"] for r in time_to_reach([mean, other, unlogged])}
+    assert reach[("Mean", "GAIN")] is None       # 925 on the subset is above GAIN's 915 there; 940 is above 930
+    assert reach[("GAIN", "Mean")] == 20.0       # 915 <= Mean's 925 on the subset at step 200, not 990 at 100
+    assert reach[("Mean", "MF")] is None         # MF logged nothing: only whole-split figures compare, 940 > 935
+    assert reach[("GAIN", "MF")] == 20.0 and reach[("MF", "GAIN")] is None   # 930 <= 935 on the whole split
 
 
 def test_time_to_reach_is_the_first_point_at_or_below_the_other_final_figure() -> None:

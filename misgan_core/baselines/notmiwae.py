@@ -16,6 +16,10 @@ The mask model is the paper's self-masking logistic: pixel d is observed with pr
 (`missingness="self-masking"`) or one pair for the whole image (`"self-masking-shared"`). This is the same
 family as MisGAN's self-masking mask model and the workbench's self-masking process, so a slope below zero
 means bright pixels go missing. Under MCAR the slope that fits is 0.
+
+Imputing, the weights w_k include p(m | x_o, x_m^k) at the drawn x_m^k, and each draw (and the weighted mean) is
+the decoder's mean at the resampled z_k, as in the released not-MIWAE code; the paper's estimator weights the
+draws x_m^k themselves, which also carries the dependence between a z_k's missing pixels and the mask.
 """
 
 from __future__ import annotations

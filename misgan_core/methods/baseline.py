@@ -7,12 +7,15 @@ budget and defaults; this one turns a BaselineRun into a `Run`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..baselines.runs import BaselineRun, Build
 from ..data import IncompleteDataset
+from ..errors import OptionError
+from ..runs import CheckpointError, RunDir
 from ..spec import DataSpec
 from .base import CellContext, Method, Run
 
@@ -87,14 +90,33 @@ class BaselineMethod(Method):
         """The options a sweep cell of this method is made with (the user's, by default)."""
         return dict(context.options)
 
+    def check_cell(self, path: Path, spec: DataSpec, context: CellContext) -> None:
+        """Refuse to reuse a cell made with other options (MIWAE's --arch): its figures would belong to neither."""
+        if not (path / "config.json").exists():
+            return
+        try:
+            stored = dict(RunDir(path).read_config().get("options") or {})
+        except (CheckpointError, OSError, ValueError, AttributeError):
+            return  # opening the cell reports what is wrong with it
+        wanted = self.cell_options(context)
+        for name in sorted(set(stored) | set(wanted)):
+            have, want = stored.get(name), wanted.get(name)
+            if have != want:
+                how = f" (or pass --arch {have})" if name == "arch" and have else ""
+                raise OptionError(f"cell {path.name} was made with {name}={have!r}, not {want!r}: use another "
+                                  f"--out for these options{how}")
+
     def sweep_cell(self, path: Path, spec: DataSpec, context: CellContext) -> Run:
         data = spec.load()  # loaded once: the run keeps it, and its size sets the evaluation cadence
-        eval_every = None
+        paper_every = None
         if context.paper_budget and self.eval_every_epochs:
-            eval_every = max(1, self.eval_every_epochs * (len(data) // 128))
-        if context.eval_every is not None and self.trainable:
-            eval_every = context.eval_every
+            paper_every = max(1, self.eval_every_epochs * (len(data) // 128))
+        eval_every = context.eval_every if context.eval_every is not None and self.trainable else paper_every
         patience = self.paper_patience if context.paper_budget else 0
+        if patience and paper_every and eval_every:
+            # The paper's patience is a stretch of training (points at its own cadence); at another --eval-every
+            # it is the same number of steps, rounded up to whole points.
+            patience = max(1, math.ceil(patience * paper_every / eval_every))
         device = context.device if self.gpu else "cpu"
         return self.create(path, spec, self.cell_options(context), seed=context.seed, device=device, data=data,
                            eval_every=eval_every, select_best=self.select_best or bool(patience), patience=patience)

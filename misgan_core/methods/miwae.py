@@ -16,6 +16,9 @@ from typing import Any
 
 from ..baselines.miwae import MIWAE as MIWAENetwork
 from ..baselines.miwae import MIWAEConfig
+from ..data import DATASETS
+from ..errors import OptionError
+from ..spec import DataSpec
 from .base import CellContext
 from .baseline import BaselineMethod
 
@@ -34,6 +37,15 @@ class LikelihoodMethod(BaselineMethod):
 
     def cell_options(self, context: CellContext) -> dict[str, Any]:
         return {"arch": context.arch, **dict(context.options)}
+
+    def check_cell_options(self, spec: DataSpec, context: CellContext) -> None:
+        """P-VAE's conv networks take 28x28 images: refuse another built-in dataset before any cell trains."""
+        super().check_cell_options(spec, context)
+        known = DATASETS.get(spec.dataset)
+        if context.arch == "conv" and known is not None and tuple(known.shape[1:]) != (28, 28):
+            c, h, w = known.shape
+            raise OptionError(f"{self.title}'s conv networks (P-VAE's) take 28x28 images; {spec.dataset} images are "
+                              f"{h}x{w}: use --arch fc")
 
 
 MIWAE = LikelihoodMethod("miwae", "MIWAE", MIWAENetwork.build, options_class=MIWAEConfig, colour="#7F3C8D",
