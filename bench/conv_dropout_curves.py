@@ -2,16 +2,18 @@
 panel per missing rate, imputation FID against hours of training, and a table of each cell's latest figures.
 
     python bench/conv_dropout_curves.py --conv sweeps/conv-dropout-0.8 sweeps/conv-dropout-0.9 \
-        --convac sweeps/convac-dropout --fc docs/reproduction/mnist-dropout/cells/misgan-mnist-5k-dropout80 \
-        --uci-digits --out docs/reproduction/conv-dropout
+        --convac sweeps/convac-dropout-0.8 sweeps/convac-dropout-0.9 \
+        --fc docs/reproduction/mnist-dropout/cells/misgan-mnist-5k-dropout80 --uci-digits \
+        --out docs/reproduction/conv-dropout
 
 Each --conv folder is a sweep folder (`sweep --methods misgan --arch conv --mask dropout --rates R`) and may still
-be training: the figures are its latest. --convac is a ConvAC sweep over the same rates (its curves are drawn);
-without it ConvAC's final figures come from the paper-budget sweep in docs/reproduction/mnist-dropout. Every
-cell's metrics.jsonl and config.json are copied to OUT/cells/, so the figure can be drawn again from the docs
-alone. --uci-digits also scores each cell's latest checkpoint on the 1,797 UCI digits (`evaluate CELL --dataset
-uci-digits`), cached in OUT/uci-digits.jsonl by cell and step. Curves: `imputation_fid` is the first 1,000
-training examples, `imputation_fid_test` up to 1,000 held-out ones (split test; mnist-5k holds 500).
+be training: the figures are its latest. --convac names ConvAC sweeps over the same rates (their curves are
+drawn); for a rate without one, ConvAC's final figures come from the paper-budget sweep in
+docs/reproduction/mnist-dropout. Every cell's metrics.jsonl and config.json are copied to OUT/cells/, so the
+figure can be drawn again from the docs alone. --uci-digits also scores each cell's latest checkpoint on the
+1,797 UCI digits (`evaluate CELL --dataset uci-digits`), cached in OUT/uci-digits.jsonl by cell and step.
+Curves: `imputation_fid` is the first 1,000 training examples, `imputation_fid_test` up to 1,000 held-out ones
+(split test; mnist-5k holds 500).
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def table(summary: list[dict], docs_convac: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conv", type=Path, nargs="+", required=True, help="Conv-MisGAN sweep folders, one per rate")
-    p.add_argument("--convac", type=Path, help="a ConvAC sweep folder over the same rates (its curves are drawn)")
+    p.add_argument("--convac", type=Path, nargs="*", default=[],
+                   help="ConvAC sweep folders over the same rates (their curves are drawn)")
     p.add_argument("--fc", type=Path, nargs="*", default=[], help="FC-MisGAN cells (folders with metrics.jsonl)")
     p.add_argument("--uci-digits", action="store_true", help="also score each cell's latest checkpoint on uci-digits")
     p.add_argument("--threads", type=int, default=1)
@@ -107,14 +110,14 @@ def main() -> None:
     for sweep in args.conv:
         for cell in cells_of(sweep):
             by_rate.setdefault(round(rate_of(cell) or 0.0, 2), []).append(("Conv-MisGAN", cell))
-    if args.convac:
-        for cell in cells_of(args.convac):
+    for sweep in args.convac:
+        for cell in cells_of(sweep):
             by_rate.setdefault(round(rate_of(cell) or 0.0, 2), []).append(("ConvAC", cell))
     for cell in args.fc:
         by_rate.setdefault(round(rate_of(cell) or 0.8, 2), []).append(("FC-MisGAN", cell))
-    docs_convac = {} if args.convac else {
-        (round(float(r["rate"]), 2), r["split"]): r for r in read_jsonl(DOCS_ROWS)
-        if r.get("method") == "ConvAC" and round(float(r["rate"]), 2) in by_rate}
+    with_curves = {rate for rate, cells in by_rate.items() if any(m == "ConvAC" for m, _ in cells)}
+    docs_convac = {(round(float(r["rate"]), 2), r["split"]): r for r in read_jsonl(DOCS_ROWS)
+                   if r.get("method") == "ConvAC" and round(float(r["rate"]), 2) in set(by_rate) - with_curves}
 
     summary = []
     rates = sorted(r for r, cells in by_rate.items() if any(m == "Conv-MisGAN" for m, _ in cells))

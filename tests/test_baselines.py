@@ -538,7 +538,7 @@ def test_a_closed_form_fit_logs_one_point_at_its_fit_time(tmp_path) -> None:
     run = method("mean").create(tmp_path / "m", DataSpec(mask="dropout", missing_rate=0.8, limit=64))
     run.train()
     points = [r for r in run.trainer.run.read_metrics() if "imputation_fid" in r]
-    assert len(points) == 1 and points[0]["step"] == 1 and points[0]["time"] <= run.seconds
+    assert len(points) == 1 and points[0]["step"] == 1 and points[0]["time"] <= run.seconds + 1e-3  # logged to the ms
     assert points[0]["imputation_fid_test"] > 0 and points[0]["imputation_fid_test_n"] == 500
 
 
