@@ -8,8 +8,8 @@ panel per missing rate, imputation FID against hours of training, and a table of
 
 Each --conv folder is a sweep folder (`sweep --methods misgan --arch conv --mask dropout --rates R`) and may still
 be training: the figures are its latest. --convac names ConvAC sweeps over the same rates (their curves are
-drawn); for a rate without one, ConvAC's final figures come from the paper-budget sweep in
-docs/reproduction/mnist-dropout. Every cell's metrics.jsonl and config.json are copied to OUT/cells/, so the
+drawn); ConvAC's final figures at the paper budget, from the sweep in docs/reproduction/mnist-dropout, are
+drawn as lines. Every cell's metrics.jsonl and config.json are copied to OUT/cells/, so the
 figure can be drawn again from the docs alone. --uci-digits also scores each cell's latest checkpoint on the
 1,797 UCI digits (`evaluate CELL --dataset uci-digits`), cached in OUT/uci-digits.jsonl by cell and step.
 Curves: `imputation_fid` is the first 1,000 training examples, `imputation_fid_test` up to 1,000 held-out ones
@@ -95,6 +95,9 @@ def main() -> None:
     p.add_argument("--convac", type=Path, nargs="*", default=[],
                    help="ConvAC sweep folders over the same rates (their curves are drawn)")
     p.add_argument("--fc", type=Path, nargs="*", default=[], help="FC-MisGAN cells (folders with metrics.jsonl)")
+    p.add_argument("--imputer-runs", type=Path, nargs="*", default=[],
+                   help="stand-alone imputers (train --imputer-mode standalone --pretrained CELL) of a Conv cell's Gx: "
+                        "in the table, not the figure (their hours start at the imputer's first step)")
     p.add_argument("--uci-digits", action="store_true", help="also score each cell's latest checkpoint on uci-digits")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
@@ -115,11 +118,21 @@ def main() -> None:
             by_rate.setdefault(round(rate_of(cell) or 0.0, 2), []).append(("ConvAC", cell))
     for cell in args.fc:
         by_rate.setdefault(round(rate_of(cell) or 0.8, 2), []).append(("FC-MisGAN", cell))
-    with_curves = {rate for rate, cells in by_rate.items() if any(m == "ConvAC" for m, _ in cells)}
     docs_convac = {(round(float(r["rate"]), 2), r["split"]): r for r in read_jsonl(DOCS_ROWS)
-                   if r.get("method") == "ConvAC" and round(float(r["rate"]), 2) in set(by_rate) - with_curves}
+                   if r.get("method") == "ConvAC" and round(float(r["rate"]), 2) in by_rate}
 
     summary = []
+    for run in args.imputer_runs:
+        s = summarise("Conv-MisGAN's Gx + stand-alone imputer", run, read_jsonl(run / "metrics.jsonl"),
+                      round(rate_of(run) or 0.0, 2))
+        if args.uci_digits:
+            unseen = uci_digits(run, args.out / "uci-digits.jsonl", args.threads)
+            s["uci_digits"] = {k: unseen.get(k) for k in ("imputation_fid", "rmse", "steps")}
+        target = args.out / "cells" / run.name
+        target.mkdir(exist_ok=True)
+        for name in ("metrics.jsonl", "config.json"):
+            shutil.copyfile(run / name, target / name)
+        summary.append(s)
     rates = sorted(r for r, cells in by_rate.items() if any(m == "Conv-MisGAN" for m, _ in cells))
     fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4.2), squeeze=False)
     for ax, rate in zip(axes[0], rates, strict=True):
@@ -146,7 +159,7 @@ def main() -> None:
                            label=f"ConvAC final, split {split} ({row['steps']:,} steps)")
         conv = [s for s in summary if s["rate"] == rate and s["method"] == "Conv-MisGAN"]
         ax.set_yscale("log")
-        ax.set_xlabel("hours of training (one CPU thread each)")
+        ax.set_xlabel("hours of training, one CPU thread each, under each run's own load")
         ax.set_ylabel("imputation FID (LeNet features)")
         ax.set_title(f"dropout {rate:.0%}: Conv-MisGAN at {conv[-1]['steps']:,} generator steps")
         ax.legend(fontsize=7)
