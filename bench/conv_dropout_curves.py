@@ -71,15 +71,17 @@ def table(summary: list[dict], docs_convac: dict) -> str:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
-    lines = ["| rate | method | generator / training steps | hours | latest, split test | best, split test (step) "
-             "| latest, split train | uci-digits (1,797) at the latest checkpoint |",
+    lines = ["| rate | method | steps trained | hours | latest, split test (step) | best, split test (step) "
+             "| latest, split train (step) | uci-digits (1,797) at the latest checkpoint |",
              "|---|---|---|---|---|---|---|---|"]
     for s in sorted(summary, key=lambda s: (s["rate"], s["method"])):
         uci = s.get("uci_digits")
         uci_text = f"{num(uci['imputation_fid'])} / RMSE {uci['rmse']:.3f} (step {uci['steps']:,})" if uci else "-"
         best = "-" if s["best_test"] is None else f"{num(s['best_test'])} ({s['best_test_step']:,})"
+        latest = {split: "-" if s[f"latest_{split}"] is None else
+                  f"{num(s[f'latest_{split}'])} ({s[f'latest_{split}_step']:,})" for split in SPLIT_KEYS}
         lines.append(f"| {s['rate']:.0%} | {s['method']} | {s['steps']:,} | {s['hours']:.2f} | "
-                     f"{num(s['latest_test'])} | {best} | {num(s['latest_train'])} | {uci_text} |")
+                     f"{latest['test']} | {best} | {latest['train']} | {uci_text} |")
     for (rate, split), row in sorted(docs_convac.items()):
         hours = (training_seconds(row) or 0) / 3600
         test = num(row["imputation_fid"]) if split == "test" else "-"
@@ -138,7 +140,9 @@ def main() -> None:
     for ax, rate in zip(axes[0], rates, strict=True):
         for method, cell in by_rate[rate]:
             rows = read_jsonl(cell / "metrics.jsonl")
-            target = args.out / "cells" / cell.name
+            # Named by method and cell: the Conv and FC MisGAN cells of one rate share a cell name.
+            prefix = {"Conv-MisGAN": "conv-", "FC-MisGAN": "fc-"}.get(method, "")
+            target = args.out / "cells" / f"{prefix}{cell.name}"
             target.mkdir(exist_ok=True)
             for name in ("metrics.jsonl", "config.json"):
                 if (cell / name).exists():
