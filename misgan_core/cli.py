@@ -450,14 +450,23 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["resume", *argv[2:]]
     args = _parser().parse_args(argv)
     paths = [str(v) for name in PATH_OPTIONS if isinstance(v := getattr(args, name, None), (str, Path))]
-    return _guarded(lambda: COMMANDS[args.command](args), paths, debug)
+    return _guarded(lambda: COMMANDS[args.command](args), paths, debug, _how_to_go_on(args))
+
+
+def _how_to_go_on(args: argparse.Namespace) -> str:
+    """What to run after Ctrl-C stopped a training: the same sweep command, or `resume` on the run folder."""
+    if args.command == "sweep":
+        return "run the same sweep command again to go on"
+    folder = getattr(args, "run", None) or getattr(args, "out", None)
+    return f"continue with `python -m misgan_core resume {folder}`" if folder else "continue with `resume`"
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the training driver saves a checkpoint on the way out, as for Ctrl-C
 
 
-def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = False) -> int:
+def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = False,
+             go_on: str = "continue with `resume`") -> int:
     """Run a command: 0 (or its code) on success, 2 with one line for an error the user can fix, 1 with one
     line and a saved traceback for anything else (a bug), 130 when interrupted."""
     import signal
@@ -485,8 +494,7 @@ def _guarded(run: Any, paths: list[str] | tuple[str, ...] = (), debug: bool = Fa
         return 2
     except KeyboardInterrupt as err:
         if isinstance(err, TrainingInterrupted) and err.saved_step is not None:
-            print(f"interrupted: a checkpoint was written at step {err.saved_step}; continue with `resume`",
-                  file=sys.stderr)
+            print(f"interrupted: a checkpoint was written at step {err.saved_step}; {go_on}", file=sys.stderr)
         else:
             print("interrupted before training wrote anything", file=sys.stderr)
         return 130

@@ -188,6 +188,7 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path, inherited):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "checkpoint was written" in err
+    assert f"continue with `python -m misgan_core resume {run}`" in err
     out = run_cli("resume", str(run), "--steps", "2", "--threads", "1")
     assert out.returncode == 0, out.stderr
     step = json.loads(out.stdout.splitlines()[-1])["step"]

@@ -15,6 +15,7 @@ import pytest
 
 from misgan_core.catalog import open_run
 from misgan_core.cli import main
+from misgan_core.runs import RunDir
 from misgan_core.sweep import Budget, read_sweep, square_side_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,16 @@ def test_a_killed_sweep_resumes_its_unfinished_cell(tmp_path) -> None:
     raw = (cell / "model.safetensors").read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])  # safetensors: length, then JSON
     assert int(header["__metadata__"]["step"]) < 400
+
+    # Ctrl-C on the resumed sweep: a checkpoint, and the way on is the same command
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    before = len(RunDir(cell).read_metrics())
+    deadline = time.time() + 120
+    while time.time() < deadline and len(RunDir(cell).read_metrics()) <= before:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "checkpoint was written" in err and "run the same sweep command again" in err
 
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
